@@ -1,0 +1,242 @@
+//! Types shared by the vmatrace eBPF programs and its userspace.
+//!
+//! Everything here is `#[repr(C)]` and plain data: the kernel side writes
+//! these bytes into maps and the ring buffer, userspace reads them back.
+//! There is exactly one event type, [`Event`], for every kind of record.
+#![no_std]
+
+/// The memory-mapping calls vmatrace traces. The discriminant is what the
+/// kernel writes into [`Event::call`]; the order is part of the ABI between
+/// the two sides (and, later, of the trace file format), so only append.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Call {
+    Mmap = 0,
+    Munmap = 1,
+    Brk = 2,
+    Mprotect = 3,
+    PkeyMprotect = 4,
+    Mremap = 5,
+    Madvise = 6,
+    Mlock = 7,
+    Mlock2 = 8,
+    Munlock = 9,
+    Mlockall = 10,
+    Munlockall = 11,
+    Shmat = 12,
+    Shmdt = 13,
+    Mseal = 14,
+}
+
+impl Call {
+    /// Every traced call, in discriminant order.
+    pub const ALL: [Call; 15] = [
+        Call::Mmap,
+        Call::Munmap,
+        Call::Brk,
+        Call::Mprotect,
+        Call::PkeyMprotect,
+        Call::Mremap,
+        Call::Madvise,
+        Call::Mlock,
+        Call::Mlock2,
+        Call::Munlock,
+        Call::Mlockall,
+        Call::Munlockall,
+        Call::Shmat,
+        Call::Shmdt,
+        Call::Mseal,
+    ];
+
+    /// The syscall's name, as in `syscalls/sys_enter_<name>`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Call::Mmap => "mmap",
+            Call::Munmap => "munmap",
+            Call::Brk => "brk",
+            Call::Mprotect => "mprotect",
+            Call::PkeyMprotect => "pkey_mprotect",
+            Call::Mremap => "mremap",
+            Call::Madvise => "madvise",
+            Call::Mlock => "mlock",
+            Call::Mlock2 => "mlock2",
+            Call::Munlock => "munlock",
+            Call::Mlockall => "mlockall",
+            Call::Munlockall => "munlockall",
+            Call::Shmat => "shmat",
+            Call::Shmdt => "shmdt",
+            Call::Mseal => "mseal",
+        }
+    }
+
+    /// How many arguments the syscall takes (the rest of [`Event::args`] is 0).
+    pub const fn arg_count(self) -> usize {
+        match self {
+            Call::Mmap => 6,
+            Call::Mremap => 5,
+            Call::PkeyMprotect => 4,
+            Call::Mprotect | Call::Madvise | Call::Mlock2 | Call::Shmat | Call::Mseal => 3,
+            Call::Munmap | Call::Mlock | Call::Munlock => 2,
+            Call::Brk | Call::Mlockall | Call::Shmdt => 1,
+            Call::Munlockall => 0,
+        }
+    }
+
+    /// Calls without which vmatrace cannot keep an exact picture: the tool
+    /// refuses to run if one of these cannot be attached. The others are
+    /// newer or rarer, and missing ones are reported as a warning.
+    pub const fn is_essential(self) -> bool {
+        matches!(
+            self,
+            Call::Mmap | Call::Munmap | Call::Brk | Call::Mprotect | Call::Mremap | Call::Madvise
+        )
+    }
+
+    pub const fn from_u8(value: u8) -> Option<Call> {
+        if (value as usize) < Call::ALL.len() {
+            Some(Call::ALL[value as usize])
+        } else {
+            None
+        }
+    }
+}
+
+/// What an [`Event`] records.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A traced syscall completed: `call`, `args`, `ret`, counts and cuts.
+    Syscall = 0,
+    /// The process called execve successfully: a new address space,
+    /// `vmas_after` is its first count.
+    Exec = 1,
+    /// A traced process forked a child that is now traced too:
+    /// `args[0]` is the child's pid, `args[1]` the clone flags.
+    Fork = 2,
+    /// The last thread of a traced process exited.
+    Exit = 3,
+}
+
+impl EventKind {
+    pub const fn from_u8(value: u8) -> Option<EventKind> {
+        match value {
+            0 => Some(EventKind::Syscall),
+            1 => Some(EventKind::Exec),
+            2 => Some(EventKind::Fork),
+            3 => Some(EventKind::Exit),
+            _ => None,
+        }
+    }
+}
+
+pub const COMM_LEN: usize = 16;
+
+/// One record from the kernel. 112 bytes; see the field docs for what each
+/// kind fills in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at syscall entry.
+    pub enter_ns: u64,
+    /// `bpf_ktime_get_ns()` at syscall exit (or when the lifecycle event
+    /// happened); `vmas_after` was read at this moment.
+    pub exit_ns: u64,
+    pub args: [u64; 6],
+    /// The raw return value: a negative errno on failure.
+    pub ret: i64,
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    /// `current->mm->map_count` at entry, -1 when it could not be read.
+    pub vmas_before: i32,
+    /// `current->mm->map_count` at exit, -1 when it could not be read.
+    pub vmas_after: i32,
+    /// How many times the kernel cut an existing VMA in two during this call
+    /// (calls to `__split_vma`, seen as `vm_area_dup` allocations made by the
+    /// calling thread). Exact per call, whatever other threads do.
+    pub cuts: u16,
+    /// An [`EventKind`] discriminant.
+    pub kind: u8,
+    /// A [`Call`] discriminant (Syscall events only).
+    pub call: u8,
+    pub _reserved: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+impl Event {
+    pub const fn zeroed() -> Event {
+        Event {
+            enter_ns: 0,
+            exit_ns: 0,
+            args: [0; 6],
+            ret: 0,
+            pid: 0,
+            tid: 0,
+            vmas_before: -1,
+            vmas_after: -1,
+            cuts: 0,
+            kind: 0,
+            call: 0,
+            _reserved: 0,
+            comm: [0; COMM_LEN],
+        }
+    }
+}
+
+/// Sizes userspace checks at compile time so both sides agree.
+pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
+const _: () = assert!(EVENT_SIZE == 112);
+
+/// Slots of the per-CPU `LOST` counter array: why an event never reached
+/// userspace. Every slot is reported; none is ever silently dropped.
+pub mod lost {
+    /// The ring buffer was full when a completed call was to be sent.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// The in-flight table was full at syscall entry, so the call's exit
+    /// could not be matched.
+    pub const INFLIGHT_FULL: u32 = 1;
+    /// A child of a followed process could not be added to the target set:
+    /// all of its calls are missed.
+    pub const TARGETS_FULL: u32 = 2;
+    /// Lifecycle (exec, fork, exit) events the ring buffer had no room for.
+    pub const LIFECYCLE_RINGBUF_FULL: u32 = 3;
+    pub const SLOTS: u32 = 4;
+}
+
+/// Names of the maps and globals, shared so the loader and the programs
+/// cannot drift apart.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const INFLIGHT: &str = "INFLIGHT";
+    pub const TARGETS: &str = "TARGETS";
+    pub const LOST: &str = "LOST";
+
+    pub const TRACE_ALL: &str = "TRACE_ALL";
+    pub const FOLLOW_FORKS: &str = "FOLLOW_FORKS";
+    pub const SELF_TGID: &str = "SELF_TGID";
+    pub const TASK_MM_OFFSET: &str = "TASK_MM_OFFSET";
+    pub const MM_MAP_COUNT_OFFSET: &str = "MM_MAP_COUNT_OFFSET";
+    pub const VM_AREA_DUP_START: &str = "VM_AREA_DUP_START";
+    pub const VM_AREA_DUP_END: &str = "VM_AREA_DUP_END";
+    pub const COPY_VMA_START: &str = "COPY_VMA_START";
+    pub const COPY_VMA_END: &str = "COPY_VMA_END";
+    pub const KMEM_CALL_SITE_OFFSET: &str = "KMEM_CALL_SITE_OFFSET";
+    pub const EXIT_PID_OFFSET: &str = "EXIT_PID_OFFSET";
+    pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
+    pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
+    pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+}
+
+/// Value of the `TARGETS` map: a traced tgid.
+pub const TARGET_TRACED: u8 = 1;
+
+/// `-ENOMEM` as the kernel returns it.
+pub const ENOMEM_RET: i64 = -12;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` data with no padding-sensitive invariants.
+    unsafe impl aya::Pod for super::Event {}
+}

@@ -1,0 +1,382 @@
+//! vmatrace's kernel side: a list of probes.
+//!
+//! - `sys_enter_<call>` / `sys_exit_<call>` for every call that creates,
+//!   removes, splits or merges VMAs: entry parks the arguments and the VMA
+//!   count in `INFLIGHT` (keyed by thread), exit completes the record and
+//!   sends it through the `EVENTS` ring buffer.
+//! - `vma_alloc` (kmem/kmem_cache_alloc): while a traced call is in flight on
+//!   a thread, each `vm_area_dup` allocation it makes is the kernel cutting a
+//!   VMA in two (`__split_vma`), so the call's `cuts` counter is exact even
+//!   when other threads of the process map and unmap at the same time.
+//! - `task_newtask`, `sched_process_exec`, `sched_process_exit`: the
+//!   process lifecycle, so per-process state starts and ends at the right
+//!   moment and followed children join the target set before they run.
+//!
+//! Every event that cannot be delivered is counted in `LOST`.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    EbpfContext, Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_stack,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use vmatrace_common::{Call, Event, EventKind, TARGET_TRACED, lost};
+
+// ---------------------------------------------------------------- maps
+
+/// Completed records for userspace. The loader may resize it.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Calls in progress, by thread id.
+#[map]
+static INFLIGHT: HashMap<u32, Event> = HashMap::with_max_entries(16384, 0);
+
+/// The traced processes (tgids), unless `TRACE_ALL` is set.
+#[map]
+static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Per-CPU counts of events that could not be delivered, by `lost::*` slot.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
+
+// ------------------------------------------------------------- globals
+// Set by the loader from BTF, kallsyms and the tracepoint formats of the
+// running kernel, so one binary works on any kernel with BTF.
+
+#[unsafe(no_mangle)]
+static TRACE_ALL: Global<u8> = Global::new(0);
+#[unsafe(no_mangle)]
+static FOLLOW_FORKS: Global<u8> = Global::new(0);
+/// vmatrace's own tgid: never traced, or `--all` would trace itself.
+#[unsafe(no_mangle)]
+static SELF_TGID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static TASK_MM_OFFSET: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static MM_MAP_COUNT_OFFSET: Global<u64> = Global::new(0);
+/// `[start, end)` of `vm_area_dup` in kernel text; 0/0 disables cut counting.
+#[unsafe(no_mangle)]
+static VM_AREA_DUP_START: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static VM_AREA_DUP_END: Global<u64> = Global::new(0);
+/// `[start, end)` of `copy_vma`: mremap's move duplicates a VMA there
+/// without cutting anything.
+#[unsafe(no_mangle)]
+static COPY_VMA_START: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static COPY_VMA_END: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static KMEM_CALL_SITE_OFFSET: Global<u64> = Global::new(8);
+#[unsafe(no_mangle)]
+static EXIT_PID_OFFSET: Global<u64> = Global::new(24);
+/// 0 when the kernel's sched_process_exit has no `group_dead` field.
+#[unsafe(no_mangle)]
+static EXIT_GROUP_DEAD_OFFSET: Global<u64> = Global::new(32);
+#[unsafe(no_mangle)]
+static NEWTASK_PID_OFFSET: Global<u64> = Global::new(8);
+#[unsafe(no_mangle)]
+static NEWTASK_FLAGS_OFFSET: Global<u64> = Global::new(32);
+/// Wake the reader only once this many bytes wait in `EVENTS`; the reader
+/// also polls on a short timer, so quiet periods still show promptly.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: Global<u64> = Global::new(0);
+
+const SYSCALL_ARGS_OFFSET: usize = 16;
+const SYSCALL_RET_OFFSET: usize = 16;
+const CLONE_THREAD: u64 = 0x0001_0000;
+const MREMAP_STACK_DEPTH: usize = 6;
+
+// ------------------------------------------------------------ syscalls
+
+macro_rules! syscall_probes {
+    ($($call:expr => $enter:ident, $exit:ident;)*) => {$(
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            on_enter(&ctx, $call);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            on_exit(&ctx, $call);
+            0
+        }
+    )*};
+}
+
+syscall_probes! {
+    Call::Mmap => sys_enter_mmap, sys_exit_mmap;
+    Call::Munmap => sys_enter_munmap, sys_exit_munmap;
+    Call::Brk => sys_enter_brk, sys_exit_brk;
+    Call::Mprotect => sys_enter_mprotect, sys_exit_mprotect;
+    Call::PkeyMprotect => sys_enter_pkey_mprotect, sys_exit_pkey_mprotect;
+    Call::Mremap => sys_enter_mremap, sys_exit_mremap;
+    Call::Madvise => sys_enter_madvise, sys_exit_madvise;
+    Call::Mlock => sys_enter_mlock, sys_exit_mlock;
+    Call::Mlock2 => sys_enter_mlock2, sys_exit_mlock2;
+    Call::Munlock => sys_enter_munlock, sys_exit_munlock;
+    Call::Mlockall => sys_enter_mlockall, sys_exit_mlockall;
+    Call::Munlockall => sys_enter_munlockall, sys_exit_munlockall;
+    Call::Shmat => sys_enter_shmat, sys_exit_shmat;
+    Call::Shmdt => sys_enter_shmdt, sys_exit_shmdt;
+    Call::Mseal => sys_enter_mseal, sys_exit_mseal;
+}
+
+#[inline(always)]
+fn on_enter(ctx: &TracePointContext, call: Call) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_traced(tgid) {
+        return;
+    }
+    let tid = pid_tgid as u32;
+    let mut event = Event::zeroed();
+    event.kind = EventKind::Syscall as u8;
+    event.call = call as u8;
+    event.pid = tgid;
+    event.tid = tid;
+    let mut i = 0;
+    while i < call.arg_count() {
+        event.args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
+        i += 1;
+    }
+    event.vmas_before = current_map_count();
+    event.enter_ns = unsafe { bpf_ktime_get_ns() };
+    if INFLIGHT.insert(&tid, &event, 0).is_err() {
+        count_lost(lost::INFLIGHT_FULL);
+    }
+}
+
+#[inline(always)]
+fn on_exit(ctx: &TracePointContext, call: Call) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(parked) = INFLIGHT.get_ptr(&tid) else {
+        return; // not traced, or the call began before tracing did
+    };
+    let exit_ns = unsafe { bpf_ktime_get_ns() };
+    let vmas_after = current_map_count();
+    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_RET_OFFSET) }.unwrap_or(0);
+    // A parked entry for another call is a leftover of a call whose exit was
+    // never seen (tracing started mid-call); it is replaced, not reported.
+    if unsafe { (*parked).call } == call as u8 {
+        match EVENTS.reserve::<Event>(0) {
+            Some(mut entry) => {
+                let event = entry.write(unsafe { *parked });
+                event.exit_ns = exit_ns;
+                event.vmas_after = vmas_after;
+                event.ret = ret;
+                event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+                entry.submit(wakeup_flags());
+            }
+            None => count_lost(lost::RINGBUF_FULL),
+        }
+    }
+    let _ = INFLIGHT.remove(&tid);
+}
+
+// ------------------------------------------------------------ VMA cuts
+
+/// kmem/kmem_cache_alloc: counts the VMAs a traced call cuts in two.
+#[tracepoint]
+pub fn vma_alloc(ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // Every slab allocation in the system passes here: one failed lookup
+    // is all an untraced thread pays.
+    let Some(parked) = INFLIGHT.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    let call_site =
+        unsafe { ctx.read_at::<u64>(KMEM_CALL_SITE_OFFSET.load() as usize) }.unwrap_or(0);
+    if call_site < VM_AREA_DUP_START.load() || call_site >= VM_AREA_DUP_END.load() {
+        return 0;
+    }
+    let call = unsafe { (*parked).call };
+    if call == Call::Mremap as u8 && duplicated_by_copy_vma(&ctx) {
+        return 0;
+    }
+    unsafe { (*parked).cuts = (*parked).cuts.saturating_add(1) };
+    0
+}
+
+/// mremap moves a VMA by duplicating it at the new address (`copy_vma`);
+/// only its other `vm_area_dup` calls are cuts. Looks a few kernel frames up.
+#[inline(always)]
+fn duplicated_by_copy_vma(ctx: &TracePointContext) -> bool {
+    let mut frames = [0u64; MREMAP_STACK_DEPTH];
+    let len = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            frames.as_mut_ptr().cast(),
+            (MREMAP_STACK_DEPTH * 8) as u32,
+            0,
+        )
+    };
+    if len <= 0 {
+        return false;
+    }
+    let (start, end) = (COPY_VMA_START.load(), COPY_VMA_END.load());
+    let mut i = 0;
+    while i < MREMAP_STACK_DEPTH {
+        if frames[i] >= start && frames[i] < end {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+// ----------------------------------------------------------- lifecycle
+
+/// task/task_newtask: runs in the parent before the child can run, so a
+/// followed child is in `TARGETS` before its first instruction.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    if FOLLOW_FORKS.load() == 0 || TRACE_ALL.load() != 0 {
+        return 0;
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_traced(parent) {
+        return 0;
+    }
+    let flags = unsafe { ctx.read_at::<u64>(NEWTASK_FLAGS_OFFSET.load() as usize) }.unwrap_or(0);
+    if flags & CLONE_THREAD != 0 {
+        return 0; // a thread: its tgid is already traced
+    }
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(NEWTASK_PID_OFFSET.load() as usize) }) else {
+        return 0;
+    };
+    if TARGETS.insert(&(child as u32), &TARGET_TRACED, 0).is_err() {
+        count_lost(lost::TARGETS_FULL);
+        return 0;
+    }
+    send_lifecycle(EventKind::Fork, child as u64, flags, -1);
+    0
+}
+
+/// sched/sched_process_exec: a new address space, with a new count.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_traced(tgid) {
+        send_lifecycle(EventKind::Exec, 0, 0, current_map_count());
+    }
+    0
+}
+
+/// sched/sched_process_exit: fires for every exiting thread; the process
+/// ends with the thread that finds its group dead.
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    if !is_traced(tgid) {
+        return 0;
+    }
+    let _ = INFLIGHT.remove(&tid);
+    if !group_dead(&ctx, tid, tgid) {
+        return 0;
+    }
+    send_lifecycle(EventKind::Exit, 0, 0, -1);
+    if TRACE_ALL.load() == 0 {
+        let _ = TARGETS.remove(&tgid);
+    }
+    0
+}
+
+#[inline(always)]
+fn group_dead(ctx: &TracePointContext, tid: u32, tgid: u32) -> bool {
+    let offset = EXIT_GROUP_DEAD_OFFSET.load();
+    if offset == 0 {
+        // Older kernels: the leader's exit stands for the process's.
+        return tid == tgid;
+    }
+    unsafe { ctx.read_at::<u8>(offset as usize) }.unwrap_or(0) != 0
+}
+
+#[inline(always)]
+fn send_lifecycle(kind: EventKind, arg0: u64, arg1: u64, vmas: i32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost(lost::LIFECYCLE_RINGBUF_FULL);
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut event = Event::zeroed();
+    event.kind = kind as u8;
+    event.pid = (pid_tgid >> 32) as u32;
+    event.tid = pid_tgid as u32;
+    event.enter_ns = now;
+    event.exit_ns = now;
+    event.args[0] = arg0;
+    event.args[1] = arg1;
+    event.vmas_before = vmas;
+    event.vmas_after = vmas;
+    event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    entry.write(event);
+    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+}
+
+// ------------------------------------------------------------- helpers
+
+#[inline(always)]
+fn is_traced(tgid: u32) -> bool {
+    if TRACE_ALL.load() != 0 {
+        return tgid != SELF_TGID.load();
+    }
+    unsafe { TARGETS.get(&tgid) }.is_some()
+}
+
+/// `current->mm->map_count`, the kernel's own VMA count; -1 if unreadable
+/// (a kernel thread has no mm).
+#[inline(always)]
+fn current_map_count() -> i32 {
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let mm_field = task.wrapping_add(TASK_MM_OFFSET.load() as usize) as *const *const u8;
+    let Ok(mm) = (unsafe { bpf_probe_read_kernel(mm_field) }) else {
+        return -1;
+    };
+    if mm.is_null() {
+        return -1;
+    }
+    let count_field = mm.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
+    unsafe { bpf_probe_read_kernel(count_field) }.unwrap_or(-1)
+}
+
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let threshold = WAKEUP_BYTES.load();
+    if threshold == 0 {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+fn count_lost(slot: u32) {
+    if let Some(counter) = LOST.get_ptr_mut(slot) {
+        unsafe { *counter += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,82 @@
+//! Builds the eBPF programs (vmatrace-ebpf) with the nightly toolchain and
+//! bpf-linker, and hands the object to the loader through OUT_DIR.
+//! `cargo xtask setup` installs what this needs; it is run by every xtask
+//! command, so `cargo xtask run` / `cargo xtask test` never reach here
+//! without it.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+const EBPF_TARGET: &str = "bpfel-unknown-none";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest_dir
+        .parent()
+        .expect("vmatrace/ sits in the workspace root");
+    let ebpf_dir = root.join("vmatrace-ebpf");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
+    for watched in [
+        "vmatrace-ebpf/src",
+        "vmatrace-ebpf/Cargo.toml",
+        "vmatrace-ebpf/Cargo.lock",
+        "vmatrace-common/src",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=VMATRACE_TOOLS_DIR");
+
+    let target_dir = root.join("target").join("bpf");
+    let path = tools_path();
+    let status = Command::new("rustup")
+        .args(["run", "nightly", "cargo", "build", "--release", "--locked"])
+        .args(["--target", EBPF_TARGET, "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&ebpf_dir)
+        // The outer cargo's settings are for the host build; none apply here.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_MAKEFLAGS")
+        .env("PATH", path)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run rustup to build the eBPF programs: {e}"));
+    if !status.success() {
+        panic!(
+            "building vmatrace-ebpf failed ({status}). Is the toolchain set up? \
+             Run `cargo xtask setup` (installs rust-src for nightly and bpf-linker)."
+        );
+    }
+    let object = target_dir
+        .join(EBPF_TARGET)
+        .join("release")
+        .join("vmatrace");
+    copy(&object, &out_dir.join("vmatrace.bpf.o"));
+}
+
+/// PATH with the directory `cargo xtask setup` installs bpf-linker into
+/// first, so a shell that never added it still builds.
+fn tools_path() -> std::ffi::OsString {
+    let tools = env::var_os("VMATRACE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vmatrace/tools")));
+    let mut dirs: Vec<PathBuf> = tools.map(|t| t.join("bin")).into_iter().collect();
+    if let Some(path) = env::var_os("PATH") {
+        dirs.extend(env::split_paths(&path));
+    }
+    env::join_paths(dirs).expect("PATH entries are joinable")
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", from.display(), to.display()));
+}

@@ -1,0 +1,193 @@
+//! Command-line arguments, in the forms strace users know.
+
+use std::{ffi::OsString, path::PathBuf};
+
+use clap::Parser;
+
+use crate::kernel::DEFAULT_BTF_PATH;
+
+const ABOUT: &str = "Trace the calls that create, split and remove memory mappings (VMAs), \
+with the kernel's own live VMA count per process against vm.max_map_count.";
+
+const LONG_ABOUT: &str = "\
+Trace the calls that create, split and remove memory mappings (VMAs), with the
+kernel's own live VMA count per process against vm.max_map_count.
+
+A process may hold at most vm.max_map_count VMAs (the lines of /proc/PID/maps;
+65530 by default). An munmap that punches a hole in a mapping cuts it in two;
+at the limit such a call fails with ENOMEM and allocators such as jemalloc
+abort with `Error in munmap(): Cannot allocate memory`. vmatrace shows every
+mmap, munmap, brk, mprotect, mremap, madvise, mlock, shmat and mseal call of
+the traced processes, the VMA count after it (read from the kernel's
+mm->map_count), and flags:
+
+  SPLIT       the kernel cut an existing VMA in two during the call (the
+              range began or ended strictly inside a mapping); exact per call,
+              also when other threads map and unmap at the same time
+  ENOMEM      the call failed with ENOMEM, shown with the count and the limit
+  NEAR-LIMIT  the count crossed --warn-at percent of the limit
+
+Events go to stdout (one line each, or JSON with --json); status lines and the
+closing summary go to stderr (the summary is the last JSON line with --json).
+Needs root, a kernel with BTF (/sys/kernel/btf/vmlinux) and tracefs (mounted
+if missing).";
+
+const AFTER_HELP: &str = "\
+Examples:
+  sudo vmatrace -p 1234                       watch a running process
+  sudo vmatrace -p 1234 --only-flagged        only SPLIT, ENOMEM, NEAR-LIMIT
+  sudo vmatrace -q -p 1234                    status lines and summary only
+  sudo vmatrace -f -- ./server --port 80      run a command, follow its children
+  sudo vmatrace --json -p 1234 | jq .         JSON lines for scripts
+  sudo vmatrace -a -d 10 --only-flagged       every process, for 10 seconds
+
+Exit status:
+  0  the trace ran and is complete
+  1  could not trace (not root, no BTF, no tracefs, a probe the kernel refused)
+  2  bad arguments, or no such process
+  3  the trace ran, but the kernel dropped events (see the summary)
+  With -- CMD, a complete trace exits with the command's own status (as strace
+  does), 128+N if a signal N killed it.";
+
+#[derive(Debug, Parser)]
+#[command(name = "vmatrace", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Trace the running process PID (repeat for several).
+    #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "all")]
+    pub pids: Vec<i32>,
+
+    /// Also trace the child processes that traced processes fork.
+    #[arg(short = 'f', long = "follow-forks")]
+    pub follow_forks: bool,
+
+    /// Trace every process on the system (except vmatrace).
+    #[arg(short = 'a', long = "all", conflicts_with = "command")]
+    pub all: bool,
+
+    /// Print events as JSON lines, and the summary as a last JSON line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print only events flagged SPLIT, ENOMEM or NEAR-LIMIT.
+    #[arg(long)]
+    pub only_flagged: bool,
+
+    /// Print no events: status lines and the summary only.
+    #[arg(short = 'q', long, conflicts_with = "only_flagged")]
+    pub quiet: bool,
+
+    /// NEAR-LIMIT threshold, in percent of vm.max_map_count.
+    #[arg(long, value_name = "PERCENT", default_value = "90", value_parser = parse_percent)]
+    pub warn_at: f64,
+
+    /// Seconds between status lines on stderr [default: 1 on a terminal, none otherwise; 0: none].
+    #[arg(short = 'i', long, value_name = "SECONDS")]
+    pub interval: Option<f64>,
+
+    /// Stop after SECONDS.
+    #[arg(short = 'd', long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+
+    /// Size of the kernel-to-userspace ring buffer (a power of two, >= 4096;
+    /// suffixes K, M, G).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_buffer_size)]
+    pub buffer_size: u32,
+
+    /// Read kernel type information from this BTF file.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH, hide_short_help = true)]
+    pub btf: PathBuf,
+
+    /// The command to run and trace from its first instruction.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// What to trace, once the arguments are checked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Targets {
+    Pids(Vec<i32>),
+    Command(Vec<OsString>),
+    All,
+}
+
+impl Cli {
+    pub fn targets(&self) -> Result<Targets, String> {
+        match (self.pids.is_empty(), self.command.is_empty(), self.all) {
+            (false, true, false) => Ok(Targets::Pids(self.pids.clone())),
+            (true, false, false) => Ok(Targets::Command(self.command.clone())),
+            (true, true, true) => Ok(Targets::All),
+            (true, true, false) => {
+                Err("nothing to trace: give -p PID, -- CMD [ARGS...], or --all".into())
+            }
+            _ => Err("give one of -p PID, -- CMD, or --all".into()),
+        }
+    }
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a percentage"))?;
+    if value > 0.0 && value <= 100.0 {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not in (0, 100]"))
+    }
+}
+
+fn parse_buffer_size(text: &str) -> Result<u32, String> {
+    let (digits, multiplier) = match text.chars().last() {
+        Some('K' | 'k') => (&text[..text.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&text[..text.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&text[..text.len() - 1], 1 << 30),
+        _ => (text, 1),
+    };
+    let value = digits
+        .parse::<u64>()
+        .map_err(|_| format!("{text:?} is not a size"))?
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text} is too large"))?;
+    if value < 4096 || !value.is_power_of_two() || value > (1 << 30) {
+        return Err(format!("{text} must be a power of two from 4K to 1G"));
+    }
+    Ok(value as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vmatrace").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn strace_forms_parse() {
+        let cli = parse(&["-p", "12", "-p", "34"]).unwrap();
+        assert_eq!(cli.targets(), Ok(Targets::Pids(vec![12, 34])));
+        let cli = parse(&["-f", "--", "ls", "-l"]).unwrap();
+        assert!(cli.follow_forks);
+        assert_eq!(
+            cli.targets(),
+            Ok(Targets::Command(vec!["ls".into(), "-l".into()]))
+        );
+        assert_eq!(parse(&["--all"]).unwrap().targets(), Ok(Targets::All));
+    }
+
+    #[test]
+    fn bad_arguments_are_rejected() {
+        assert!(parse(&["-p", "abc"]).is_err());
+        assert!(parse(&["--all", "-p", "1"]).is_err());
+        assert!(parse(&["--warn-at", "0"]).is_err());
+        assert!(parse(&["--warn-at", "101"]).is_err());
+        assert!(parse(&["--buffer-size", "3000"]).is_err());
+        assert_eq!(parse(&["--warn-at", "95%"]).unwrap().warn_at, 95.0);
+        assert_eq!(
+            parse(&["--buffer-size", "64M"]).unwrap().buffer_size,
+            64 << 20
+        );
+        assert!(parse(&[]).unwrap().targets().is_err());
+        assert!(parse(&["-p", "1", "--", "ls"]).unwrap().targets().is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! Exit codes scripts can rely on, and the failures that map to them.
+
+use std::fmt;
+
+/// vmatrace's exit codes. With `-- CMD`, a clean run exits with the
+/// command's own status instead, as strace does.
+pub mod exit_code {
+    /// The trace ran and is complete.
+    pub const OK: i32 = 0;
+    /// vmatrace could not trace: not root, no BTF, no tracefs, a probe the
+    /// kernel refused, or another failure of the machine or the tool.
+    pub const ENVIRONMENT: i32 = 1;
+    /// Bad arguments, or a target that does not exist.
+    pub const USAGE: i32 = 2;
+    /// The trace ran but the kernel dropped events: it is incomplete.
+    pub const LOST_EVENTS: i32 = 3;
+}
+
+/// An error that ends vmatrace, with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: exit_code::USAGE,
+            error: error.into(),
+        }
+    }
+
+    pub fn environment(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: exit_code::ENVIRONMENT,
+            error: error.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::environment(error)
+    }
+}

@@ -1,0 +1,199 @@
+//! Loading and attaching the kernel programs, and the handles userspace
+//! keeps on their maps.
+
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use vmatrace_common::{Call, TARGET_TRACED, lost, names};
+
+use crate::{
+    error::Failure,
+    kernel::{self, SplitSymbols},
+};
+
+/// The eBPF object built from `vmatrace-ebpf` by build.rs.
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vmatrace.bpf.o"));
+
+/// How the programs are to be configured.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub trace_all: bool,
+    pub follow_forks: bool,
+    pub ring_buffer_bytes: u32,
+    pub btf_path: std::path::PathBuf,
+}
+
+/// The loaded, attached programs. Dropping it detaches them.
+pub struct Probes {
+    ebpf: Ebpf,
+    /// Whether SPLIT detection is live (kallsyms gave the needed symbols).
+    pub splits_available: bool,
+    /// Calls whose tracepoints this kernel does not have.
+    pub missing_calls: Vec<Call>,
+}
+
+/// Lost-event counts summed over CPUs, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LostCounts {
+    pub ring_buffer_full: u64,
+    pub inflight_table_full: u64,
+    pub targets_table_full: u64,
+    pub lifecycle_ring_buffer_full: u64,
+}
+
+impl LostCounts {
+    pub fn total(&self) -> u64 {
+        self.ring_buffer_full
+            + self.inflight_table_full
+            + self.targets_table_full
+            + self.lifecycle_ring_buffer_full
+    }
+}
+
+impl Probes {
+    /// Checks the machine, loads the programs with this kernel's offsets
+    /// and attaches every one of them.
+    pub fn load(config: &ProbeConfig) -> Result<Probes, Failure> {
+        require_privileges()?;
+        let offsets = kernel::struct_offsets(&config.btf_path)?;
+        let tracefs = kernel::ensure_tracefs()?;
+        let tp = kernel::tracepoint_offsets(&tracefs)?;
+        let symbols = kernel::read_split_symbols();
+        let SplitSymbols {
+            vm_area_dup,
+            copy_vma,
+        } = symbols.unwrap_or_default();
+
+        let self_tgid = std::process::id();
+        let trace_all = u8::from(config.trace_all);
+        let follow = u8::from(config.follow_forks);
+        // Wake the reader at a quarter full; it polls every few ms anyway.
+        let wakeup_bytes = u64::from(config.ring_buffer_bytes / 4);
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(names::TRACE_ALL, &trace_all, true)
+            .override_global(names::FOLLOW_FORKS, &follow, true)
+            .override_global(names::SELF_TGID, &self_tgid, true)
+            .override_global(names::TASK_MM_OFFSET, &offsets.task_mm, true)
+            .override_global(names::MM_MAP_COUNT_OFFSET, &offsets.mm_map_count, true)
+            .override_global(names::VM_AREA_DUP_START, &vm_area_dup.start, true)
+            .override_global(names::VM_AREA_DUP_END, &vm_area_dup.end, true)
+            .override_global(names::COPY_VMA_START, &copy_vma.start, true)
+            .override_global(names::COPY_VMA_END, &copy_vma.end, true)
+            .override_global(names::KMEM_CALL_SITE_OFFSET, &tp.kmem_call_site, true)
+            .override_global(names::EXIT_PID_OFFSET, &tp.exit_pid, true)
+            .override_global(names::EXIT_GROUP_DEAD_OFFSET, &tp.exit_group_dead, true)
+            .override_global(names::NEWTASK_PID_OFFSET, &tp.newtask_pid, true)
+            .override_global(names::NEWTASK_FLAGS_OFFSET, &tp.newtask_clone_flags, true)
+            .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
+            .map_max_entries(names::EVENTS, config.ring_buffer_bytes);
+        let ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|e| Failure::environment(anyhow!(e).context("loading the eBPF object")))?;
+        let mut probes = Probes {
+            ebpf,
+            splits_available: symbols.is_some(),
+            missing_calls: Vec::new(),
+        };
+        probes.attach_all(&tracefs)?;
+        Ok(probes)
+    }
+
+    fn attach_all(&mut self, tracefs: &Path) -> Result<(), Failure> {
+        for call in Call::ALL {
+            let name = call.name();
+            let enter = format!("sys_enter_{name}");
+            if !tracefs.join("events/syscalls").join(&enter).is_dir() {
+                if call.is_essential() {
+                    return Err(Failure::environment(anyhow!(
+                        "this kernel has no tracepoint syscalls/{enter} (CONFIG_FTRACE_SYSCALLS=y is needed)"
+                    )));
+                }
+                self.missing_calls.push(call);
+                continue;
+            }
+            self.attach("syscalls", &enter)?;
+            self.attach("syscalls", &format!("sys_exit_{name}"))?;
+        }
+        // Lifecycle first in intent, but attached after the syscalls: a
+        // followed child can only appear once a traced call could be seen.
+        self.attach_as("task_newtask", "task", "task_newtask")?;
+        self.attach_as("sched_process_exec", "sched", "sched_process_exec")?;
+        self.attach_as("sched_process_exit", "sched", "sched_process_exit")?;
+        if self.splits_available {
+            self.attach_as("vma_alloc", "kmem", "kmem_cache_alloc")?;
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, category: &str, name: &str) -> Result<(), Failure> {
+        self.attach_as(name, category, name)
+    }
+
+    fn attach_as(&mut self, program: &str, category: &str, event: &str) -> Result<(), Failure> {
+        let prog: &mut TracePoint = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
+            .try_into()
+            .with_context(|| format!("{program} is not a tracepoint program"))?;
+        prog.load().map_err(|e| {
+            Failure::environment(anyhow!(e).context(format!(
+                "the kernel refused the program {program} ({category}/{event})"
+            )))
+        })?;
+        prog.attach(category, event).map_err(|e| {
+            Failure::environment(
+                anyhow!(e).context(format!("cannot attach {program} to {category}/{event}")),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Adds a process to the in-kernel target set.
+    pub fn add_target(&mut self, pid: u32) -> anyhow::Result<()> {
+        let mut targets: HashMap<&mut MapData, u32, u8> =
+            HashMap::try_from(self.ebpf.map_mut(names::TARGETS).context("TARGETS map")?)?;
+        targets
+            .insert(pid, TARGET_TRACED, 0)
+            .with_context(|| format!("adding pid {pid} to the traced set"))
+    }
+
+    /// The ring buffer the events arrive through. Taken once.
+    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .context("the EVENTS ring buffer was already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    pub fn lost(&self) -> anyhow::Result<LostCounts> {
+        let array: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(names::LOST).context("LOST map")?)?;
+        let slot = |index: u32| -> anyhow::Result<u64> { Ok(array.get(&index, 0)?.iter().sum()) };
+        Ok(LostCounts {
+            ring_buffer_full: slot(lost::RINGBUF_FULL)?,
+            inflight_table_full: slot(lost::INFLIGHT_FULL)?,
+            targets_table_full: slot(lost::TARGETS_FULL)?,
+            lifecycle_ring_buffer_full: slot(lost::LIFECYCLE_RINGBUF_FULL)?,
+        })
+    }
+}
+
+/// BPF tracing needs root (CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN).
+fn require_privileges() -> Result<(), Failure> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Failure::environment(anyhow!(
+            "vmatrace needs root to load its eBPF programs: run it with sudo"
+        )));
+    }
+    Ok(())
+}

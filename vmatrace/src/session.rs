@@ -1,0 +1,329 @@
+//! One tracing run: set up the targets, then move events from the kernel
+//! through the state and detectors to the outputs until the targets are
+//! gone, the time is up, or the user stops it.
+
+use std::{
+    io::IsTerminal,
+    process::ExitStatus,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, anyhow};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    sync::oneshot,
+};
+use vmatrace_common::{EVENT_SIZE, Event};
+
+use crate::{
+    cli::{Cli, Targets},
+    detect::Detector,
+    error::{Failure, exit_code},
+    kernel,
+    output::{Format, Output, Summary},
+    probes::{LostCounts, ProbeConfig, Probes},
+    state::Processes,
+    target::{self, Gated},
+};
+
+/// How often the ring buffer is drained when the kernel did not wake us:
+/// it wakes us only when the buffer fills up, which keeps the cost per
+/// event low at high rates.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+pub async fn run(cli: Cli) -> Result<i32, Failure> {
+    let targets = cli.targets().map_err(|e| Failure::usage(anyhow!(e)))?;
+    // Bad pids are found before anything is loaded.
+    let attached: Vec<target::TargetInfo> = match &targets {
+        Targets::Pids(pids) => pids
+            .iter()
+            .map(|pid| target::inspect_pid(*pid))
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    let limit = kernel::max_map_count().map_err(Failure::environment)?;
+    let mut probes = Probes::load(&ProbeConfig {
+        trace_all: targets == Targets::All,
+        follow_forks: cli.follow_forks,
+        ring_buffer_bytes: cli.buffer_size,
+        btf_path: cli.btf.clone(),
+    })?;
+    let events = probes.take_events().map_err(Failure::environment)?;
+    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for
+    // as long as it is registered.
+    let ring =
+        unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }.map_err(|e| {
+            Failure::environment(anyhow!(e.into_parts().1).context("watching the ring buffer"))
+        })?;
+
+    let mut processes = Processes::new(Detector::new(limit, cli.warn_at / 100.0));
+    let format = if cli.json { Format::Json } else { Format::Text };
+    let output = Output::new(
+        format,
+        cli.only_flagged,
+        cli.quiet,
+        kernel::monotonic_to_realtime_offset(),
+    );
+
+    let mut child_exit: Option<oneshot::Receiver<std::io::Result<ExitStatus>>> = None;
+    let mut command_pid = None;
+    match &targets {
+        Targets::Pids(_) => {
+            for info in attached {
+                probes.add_target(info.pid).map_err(Failure::environment)?;
+                // Counted again now that the probes see every change.
+                let count = target::maps_count(info.pid).ok().or(info.count);
+                processes.attach(info.pid, info.comm, count, monotonic_ns());
+            }
+        }
+        Targets::Command(argv) => {
+            let gated = Gated::spawn(argv)?;
+            probes.add_target(gated.pid).map_err(Failure::environment)?;
+            let pid = gated.pid;
+            command_pid = Some(pid);
+            let comm = argv[0]
+                .to_string_lossy()
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            processes.attach(pid, comm, None, monotonic_ns());
+            let mut child = gated.release()?;
+            let (tx, rx) = oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(child.wait());
+            });
+            child_exit = Some(rx);
+        }
+        Targets::All => {}
+    }
+    let started = Instant::now();
+    eprintln!("{}", banner(&targets, &processes, limit, &probes));
+
+    let mut run = Run {
+        ring,
+        processes,
+        output,
+        events: 0,
+        malformed: 0,
+        command_pid,
+    };
+    let child_status = run
+        .trace_until_done(&cli, &targets, &probes, child_exit)
+        .await?;
+    run.drain()?;
+
+    let lost = probes.lost().map_err(Failure::environment)?;
+    let summary = Summary {
+        processes: &run.processes,
+        lost,
+        seconds: started.elapsed().as_secs_f64(),
+        events: run.events,
+        splits_available: probes.splits_available,
+        missing_calls: &probes.missing_calls,
+    };
+    run.output
+        .summary(&summary)
+        .context("writing the summary")?;
+    if run.malformed > 0 {
+        eprintln!(
+            "vmatrace: {} malformed records from the kernel were skipped",
+            run.malformed
+        );
+    }
+    Ok(exit_status(lost, child_status))
+}
+
+fn exit_status(lost: LostCounts, child: Option<ExitStatus>) -> i32 {
+    if lost.total() > 0 {
+        eprintln!(
+            "vmatrace: {} events were lost: the trace is incomplete",
+            lost.total()
+        );
+        return exit_code::LOST_EVENTS;
+    }
+    child.map_or(exit_code::OK, target::shell_exit_code)
+}
+
+fn banner(targets: &Targets, processes: &Processes, limit: u64, probes: &Probes) -> String {
+    let what = match targets {
+        Targets::Pids(_) => processes
+            .by_pid
+            .values()
+            .map(|s| {
+                let count = s.count.map_or("?".into(), |c| c.to_string());
+                format!("{} ({}, {count} VMAs)", s.pid, s.comm)
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Targets::Command(argv) => format!(
+            "{} (pid {})",
+            argv.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            processes.by_pid.keys().next().copied().unwrap_or(0)
+        ),
+        Targets::All => "every process".to_string(),
+    };
+    let mut text = format!("vmatrace: tracing {what}; vm.max_map_count {limit}");
+    if !probes.splits_available {
+        text.push_str(
+            "\nvmatrace: warning: /proc/kallsyms hides kernel addresses: SPLIT detection is off",
+        );
+    }
+    text
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+struct Run {
+    ring: AsyncFd<RingBuf<MapData>>,
+    processes: Processes,
+    output: Output,
+    events: u64,
+    malformed: u64,
+    command_pid: Option<u32>,
+}
+
+enum Wake {
+    Data,
+    Tick,
+    Status,
+    Stop,
+    Child(Option<ExitStatus>),
+}
+
+impl Run {
+    /// The event loop. Returns the command's exit status, if it ran one.
+    async fn trace_until_done(
+        &mut self,
+        cli: &Cli,
+        targets: &Targets,
+        probes: &Probes,
+        mut child_exit: Option<oneshot::Receiver<std::io::Result<ExitStatus>>>,
+    ) -> Result<Option<ExitStatus>, Failure> {
+        let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        let status_every = cli.interval.unwrap_or(if std::io::stderr().is_terminal() {
+            1.0
+        } else {
+            0.0
+        });
+        let mut status = tokio::time::interval(Duration::from_secs_f64(status_every.max(0.05)));
+        status.tick().await; // the first tick is immediate
+        let deadline = cli
+            .duration
+            .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+        let mut child_status = None;
+        loop {
+            let wake = tokio::select! {
+                ready = self.ring.readable() => {
+                    if let Ok(mut guard) = ready {
+                        guard.clear_ready();
+                    }
+                    Wake::Data
+                }
+                _ = poll.tick() => Wake::Tick,
+                _ = status.tick(), if status_every > 0.0 => Wake::Status,
+                _ = interrupt.recv() => Wake::Stop,
+                _ = terminate.recv() => Wake::Stop,
+                _ = sleep_until(deadline) => Wake::Stop,
+                exit = async { child_exit.as_mut().expect("guarded").await }, if child_exit.is_some() => {
+                    child_exit = None;
+                    Wake::Child(exit.ok().and_then(Result::ok))
+                }
+            };
+            self.drain()?;
+            match wake {
+                Wake::Stop => return Ok(child_status),
+                Wake::Child(exit) => {
+                    child_status = exit;
+                    if let Some(pid) = self.command_pid {
+                        // Reaped: whatever its exit event said, it is gone.
+                        self.processes.mark_exited(pid);
+                    }
+                }
+                Wake::Status => {
+                    let lost = probes.lost().unwrap_or_default();
+                    self.output.status(&self.processes, &lost);
+                }
+                Wake::Tick | Wake::Data => {}
+            }
+            if self.targets_gone(targets, child_exit.is_some()) {
+                return Ok(child_status);
+            }
+        }
+    }
+
+    /// True once nothing is left to trace.
+    fn targets_gone(&mut self, targets: &Targets, child_running: bool) -> bool {
+        match targets {
+            Targets::All => false,
+            Targets::Command(_) if child_running => false,
+            Targets::Pids(_) | Targets::Command(_) => {
+                // An exit event can be lost like any other: ask the kernel.
+                let stale: Vec<u32> = self
+                    .processes
+                    .by_pid
+                    .values()
+                    .filter(|s| !s.exited && !target::is_alive(s.pid))
+                    .map(|s| s.pid)
+                    .collect();
+                if !stale.is_empty() {
+                    self.drain_quietly();
+                    for pid in stale {
+                        self.processes.mark_exited(pid);
+                    }
+                }
+                self.processes.all_exited()
+            }
+        }
+    }
+
+    fn drain_quietly(&mut self) {
+        let _ = self.drain();
+    }
+
+    /// Moves every waiting event through state, detectors and outputs.
+    fn drain(&mut self) -> Result<(), Failure> {
+        let limit = self.processes.detector.limit;
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            if item.len() < EVENT_SIZE {
+                self.malformed += 1;
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole `Event` (checked length);
+            // read_unaligned copes with the byte buffer's alignment.
+            let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            drop(item);
+            self.events += 1;
+            let applied = self.processes.apply(&event);
+            self.output
+                .event(&event, &applied, limit)
+                .map_err(|e| Failure::environment(anyhow!(e).context("writing events")))?;
+        }
+        self.output
+            .flush()
+            .map_err(|e| Failure::environment(anyhow!(e).context("writing events")))
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,327 @@
+//! Per-process state, fed by events: the live VMA count and what changed it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use vmatrace_common::{Call, Event, EventKind};
+
+use crate::{
+    detect::{Detector, Flags},
+    syscalls,
+};
+
+/// What vmatrace knows about one traced process.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessState {
+    pub pid: u32,
+    pub comm: String,
+    /// The count read from /proc/PID/maps when tracing began, if it did.
+    pub count_at_attach: Option<u64>,
+    /// The kernel's `map_count`, as of the newest reading (`count_ns`).
+    pub count: Option<i64>,
+    #[serde(skip)]
+    pub count_ns: u64,
+    pub peak: i64,
+    pub peak_ns: u64,
+    pub calls: BTreeMap<&'static str, u64>,
+    pub failed_calls: u64,
+    /// Calls flagged SPLIT.
+    pub splits: u64,
+    /// VMA cuts in all (a call that unmaps a hole in a mapping cuts twice).
+    pub cuts: u64,
+    pub enomem: u64,
+    pub near_limit: u64,
+    pub bytes_mapped: u64,
+    pub bytes_unmapped: u64,
+    pub execs: u64,
+    pub exited: bool,
+    #[serde(skip)]
+    pub above_warn: bool,
+    #[serde(skip)]
+    last_brk: Option<u64>,
+}
+
+impl ProcessState {
+    pub fn new(pid: u32) -> ProcessState {
+        ProcessState {
+            pid,
+            ..ProcessState::default()
+        }
+    }
+
+    pub fn headroom(&self, limit: u64) -> Option<i64> {
+        self.count.map(|count| limit as i64 - count)
+    }
+
+    /// Takes a reading of the kernel's count taken at `ns`, if it is newer
+    /// than the one held: events of different threads can arrive out of
+    /// order, the newest reading is the truth.
+    fn observe_count(&mut self, count: i32, ns: u64) {
+        if count < 0 {
+            return;
+        }
+        let count = count as i64;
+        if self.count.is_none() || ns >= self.count_ns {
+            self.count = Some(count);
+            self.count_ns = ns;
+        }
+        if count > self.peak {
+            self.peak = count;
+            self.peak_ns = ns;
+        }
+    }
+
+    fn count_call(&mut self, call: Call, event: &Event, flags: Flags) {
+        *self.calls.entry(call.name()).or_default() += 1;
+        if syscalls::errno_of(call, event.ret).is_some() {
+            self.failed_calls += 1;
+        }
+        if flags.split {
+            self.splits += 1;
+        }
+        self.cuts += event.cuts as u64;
+        if flags.enomem {
+            self.enomem += 1;
+        }
+        let delta = match call {
+            Call::Brk => self.brk_delta(event.ret as u64),
+            _ => syscalls::mapped_delta(call, &event.args, event.ret),
+        };
+        if delta > 0 {
+            self.bytes_mapped += delta as u64;
+        } else {
+            self.bytes_unmapped += delta.unsigned_abs();
+        }
+    }
+
+    /// brk returns the new break; the bytes moved are the difference to
+    /// the previous one (unknown for the first brk seen).
+    fn brk_delta(&mut self, new_brk: u64) -> i64 {
+        let delta = self
+            .last_brk
+            .map(|old| new_brk as i64 - old as i64)
+            .unwrap_or(0);
+        self.last_brk = Some(new_brk);
+        delta
+    }
+}
+
+/// Every traced process, by pid, and the detectors' thresholds.
+#[derive(Debug)]
+pub struct Processes {
+    pub detector: Detector,
+    pub by_pid: BTreeMap<u32, ProcessState>,
+}
+
+/// What applying one event produced, for the outputs.
+#[derive(Clone, Copy, Debug)]
+pub struct Applied {
+    pub flags: Flags,
+    /// The process's count after the event (the newest reading).
+    pub count: Option<i64>,
+}
+
+impl Processes {
+    pub fn new(detector: Detector) -> Processes {
+        Processes {
+            detector,
+            by_pid: BTreeMap::new(),
+        }
+    }
+
+    /// Starts tracking a process whose count was read from /proc.
+    pub fn attach(&mut self, pid: u32, comm: String, count: Option<u64>, now_ns: u64) {
+        let warn_at = self.detector.warn_at;
+        let state = self.entry(pid);
+        state.comm = comm;
+        state.count_at_attach = count;
+        if let Some(count) = count {
+            state.observe_count(count as i32, now_ns);
+            state.above_warn = count >= warn_at;
+        }
+    }
+
+    fn entry(&mut self, pid: u32) -> &mut ProcessState {
+        self.by_pid
+            .entry(pid)
+            .or_insert_with(|| ProcessState::new(pid))
+    }
+
+    pub fn apply(&mut self, event: &Event) -> Applied {
+        let detector = self.detector;
+        let state = self.entry(event.pid);
+        let comm = comm_str(&event.comm);
+        if !comm.is_empty() {
+            state.comm = comm;
+        }
+        let kind = EventKind::from_u8(event.kind);
+        if kind == Some(EventKind::Exec) {
+            // A new address space: the old peak says nothing about it.
+            state.execs += 1;
+            state.count = None;
+            state.peak = 0;
+        }
+        let (flags, above) = detector.inspect(event, state.above_warn);
+        state.above_warn = above;
+        if flags.near_limit {
+            state.near_limit += 1;
+        }
+        state.observe_count(event.vmas_before, event.enter_ns);
+        state.observe_count(event.vmas_after, event.exit_ns);
+        match kind {
+            Some(EventKind::Syscall) => {
+                if let Some(call) = Call::from_u8(event.call) {
+                    state.count_call(call, event, flags);
+                }
+            }
+            Some(EventKind::Exit) => state.exited = true,
+            Some(EventKind::Fork) => {
+                let child = event.args[0] as u32;
+                let parent_comm = state.comm.clone();
+                let child_state = self.entry(child);
+                if child_state.comm.is_empty() {
+                    child_state.comm = parent_comm;
+                }
+            }
+            _ => {}
+        }
+        let count = self.by_pid.get(&event.pid).and_then(|s| s.count);
+        Applied { flags, count }
+    }
+
+    pub fn mark_exited(&mut self, pid: u32) {
+        if let Some(state) = self.by_pid.get_mut(&pid) {
+            state.exited = true;
+        }
+    }
+
+    pub fn all_exited(&self) -> bool {
+        self.by_pid.values().all(|s| s.exited)
+    }
+}
+
+pub fn comm_str(comm: &[u8]) -> String {
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn syscall(
+        pid: u32,
+        call: Call,
+        args: [u64; 6],
+        ret: i64,
+        counts: (i32, i32),
+        ns: u64,
+    ) -> Event {
+        let mut event = Event::zeroed();
+        event.kind = EventKind::Syscall as u8;
+        event.call = call as u8;
+        event.pid = pid;
+        event.tid = pid;
+        event.args = args;
+        event.ret = ret;
+        event.vmas_before = counts.0;
+        event.vmas_after = counts.1;
+        event.enter_ns = ns;
+        event.exit_ns = ns + 10;
+        event.comm[..4].copy_from_slice(b"test");
+        event
+    }
+
+    #[test]
+    fn count_follows_the_newest_reading_even_out_of_order() {
+        let mut processes = Processes::new(Detector::new(65530, 0.9));
+        processes.attach(7, "test".into(), Some(40), 0);
+        processes.apply(&syscall(
+            7,
+            Call::Mmap,
+            [0, 4096, 3, 0x22, 0, 0],
+            0x1000,
+            (40, 42),
+            2000,
+        ));
+        // An older call of another thread, delivered late.
+        processes.apply(&syscall(
+            7,
+            Call::Mmap,
+            [0, 4096, 3, 0x22, 0, 0],
+            0x2000,
+            (40, 41),
+            1000,
+        ));
+        let state = &processes.by_pid[&7];
+        assert_eq!(state.count, Some(42));
+        assert_eq!(state.peak, 42);
+        assert_eq!(state.calls["mmap"], 2);
+        assert_eq!(state.bytes_mapped, 8192);
+    }
+
+    #[test]
+    fn splits_cuts_and_enomem_are_counted() {
+        let mut processes = Processes::new(Detector::new(100, 0.9));
+        let mut split = syscall(1, Call::Munmap, [0x1000, 4096, 0, 0, 0, 0], 0, (50, 51), 10);
+        split.cuts = 2;
+        processes.apply(&split);
+        processes.apply(&syscall(
+            1,
+            Call::Munmap,
+            [0x3000, 4096, 0, 0, 0, 0],
+            -12,
+            (100, 100),
+            20,
+        ));
+        let state = &processes.by_pid[&1];
+        assert_eq!((state.splits, state.cuts, state.enomem), (1, 2, 1));
+        assert_eq!(state.failed_calls, 1);
+        assert_eq!(state.near_limit, 1);
+        assert_eq!(state.bytes_unmapped, 4096);
+        assert_eq!(state.headroom(100), Some(0));
+    }
+
+    #[test]
+    fn brk_bytes_come_from_successive_breaks() {
+        let mut processes = Processes::new(Detector::new(65530, 0.9));
+        processes.apply(&syscall(3, Call::Brk, [0; 6], 0x10000, (5, 5), 1));
+        processes.apply(&syscall(
+            3,
+            Call::Brk,
+            [0x31000, 0, 0, 0, 0, 0],
+            0x31000,
+            (5, 6),
+            2,
+        ));
+        processes.apply(&syscall(
+            3,
+            Call::Brk,
+            [0x21000, 0, 0, 0, 0, 0],
+            0x21000,
+            (6, 6),
+            3,
+        ));
+        let state = &processes.by_pid[&3];
+        assert_eq!(state.bytes_mapped, 0x21000);
+        assert_eq!(state.bytes_unmapped, 0x10000);
+    }
+
+    #[test]
+    fn exit_and_exec_update_the_lifecycle() {
+        let mut processes = Processes::new(Detector::new(65530, 0.9));
+        let mut exec = Event::zeroed();
+        exec.kind = EventKind::Exec as u8;
+        exec.pid = 9;
+        exec.vmas_after = 12;
+        exec.exit_ns = 5;
+        processes.apply(&exec);
+        assert_eq!(processes.by_pid[&9].count, Some(12));
+        assert!(!processes.all_exited());
+        let mut exit = exec;
+        exit.kind = EventKind::Exit as u8;
+        exit.vmas_after = -1;
+        processes.apply(&exit);
+        assert!(processes.all_exited());
+    }
+}

@@ -1,0 +1,197 @@
+//! Installs what building the eBPF programs needs, once per machine:
+//! the nightly toolchain's rust-src (for `-Z build-std=core`) and
+//! bpf-linker built against the nightly's own shared LLVM, following
+//! ../shared/TOOLCHAIN.md. Every step checks first and does nothing when
+//! its result is already there.
+
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+
+/// Where the tools live: `$VMATRACE_TOOLS_DIR`, or ~/.cache/vmatrace/tools,
+/// shared by every checkout on the machine.
+pub struct Tools {
+    pub dir: PathBuf,
+}
+
+impl Tools {
+    fn locate() -> Result<Tools> {
+        let dir = match env::var_os("VMATRACE_TOOLS_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => PathBuf::from(env::var_os("HOME").context("HOME is not set")?)
+                .join(".cache/vmatrace/tools"),
+        };
+        Ok(Tools { dir })
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+
+    pub fn path_env(&self) -> OsString {
+        let mut dirs = vec![self.bin()];
+        if let Some(path) = env::var_os("PATH") {
+            dirs.extend(env::split_paths(&path));
+        }
+        env::join_paths(dirs).expect("PATH entries are joinable")
+    }
+}
+
+pub fn ensure() -> Result<Tools> {
+    let tools = Tools::locate()?;
+    ensure_nightly_rust_src()?;
+    ensure_bpf_linker(&tools)?;
+    Ok(tools)
+}
+
+fn ensure_nightly_rust_src() -> Result<()> {
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    );
+    match installed {
+        Ok(list) if list.lines().any(|l| l.trim() == "rust-src") => Ok(()),
+        Ok(_) => {
+            eprintln!("xtask: installing rust-src for the nightly toolchain");
+            run(
+                "rustup",
+                &["component", "add", "rust-src", "--toolchain", "nightly"],
+            )
+        }
+        Err(_) => {
+            eprintln!("xtask: installing the nightly toolchain with rust-src");
+            run(
+                "rustup",
+                &[
+                    "toolchain",
+                    "install",
+                    "nightly",
+                    "--profile",
+                    "minimal",
+                    "--component",
+                    "rust-src,rustfmt",
+                ],
+            )
+        }
+    }
+}
+
+/// bpf-linker must link against the same LLVM as the nightly rustc that
+/// emits the bitcode, so it is built against the nightly's libLLVM.
+fn ensure_bpf_linker(tools: &Tools) -> Result<()> {
+    let llvm = nightly_libllvm()?;
+    let soname = llvm
+        .file_name()
+        .context("libLLVM path has a file name")?
+        .to_string_lossy()
+        .into_owned();
+    let stamp_path = tools.dir.join("bpf-linker.stamp");
+    let stamp = format!("bpf-linker {BPF_LINKER_VERSION} {soname}\n");
+    let linker = tools.bin().join("bpf-linker");
+    if fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) && works(&linker) {
+        return Ok(());
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {soname} (about a minute)");
+    let prefix = tools.dir.join("llvm");
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    // The build links `libLLVM.so`; the binary then loads it by soname
+    // from its RUNPATH, <prefix>/lib: both names point at the nightly's.
+    for name in ["libLLVM.so", soname.as_str()] {
+        let link = lib.join(name);
+        let _ = fs::remove_file(&link);
+        symlink(&llvm, &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--force",
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            BPF_LINKER_LLVM_FEATURE,
+        ])
+        .arg("--root")
+        .arg(&tools.dir)
+        .env("LLVM_PREFIX", &prefix)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .status()
+        .context("running cargo install bpf-linker")?;
+    if !status.success() {
+        bail!("cargo install bpf-linker failed ({status})");
+    }
+    if !works(&linker) {
+        bail!("{} was built but does not run", linker.display());
+    }
+    fs::write(&stamp_path, stamp).with_context(|| format!("writing {}", stamp_path.display()))?;
+    Ok(())
+}
+
+/// The nightly toolchain's shared LLVM, `libLLVM.so.<ver>-rust-<ver>-nightly`.
+fn nightly_libllvm() -> Result<PathBuf> {
+    let sysroot = output("rustc", &["+nightly", "--print", "sysroot"])?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let entries = fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with("libLLVM.so.") {
+            return Ok(path);
+        }
+    }
+    bail!(
+        "the nightly toolchain in {} ships no libLLVM.so.*",
+        lib.display()
+    )
+}
+
+fn works(program: &Path) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
