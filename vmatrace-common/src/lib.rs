@@ -29,6 +29,15 @@ pub enum Call {
 }
 
 impl Call {
+    /// VMAs the call creates by itself when it succeeds (a new mapping),
+    /// before any cut: what its own count change is measured against.
+    pub const fn creates(self) -> i64 {
+        match self {
+            Call::Mmap | Call::Shmat => 1,
+            _ => 0,
+        }
+    }
+
     /// Every traced call, in discriminant order.
     pub const ALL: [Call; 15] = [
         Call::Mmap,
@@ -131,7 +140,7 @@ impl EventKind {
 
 pub const COMM_LEN: usize = 16;
 
-/// One record from the kernel. 112 bytes; see the field docs for what each
+/// One record from the kernel. 120 bytes; see the field docs for what each
 /// kind fills in.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -152,7 +161,14 @@ pub struct Event {
     pub vmas_before: i32,
     /// `current->mm->map_count` at exit, -1 when it could not be read.
     pub vmas_after: i32,
-    /// How many times the kernel cut an existing VMA in two during this call
+    /// `map_count` when the call took the mmap lock for writing, -1 if it
+    /// never did. Only the lock holder changes the count, so
+    /// `vmas_locked_after - vmas_locked_before` is this call's own effect,
+    /// exact whatever other threads do.
+    pub vmas_locked_before: i32,
+    /// `map_count` when the call gave up (or downgraded) the write lock.
+    pub vmas_locked_after: i32,
+    /// How many times the kernel cut an existing VMA during this call
     /// (calls to `__split_vma`, seen as `vm_area_dup` allocations made by the
     /// calling thread). Exact per call, whatever other threads do.
     pub cuts: u16,
@@ -160,8 +176,17 @@ pub struct Event {
     pub kind: u8,
     /// A [`Call`] discriminant (Syscall events only).
     pub call: u8,
-    pub _reserved: u32,
+    /// Kernel-side bookkeeping of the write lock: a [`lock_state`] value.
+    pub lock_state: u8,
+    pub _pad: [u8; 3],
     pub comm: [u8; COMM_LEN],
+}
+
+/// Where a call stands with the mmap write lock, as the kernel tracks it.
+pub mod lock_state {
+    pub const NOT_TAKEN: u8 = 0;
+    pub const HELD: u8 = 1;
+    pub const RELEASED: u8 = 2;
 }
 
 impl Event {
@@ -175,10 +200,13 @@ impl Event {
             tid: 0,
             vmas_before: -1,
             vmas_after: -1,
+            vmas_locked_before: -1,
+            vmas_locked_after: -1,
             cuts: 0,
             kind: 0,
             call: 0,
-            _reserved: 0,
+            lock_state: 0,
+            _pad: [0; 3],
             comm: [0; COMM_LEN],
         }
     }
@@ -186,7 +214,7 @@ impl Event {
 
 /// Sizes userspace checks at compile time so both sides agree.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 112);
+const _: () = assert!(EVENT_SIZE == 120);
 
 /// Slots of the per-CPU `LOST` counter array: why an event never reached
 /// userspace. Every slot is reported; none is ever silently dropped.
@@ -226,6 +254,10 @@ pub mod names {
     pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
     pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
     pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";
+    pub const LOCK_ACQUIRED_MM_OFFSET: &str = "LOCK_ACQUIRED_MM_OFFSET";
+    pub const LOCK_ACQUIRED_WRITE_OFFSET: &str = "LOCK_ACQUIRED_WRITE_OFFSET";
+    pub const LOCK_ACQUIRED_SUCCESS_OFFSET: &str = "LOCK_ACQUIRED_SUCCESS_OFFSET";
+    pub const LOCK_RELEASED_MM_OFFSET: &str = "LOCK_RELEASED_MM_OFFSET";
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 }
 

@@ -8,6 +8,10 @@
 //!   a thread, each `vm_area_dup` allocation it makes is the kernel cutting a
 //!   VMA in two (`__split_vma`), so the call's `cuts` counter is exact even
 //!   when other threads of the process map and unmap at the same time.
+//! - `mmap_lock_acquired` / `mmap_lock_released` (mmap_lock/*): the count
+//!   when an in-flight call takes the mmap write lock and when it lets go.
+//!   Only the holder changes `map_count`, so the difference is the call's
+//!   own effect on the count, exact under any concurrency.
 //! - `task_newtask`, `sched_process_exec`, `sched_process_exit`: the
 //!   process lifecycle, so per-process state starts and ends at the right
 //!   moment and followed children join the target set before they run.
@@ -27,7 +31,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
-use vmatrace_common::{Call, Event, EventKind, TARGET_TRACED, lost};
+use vmatrace_common::{Call, Event, EventKind, TARGET_TRACED, lock_state, lost};
 
 // ---------------------------------------------------------------- maps
 
@@ -84,6 +88,14 @@ static EXIT_GROUP_DEAD_OFFSET: Global<u64> = Global::new(32);
 static NEWTASK_PID_OFFSET: Global<u64> = Global::new(8);
 #[unsafe(no_mangle)]
 static NEWTASK_FLAGS_OFFSET: Global<u64> = Global::new(32);
+#[unsafe(no_mangle)]
+static LOCK_ACQUIRED_MM_OFFSET: Global<u64> = Global::new(8);
+#[unsafe(no_mangle)]
+static LOCK_ACQUIRED_WRITE_OFFSET: Global<u64> = Global::new(24);
+#[unsafe(no_mangle)]
+static LOCK_ACQUIRED_SUCCESS_OFFSET: Global<u64> = Global::new(25);
+#[unsafe(no_mangle)]
+static LOCK_RELEASED_MM_OFFSET: Global<u64> = Global::new(8);
 /// Wake the reader only once this many bytes wait in `EVENTS`; the reader
 /// also polls on a short timer, so quiet periods still show promptly.
 #[unsafe(no_mangle)]
@@ -233,6 +245,65 @@ fn duplicated_by_copy_vma(ctx: &TracePointContext) -> bool {
     false
 }
 
+// ------------------------------------------------------- the mmap lock
+
+/// mmap_lock/mmap_lock_acquire_returned: the count as a traced call starts
+/// to hold the write lock; a downgrade to read (munmap does it) ends the
+/// writing, so the count is final for the call there.
+#[tracepoint]
+pub fn mmap_lock_acquired(ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(parked) = INFLIGHT.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    let read = |offset: &Global<u64>| unsafe { ctx.read_at::<u8>(offset.load() as usize) }.unwrap_or(0);
+    if read(&LOCK_ACQUIRED_SUCCESS_OFFSET) == 0 || !own_mm(&ctx, &LOCK_ACQUIRED_MM_OFFSET) {
+        return 0;
+    }
+    let write = read(&LOCK_ACQUIRED_WRITE_OFFSET) != 0;
+    let state = unsafe { (*parked).lock_state };
+    if write && state == lock_state::NOT_TAKEN {
+        unsafe {
+            (*parked).vmas_locked_before = current_map_count();
+            (*parked).lock_state = lock_state::HELD;
+        }
+    } else if !write && state == lock_state::HELD {
+        end_write_section(parked);
+    }
+    0
+}
+
+/// mmap_lock/mmap_lock_released: the end of the call's write section.
+#[tracepoint]
+pub fn mmap_lock_released(ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(parked) = INFLIGHT.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    if unsafe { (*parked).lock_state } == lock_state::HELD && own_mm(&ctx, &LOCK_RELEASED_MM_OFFSET) {
+        end_write_section(parked);
+    }
+    0
+}
+
+#[inline(always)]
+fn end_write_section(parked: *mut Event) {
+    unsafe {
+        (*parked).vmas_locked_after = current_map_count();
+        (*parked).lock_state = lock_state::RELEASED;
+    }
+}
+
+/// Whether the lock event is about the calling process's own mm (a call
+/// may also lock another process's, e.g. to read its memory).
+#[inline(always)]
+fn own_mm(ctx: &TracePointContext, offset: &Global<u64>) -> bool {
+    let Ok(mm) = (unsafe { ctx.read_at::<u64>(offset.load() as usize) }) else {
+        return false;
+    };
+    mm != 0 && mm == current_mm() as u64
+}
+
 // ----------------------------------------------------------- lifecycle
 
 /// task/task_newtask: runs in the parent before the child can run, so a
@@ -339,16 +410,20 @@ fn is_traced(tgid: u32) -> bool {
 /// (a kernel thread has no mm).
 #[inline(always)]
 fn current_map_count() -> i32 {
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let mm_field = task.wrapping_add(TASK_MM_OFFSET.load() as usize) as *const *const u8;
-    let Ok(mm) = (unsafe { bpf_probe_read_kernel(mm_field) }) else {
-        return -1;
-    };
+    let mm = current_mm();
     if mm.is_null() {
         return -1;
     }
     let count_field = mm.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
     unsafe { bpf_probe_read_kernel(count_field) }.unwrap_or(-1)
+}
+
+/// `current->mm`; null for kernel threads or if unreadable.
+#[inline(always)]
+fn current_mm() -> *const u8 {
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let mm_field = task.wrapping_add(TASK_MM_OFFSET.load() as usize) as *const *const u8;
+    unsafe { bpf_probe_read_kernel(mm_field) }.unwrap_or(core::ptr::null())
 }
 
 #[inline(always)]

@@ -1,15 +1,42 @@
 //! The detectors: which events deserve a flag.
 //!
-//! - SPLIT: the kernel cut an existing VMA in two during the call (the
-//!   call's range began or ended strictly inside a mapping). Comes from the
-//!   kernel's own count of `__split_vma` cuts for that call, so it is exact
-//!   whatever other threads do at the same time.
+//! - SPLIT: the call cut an existing VMA (its range began or ended strictly
+//!   inside a mapping) and the pieces stay mapped, so the process holds more
+//!   VMAs because of the cut: a hole punched by munmap, mprotect or madvise
+//!   on part of a mapping, a MAP_FIXED mapping over the middle of another,
+//!   part of a mapping moved by mremap. Trimming the end of a mapping cuts
+//!   too, but the cut-off piece goes away and the count does not grow: not
+//!   a SPLIT (it still shows in `cuts`). Both facts come from the kernel for
+//!   that very call: the number of `__split_vma` cuts made by the calling
+//!   thread, and the count change while it held the mmap write lock, when no
+//!   other thread can change the count. So the flag is exact whatever other
+//!   threads do at the same time.
 //! - ENOMEM: the call failed with ENOMEM.
 //! - NEAR-LIMIT: the process's VMA count crossed the warning threshold
 //!   upwards. It re-arms once the count falls clearly below it again.
 
 use serde::Serialize;
 use vmatrace_common::{Call, ENOMEM_RET, Event, EventKind};
+
+/// The call's own change to the VMA count, measured while it held the mmap
+/// write lock; `None` if it never took it (it changed nothing then).
+pub fn own_delta(event: &Event) -> Option<i64> {
+    (event.vmas_locked_before >= 0 && event.vmas_locked_after >= 0)
+        .then(|| i64::from(event.vmas_locked_after) - i64::from(event.vmas_locked_before))
+}
+
+/// Whether the call's cuts left the process with more VMAs: its own count
+/// change exceeds what the call creates by itself (one new mapping for
+/// mmap and shmat).
+fn cut_grew_the_count(event: &Event) -> bool {
+    if event.cuts == 0 {
+        return false;
+    }
+    let creates = Call::from_u8(event.call).map_or(0, Call::creates);
+    // Cuts happen under the write lock, so the delta is there; if the lock
+    // events were missed, a cut is reported rather than hidden.
+    own_delta(event).is_none_or(|delta| delta > creates)
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Flags {
@@ -64,7 +91,7 @@ impl Detector {
     /// the warning threshold. Returns the new above-threshold state too.
     pub fn inspect(&self, event: &Event, above_warn: bool) -> (Flags, bool) {
         let syscall = event.kind == EventKind::Syscall as u8;
-        let split = syscall && event.cuts > 0;
+        let split = syscall && cut_grew_the_count(event);
         let enomem = syscall && event.ret == ENOMEM_RET && event.call != Call::Brk as u8;
         let count = event.vmas_after.max(event.vmas_before);
         let (near_limit, above) = if count < 0 {
@@ -99,18 +126,49 @@ mod tests {
         event.ret = ret;
         event.vmas_before = before;
         event.vmas_after = after;
+        event.vmas_locked_before = before;
+        event.vmas_locked_after = after;
         event
     }
 
     #[test]
-    fn split_comes_from_the_kernel_cut_count_not_the_delta() {
+    fn split_needs_a_cut_that_grew_the_count() {
         let detector = Detector::new(65530, 0.9);
-        // A cut whose second half was unmapped: the count does not move.
-        let (flags, _) = detector.inspect(&munmap(1, 0, 100, 100), false);
+        // A hole: two cuts, one more VMA.
+        let (flags, _) = detector.inspect(&munmap(2, 0, 100, 101), false);
         assert!(flags.split);
-        // The count rose because another thread mapped: no cut, no flag.
-        let (flags, _) = detector.inspect(&munmap(0, 0, 100, 101), false);
+        // A trim: the cut-off piece went away, the count did not grow.
+        let (flags, _) = detector.inspect(&munmap(1, 0, 100, 100), false);
         assert!(!flags.split);
+        // The count rose (another thread mapped) but nothing was cut.
+        let mut other = munmap(0, 0, 100, 101);
+        other.vmas_locked_after = 100;
+        let (flags, _) = detector.inspect(&other, false);
+        assert!(!flags.split);
+    }
+
+    #[test]
+    fn the_own_delta_ignores_other_threads() {
+        // Other threads moved the count between entry and exit; under the
+        // lock the call itself added one VMA with its cuts.
+        let mut event = munmap(2, 0, 100, 90);
+        event.vmas_locked_before = 95;
+        event.vmas_locked_after = 96;
+        assert_eq!(own_delta(&event), Some(1));
+        let (flags, _) = Detector::new(65530, 0.9).inspect(&event, false);
+        assert!(flags.split);
+    }
+
+    #[test]
+    fn mmap_counts_its_own_new_mapping() {
+        let detector = Detector::new(65530, 0.9);
+        let mut fixed = munmap(2, 0x1000, 100, 102);
+        fixed.call = Call::Mmap as u8;
+        // MAP_FIXED over the middle of a mapping: +1 new, +1 from the cut.
+        assert!(detector.inspect(&fixed, false).0.split);
+        // MAP_FIXED over the head of one: the cut piece is replaced.
+        fixed.vmas_locked_after = 101;
+        assert!(!detector.inspect(&fixed, false).0.split);
     }
 
     #[test]

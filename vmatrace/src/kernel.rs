@@ -181,6 +181,10 @@ pub struct TracepointOffsets {
     pub exit_group_dead: u64,
     pub newtask_pid: u64,
     pub newtask_clone_flags: u64,
+    pub lock_acquired_mm: u64,
+    pub lock_acquired_write: u64,
+    pub lock_acquired_success: u64,
+    pub lock_released_mm: u64,
 }
 
 pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> {
@@ -200,12 +204,18 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> 
     let kmem = read("kmem/kmem_cache_alloc")?;
     let exit = read("sched/sched_process_exit")?;
     let newtask = read("task/task_newtask")?;
+    let acquired = read("mmap_lock/mmap_lock_acquire_returned")?;
+    let released = read("mmap_lock/mmap_lock_released")?;
     Ok(TracepointOffsets {
         kmem_call_site: field(&kmem, "kmem_cache_alloc", "call_site")?,
         exit_pid: field(&exit, "sched_process_exit", "pid")?,
         exit_group_dead: exit.get("group_dead").copied().unwrap_or(0),
         newtask_pid: field(&newtask, "task_newtask", "pid")?,
         newtask_clone_flags: field(&newtask, "task_newtask", "clone_flags")?,
+        lock_acquired_mm: field(&acquired, "mmap_lock_acquire_returned", "mm")?,
+        lock_acquired_write: field(&acquired, "mmap_lock_acquire_returned", "write")?,
+        lock_acquired_success: field(&acquired, "mmap_lock_acquire_returned", "success")?,
+        lock_released_mm: field(&released, "mmap_lock_released", "mm")?,
     })
 }
 

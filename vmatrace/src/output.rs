@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use vmatrace_common::{Call, Event, EventKind};
 
 use crate::{
-    detect::Flags,
+    detect::{self, Flags},
     probes::LostCounts,
     state::{Applied, ProcessState, Processes, comm_str},
     syscalls,
@@ -93,7 +93,8 @@ impl Output {
                     return format!("{when} {who} {comm} unknown call {}", event.call);
                 };
                 let duration = event.exit_ns.saturating_sub(event.enter_ns) as f64 / 1e9;
-                let delta = i64::from(event.vmas_after) - i64::from(event.vmas_before);
+                let delta = detect::own_delta(event)
+                    .unwrap_or(i64::from(event.vmas_after) - i64::from(event.vmas_before));
                 let mut line = format!(
                     "{when} {who} {comm} {}({}) = {} <{duration:.6}> vmas={} ({delta:+})",
                     call.name(),
@@ -178,6 +179,7 @@ impl Output {
             );
             object.insert("vmas_before".into(), json!(event.vmas_before));
             object.insert("vmas_after".into(), json!(event.vmas_after));
+            object.insert("own_delta".into(), json!(detect::own_delta(event)));
             object.insert("cuts".into(), json!(event.cuts));
             object.insert("flags".into(), json!(applied.flags.names()));
         }
@@ -373,6 +375,8 @@ mod tests {
         event.args = [0x7f00_0000_1000, 4096, 0, 0, 0, 0];
         event.vmas_before = 99;
         event.vmas_after = 100;
+        event.vmas_locked_before = 99;
+        event.vmas_locked_after = 100;
         event.cuts = 2;
         event.enter_ns = 1_000;
         event.exit_ns = 3_000;

@@ -91,6 +91,10 @@ impl Probes {
             .override_global(names::EXIT_GROUP_DEAD_OFFSET, &tp.exit_group_dead, true)
             .override_global(names::NEWTASK_PID_OFFSET, &tp.newtask_pid, true)
             .override_global(names::NEWTASK_FLAGS_OFFSET, &tp.newtask_clone_flags, true)
+            .override_global(names::LOCK_ACQUIRED_MM_OFFSET, &tp.lock_acquired_mm, true)
+            .override_global(names::LOCK_ACQUIRED_WRITE_OFFSET, &tp.lock_acquired_write, true)
+            .override_global(names::LOCK_ACQUIRED_SUCCESS_OFFSET, &tp.lock_acquired_success, true)
+            .override_global(names::LOCK_RELEASED_MM_OFFSET, &tp.lock_released_mm, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes);
         let ebpf = loader
@@ -126,6 +130,8 @@ impl Probes {
         self.attach_as("task_newtask", "task", "task_newtask")?;
         self.attach_as("sched_process_exec", "sched", "sched_process_exec")?;
         self.attach_as("sched_process_exit", "sched", "sched_process_exit")?;
+        self.attach_as("mmap_lock_acquired", "mmap_lock", "mmap_lock_acquire_returned")?;
+        self.attach_as("mmap_lock_released", "mmap_lock", "mmap_lock_released")?;
         if self.splits_available {
             self.attach_as("vma_alloc", "kmem", "kmem_cache_alloc")?;
         }

@@ -265,6 +265,8 @@ mod tests {
         let mut processes = Processes::new(Detector::new(100, 0.9));
         let mut split = syscall(1, Call::Munmap, [0x1000, 4096, 0, 0, 0, 0], 0, (50, 51), 10);
         split.cuts = 2;
+        split.vmas_locked_before = 50;
+        split.vmas_locked_after = 51;
         processes.apply(&split);
         processes.apply(&syscall(
             1,

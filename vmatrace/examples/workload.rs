@@ -1,0 +1,260 @@
+//! Workloads with known VMA behaviour, for vmatrace's tests and benchmark.
+//!
+//! Every mode talks through raw syscalls and `write(2)` so that the Rust
+//! runtime adds no mapping calls of its own while it runs. Protocol:
+//! - `--wait` holds the workload after start-up until a line arrives on
+//!   stdin ("go"), so a tracer can attach first;
+//! - a *marker* is `madvise(NULL, 0, MADV_NORMAL)`: a no-op a tracer sees,
+//!   placed before and after each measured phase;
+//! - `--pause` makes the workload print `paused pid=N` on stderr after the
+//!   final marker and wait for a stdin line, so /proc/N/maps can be read
+//!   while the process still holds its mappings.
+//!
+//! Modes:
+//!   incident [PAGES]          map PAGES pages (default 2 x vm.max_map_count),
+//!                             then unmap every other page until munmap
+//!                             fails with ENOMEM 3 times
+//!   malloc N                  glibc malloc, touch and free a 129 KiB block, N times
+//!   threads T M               T threads each cut a guarded region (1
+//!                             mprotect + M hole munmaps) while also mapping
+//!                             and unmapping whole shared mappings
+//!   churn N [PAGES]           N times: mmap PAGES pages, touch each, munmap
+//!   split-churn N             N times: mmap 3 pages, munmap the middle one
+//!                             (a split), munmap the rest
+//!   fork                      fork a child that maps and cuts, wait for it
+//!   mmap N                    N mmap/munmap pairs of one page
+
+use std::{
+    ffi::c_void,
+    ptr,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Instant,
+};
+
+const PAGE: usize = 4096;
+
+fn say(text: &str) {
+    let line = format!("workload: {text}\n");
+    // SAFETY: writing a valid buffer to stderr.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
+fn wait_for_line() {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reading one byte into a valid stack location.
+        let n = unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) };
+        if n <= 0 || byte == b'\n' {
+            return;
+        }
+    }
+}
+
+fn marker() {
+    // SAFETY: a zero-length madvise touches nothing.
+    unsafe { libc::madvise(ptr::null_mut(), 0, libc::MADV_NORMAL) };
+}
+
+fn map(pages: usize, prot: i32, flags: i32) -> *mut u8 {
+    // SAFETY: an anonymous mapping at an address of the kernel's choosing.
+    let p = unsafe { libc::mmap(ptr::null_mut(), pages * PAGE, prot, flags, -1, 0) };
+    assert_ne!(p, libc::MAP_FAILED, "mmap failed: {}", std::io::Error::last_os_error());
+    p.cast()
+}
+
+fn unmap(addr: *mut u8, pages: usize) -> Result<(), i32> {
+    // SAFETY: the ranges unmapped are the workload's own mappings.
+    let rc = unsafe { libc::munmap(addr.cast(), pages * PAGE) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) }
+}
+
+const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+const PRIVATE: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+const SHARED: i32 = libc::MAP_SHARED | libc::MAP_ANONYMOUS;
+
+fn max_map_count() -> usize {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65530)
+}
+
+/// The reproducer of the jemalloc abort: a mapping of 2 x limit pages
+/// unmapped every other page, each unmap a new hole, until the count
+/// reaches the limit and munmap fails with ENOMEM.
+fn incident(pages: usize) {
+    let base = map(pages, RW, PRIVATE);
+    let (mut holes, mut failures, mut first_failure) = (0usize, 0usize, None);
+    let mut page = 1;
+    while page + 1 < pages && failures < 3 {
+        // SAFETY: within the mapping made above.
+        match unmap(unsafe { base.add(page * PAGE) }, 1) {
+            Ok(()) => holes += 1,
+            Err(errno) => {
+                assert_eq!(errno, libc::ENOMEM, "munmap failed otherwise");
+                failures += 1;
+                first_failure.get_or_insert(page);
+            }
+        }
+        page += 2;
+    }
+    say(&format!(
+        "incident base={:#x} pages={pages} holes={holes} enomem={failures} first_enomem_page={}",
+        base as usize,
+        first_failure.map_or(-1, |p| p as i64)
+    ));
+}
+
+/// glibc serves blocks above its mmap threshold (128 KiB) with mmap and
+/// frees them with a munmap of the whole block. The threshold is pinned,
+/// as glibc would otherwise raise it after the first free and serve the
+/// rest from the brk heap.
+fn malloc_blocks(n: usize) {
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+    for _ in 0..n {
+        // SAFETY: plain malloc; the block is written within its size and
+        // freed once.
+        unsafe {
+            let block = libc::malloc(129 * 1024) as *mut u8;
+            assert!(!block.is_null());
+            block.write_volatile(1);
+            libc::free(block.cast());
+        }
+    }
+    say(&format!("malloc blocks={n}"));
+}
+
+static START: AtomicU32 = AtomicU32::new(0);
+static ROUNDS: AtomicU32 = AtomicU32::new(0);
+
+/// One thread's share: a region of 2M+3 pages, PROT_NONE guards at both
+/// ends, the inner 2M+1 pages made read-write (one mprotect: 2 cuts), then
+/// pages 2, 4, ..., 2M unmapped (M holes: 2 cuts each). Between the holes,
+/// a shared anonymous mapping is mapped and unmapped whole: never a cut,
+/// since shared anonymous mappings never merge with a neighbour.
+extern "C" fn cutter(_: *mut c_void) -> *mut c_void {
+    while START.load(Ordering::Acquire) == 0 {
+        std::hint::spin_loop();
+    }
+    let m = ROUNDS.load(Ordering::Relaxed) as usize;
+    let region = map(2 * m + 3, libc::PROT_NONE, PRIVATE);
+    // SAFETY: all addresses are inside `region`.
+    unsafe {
+        assert_eq!(libc::mprotect(region.add(PAGE).cast(), (2 * m + 1) * PAGE, RW), 0);
+        for k in 1..=m {
+            let noise = map(2, RW, SHARED);
+            unmap(region.add(2 * k * PAGE), 1).expect("hole");
+            unmap(noise, 2).expect("whole unmap");
+        }
+    }
+    ptr::null_mut()
+}
+
+fn threads(t: usize, m: usize) {
+    ROUNDS.store(m as u32, Ordering::Relaxed);
+    let mut handles = vec![0 as libc::pthread_t; t];
+    for handle in handles.iter_mut() {
+        // SAFETY: cutter has the pthread start signature and uses no Rust
+        // allocation, so the thread creates no malloc arena of its own.
+        let rc = unsafe { libc::pthread_create(handle, ptr::null(), cutter, ptr::null_mut()) };
+        assert_eq!(rc, 0);
+    }
+    marker();
+    START.store(1, Ordering::Release);
+    for handle in handles {
+        // SAFETY: joining threads created above, once each.
+        unsafe { libc::pthread_join(handle, ptr::null_mut()) };
+    }
+    marker();
+    say(&format!(
+        "threads={t} rounds={m} expected_splits={} expected_cuts={}",
+        t * (m + 1),
+        2 * t * (m + 1)
+    ));
+}
+
+fn churn(n: usize, pages: usize) {
+    let start = Instant::now();
+    for _ in 0..n {
+        let p = map(pages, RW, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+        for i in 0..pages {
+            // SAFETY: inside the fresh mapping.
+            unsafe { p.add(i * PAGE).write_volatile(1) };
+        }
+        unmap(p, pages).expect("unmap");
+    }
+    say(&format!("churn iterations={n} pages={pages} seconds={:.6}", start.elapsed().as_secs_f64()));
+}
+
+fn split_churn(n: usize) {
+    let start = Instant::now();
+    for _ in 0..n {
+        let p = map(3, RW, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+        // SAFETY: inside the fresh mapping.
+        unsafe {
+            p.write_volatile(1);
+            unmap(p.add(PAGE), 1).expect("hole");
+            unmap(p, 1).expect("head");
+            unmap(p.add(2 * PAGE), 1).expect("tail");
+        }
+    }
+    say(&format!("split-churn iterations={n} seconds={:.6}", start.elapsed().as_secs_f64()));
+}
+
+fn fork_child() {
+    // SAFETY: the child only makes raw syscalls and exits with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let p = map(3, RW, PRIVATE);
+        unsafe {
+            unmap(p.add(PAGE), 1).expect("hole");
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child just forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    say(&format!("fork child={pid}"));
+}
+
+fn mmap_pairs(n: usize) {
+    for _ in 0..n {
+        let p = map(1, RW, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+        unmap(p, 1).expect("unmap");
+    }
+    say(&format!("mmap pairs={n}"));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let wait = args.iter().any(|a| a == "--wait");
+    let pause = args.iter().any(|a| a == "--pause");
+    let args: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
+    let number = |i: usize, default: usize| -> usize {
+        args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
+    };
+    say(&format!("ready pid={}", std::process::id()));
+    if wait {
+        wait_for_line();
+    }
+    marker();
+    match args.first().copied().unwrap_or("") {
+        "incident" => incident(number(1, 2 * max_map_count())),
+        "malloc" => malloc_blocks(number(1, 200)),
+        "threads" => threads(number(1, 4), number(2, 500)),
+        "churn" => churn(number(1, 100_000), number(2, 4)),
+        "split-churn" => split_churn(number(1, 100_000)),
+        "fork" => fork_child(),
+        "mmap" => mmap_pairs(number(1, 100)),
+        other => {
+            say(&format!("unknown mode {other:?}"));
+            std::process::exit(2);
+        }
+    }
+    marker();
+    if pause {
+        say(&format!("paused pid={}", std::process::id()));
+        wait_for_line();
+    }
+}

@@ -1,0 +1,321 @@
+//! vmatrace against real processes with the real probes (needs root).
+//!
+//! Each test runs the `workload` example, whose VMA behaviour is known,
+//! and checks what vmatrace reports against it and against /proc/PID/maps.
+//! Every test also checks that no event was lost.
+
+mod support;
+
+use std::{thread, time::Duration};
+
+use serde_json::Value;
+use support::*;
+
+fn workload() -> String {
+    workload_bin().display().to_string()
+}
+
+fn pid_events<'a>(events: &'a [Value], pid: u32) -> impl Iterator<Item = &'a Value> {
+    events.iter().filter(move |e| e["pid"] == pid)
+}
+
+fn process_summary(summary: &Value, pid: u32) -> Value {
+    summary["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .cloned()
+        .unwrap_or_else(|| panic!("no summary for pid {pid}: {summary}"))
+}
+
+/// The MySQL/jemalloc incident: 2 x limit pages mapped in one run, then
+/// every other page unmapped. Each unmap cuts a hole (SPLIT) until the
+/// count reaches vm.max_map_count; then munmap fails with ENOMEM.
+#[test]
+fn incident_every_split_flagged_then_enomem_at_the_limit() {
+    let limit = max_map_count();
+    let mut run = Running::vmatrace(&["--json", "--", &workload(), "incident", "--pause"]);
+    let paused = run.wait_stderr("paused pid=");
+    let pid = field(&paused, "pid") as u32;
+    let maps = maps_count(pid);
+    run.send_line();
+    let finished = run.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_nothing_lost();
+
+    let report = finished
+        .stderr
+        .iter()
+        .find(|l| l.contains("incident base="))
+        .expect("workload report")
+        .clone();
+    let base = u64::from_str_radix(
+        report.split("base=0x").nth(1).unwrap().split_whitespace().next().unwrap(),
+        16,
+    )
+    .unwrap();
+    let pages = field(&report, "pages") as u64;
+    let holes = field(&report, "holes") as usize;
+    assert_eq!(field(&report, "enomem"), 3, "the workload hit the limit");
+    let end = base + pages * 4096;
+
+    let events = finished.events();
+    let munmaps: Vec<&Value> = pid_events(&events, pid)
+        .filter(|e| e["call"] == "munmap")
+        .filter(|e| (base..end).contains(&e["args"]["addr"].as_u64().unwrap()))
+        .collect();
+    let succeeded: Vec<&&Value> = munmaps.iter().filter(|e| e["ret"] == 0).collect();
+    assert_eq!(succeeded.len(), holes);
+    assert!(
+        succeeded.iter().all(|e| has_flag(e, "SPLIT") && e["cuts"] == 2),
+        "every hole is a SPLIT with 2 cuts"
+    );
+    let failed: Vec<&&Value> = munmaps.iter().filter(|e| e["errno"] == "ENOMEM").collect();
+    assert_eq!(failed.len(), 3);
+    let first = failed[0];
+    assert!(has_flag(first, "ENOMEM"), "{first}");
+    assert!(!has_flag(first, "SPLIT"), "a refused munmap cuts nothing: {first}");
+    assert_eq!(first["vmas_before"], limit, "{first}");
+    assert_eq!(first["vmas_after"], limit, "{first}");
+    assert_eq!(
+        pid_events(&events, pid).filter(|e| has_flag(e, "NEAR-LIMIT")).count(),
+        1,
+        "NEAR-LIMIT fires once on the way up"
+    );
+
+    // The count at the final marker is the kernel's, and /proc agrees.
+    let last_marker = pid_events(&events, pid).filter(|e| is_marker(e)).last().unwrap();
+    assert_eq!(last_marker["vmas_after"], maps, "count vs /proc/{pid}/maps");
+    assert_eq!(maps, limit, "the process sits at the limit");
+    let summary = process_summary(&finished.summary(), pid);
+    // After the pause the Rust runtime still unmaps its signal stack.
+    let last_call = pid_events(&events, pid).filter(|e| e["type"] == "syscall").last().unwrap();
+    assert_eq!(summary["count"], last_call["vmas_after"]);
+    assert_eq!(summary["peak"], limit);
+    assert_eq!(summary["enomem"], 3);
+    assert!(summary["splits"].as_u64().unwrap() >= holes as u64);
+}
+
+/// glibc malloc maps 129 KiB blocks with mmap and unmaps them whole:
+/// never a SPLIT. Attached with -p after start-up.
+#[test]
+fn glibc_malloc_of_129k_blocks_never_splits() {
+    let mut target = Running::spawn(&workload_bin(), &["malloc", "200", "--wait"]);
+    let pid = target.pid();
+    target.wait_stderr("ready pid=");
+    let mut trace = Running::vmatrace(&["--json", "-p", &pid.to_string()]);
+    trace.wait_stderr("vmatrace: tracing");
+    target.send_line();
+    target.wait_stderr("malloc blocks=200");
+    let target = target.finish();
+    assert!(target.status.success());
+    let finished = trace.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_nothing_lost();
+
+    let events = finished.events();
+    let big = |e: &&Value| e["args"]["length"].as_u64().unwrap_or(0) >= 129 * 1024;
+    let mmaps = pid_events(&events, pid).filter(|e| e["call"] == "mmap").filter(big).count();
+    let munmaps = pid_events(&events, pid).filter(|e| e["call"] == "munmap").filter(big).count();
+    assert!(mmaps >= 200, "{mmaps} block mmaps");
+    assert!(munmaps >= 200, "{munmaps} block munmaps");
+    let splits: Vec<&Value> = pid_events(&events, pid).filter(|e| has_flag(e, "SPLIT")).collect();
+    assert!(splits.is_empty(), "glibc malloc split: {splits:?}");
+    assert_eq!(process_summary(&finished.summary(), pid)["splits"], 0);
+}
+
+/// Threads cut their own regions while mapping and unmapping whole shared
+/// mappings at the same time: the SPLIT count is exactly the known one.
+#[test]
+fn concurrent_threads_get_exact_split_flags() {
+    let finished = Running::vmatrace(&["--json", "--", &workload(), "threads", "4", "400"]).finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_nothing_lost();
+    let report = finished.stderr.iter().find(|l| l.contains("expected_splits=")).unwrap();
+    let events = finished.events();
+    let pid = events.iter().find(|e| e["type"] == "exec").unwrap()["pid"].as_u64().unwrap() as u32;
+    let markers: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["pid"] == pid && is_marker(e))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(markers.len(), 4, "start, threads go, threads joined, end");
+    let window = &events[markers[1]..markers[2]];
+    let splits = window.iter().filter(|e| has_flag(e, "SPLIT")).count() as i64;
+    let cuts: i64 = window.iter().map(|e| e["cuts"].as_i64().unwrap_or(0)).sum();
+    assert_eq!(splits, field(report, "expected_splits"), "SPLIT events");
+    assert_eq!(cuts, field(report, "expected_cuts"), "cuts");
+    // The whole shared mappings were never flagged.
+    let threads: std::collections::HashSet<u64> =
+        window.iter().filter_map(|e| e["tid"].as_u64()).filter(|t| *t != pid as u64).collect();
+    assert_eq!(threads.len(), 4, "four worker threads traced");
+    let whole = window
+        .iter()
+        .filter(|e| e["call"] == "munmap" && e["args"]["length"] == 8192);
+    assert!(whole.clone().count() >= 1600);
+    assert!(whole.clone().all(|e| !has_flag(e, "SPLIT")));
+}
+
+/// -p on running processes; one exits mid-trace and tracing goes on for
+/// the other; vmatrace ends by itself once both are gone.
+#[test]
+fn attach_to_running_processes_that_exit_mid_trace() {
+    let mut first = Running::spawn(&workload_bin(), &["mmap", "50", "--wait"]);
+    let mut second = Running::spawn(&workload_bin(), &["mmap", "70", "--wait"]);
+    first.wait_stderr("ready pid=");
+    second.wait_stderr("ready pid=");
+    let (p1, p2) = (first.pid(), second.pid());
+    let mut trace = Running::vmatrace(&["--json", "-p", &p1.to_string(), "-p", &p2.to_string()]);
+    trace.wait_stderr("vmatrace: tracing");
+
+    first.send_line();
+    assert!(first.finish().status.success());
+    trace.wait_event(|e| e["type"] == "exit" && e["pid"] == p1);
+    thread::sleep(Duration::from_millis(200));
+    assert!(trace.child.try_wait().unwrap().is_none(), "still tracing {p2}");
+
+    second.send_line();
+    assert!(second.finish().status.success());
+    let finished = trace.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_nothing_lost();
+    let summary = finished.summary();
+    for (pid, pairs) in [(p1, 50), (p2, 70)] {
+        let process = process_summary(&summary, pid);
+        assert_eq!(process["exited"], true);
+        assert!(process["calls"]["mmap"].as_u64().unwrap() >= pairs, "{process}");
+        assert!(process["calls"]["munmap"].as_u64().unwrap() >= pairs, "{process}");
+        assert!(process["count_at_attach"].as_u64().unwrap() > 0);
+    }
+}
+
+/// -f follows a forked child from its first call; without -f the child is
+/// not traced.
+#[test]
+fn follow_forks_traces_the_child() {
+    let followed = Running::vmatrace(&["--json", "-f", "--", &workload(), "fork"]).finish();
+    assert_eq!(followed.code(), 0, "{}", followed.stderr_text());
+    followed.assert_nothing_lost();
+    let events = followed.events();
+    let fork = events.iter().find(|e| e["type"] == "fork").expect("a fork event");
+    let child = fork["child"].as_u64().unwrap() as u32;
+    let child_events: Vec<&Value> = pid_events(&events, child).collect();
+    assert!(
+        child_events.iter().any(|e| e["call"] == "munmap" && has_flag(e, "SPLIT")),
+        "the child's hole is seen: {child_events:?}"
+    );
+    assert!(child_events.iter().any(|e| e["type"] == "exit"));
+
+    let unfollowed = Running::vmatrace(&["--json", "--", &workload(), "fork"]).finish();
+    assert_eq!(unfollowed.code(), 0);
+    let events = unfollowed.events();
+    let pid = events[0]["pid"].clone();
+    assert!(events.iter().all(|e| e["pid"] == pid), "only the parent is traced");
+}
+
+#[test]
+fn text_output_reads_like_strace() {
+    let finished = Running::vmatrace(&["--", &workload(), "mmap", "5"]).finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    let mmap = finished
+        .stdout
+        .iter()
+        .filter(|l| l.contains(" mmap(NULL, 4096, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0x0) = 0x"))
+        .count();
+    assert!(mmap >= 5, "{}", finished.stdout.join("\n"));
+    assert!(finished.stdout.iter().any(|l| l.contains(" --- exec --- vmas=")));
+    assert!(finished.stdout.iter().any(|l| l.contains(" +++ exited, last vmas=")));
+    let stderr = finished.stderr_text();
+    assert!(stderr.contains("vmatrace summary"), "{stderr}");
+    assert!(stderr.contains("lost events: 0"), "{stderr}");
+}
+
+#[test]
+fn only_flagged_prints_only_flagged_events() {
+    let finished =
+        Running::vmatrace(&["--json", "--only-flagged", "--", &workload(), "threads", "2", "50"]).finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    let events = finished.events();
+    assert!(events.len() >= 102, "{} flagged events", events.len());
+    assert!(events.iter().all(|e| e["flags"].as_array().is_some_and(|f| !f.is_empty())));
+}
+
+#[test]
+fn the_command_exit_status_is_passed_on() {
+    let finished = Running::vmatrace(&["-q", "--", "sh", "-c", "exit 7"]).finish();
+    assert_eq!(finished.code(), 7, "{}", finished.stderr_text());
+}
+
+#[test]
+fn tracefs_is_mounted_when_missing() {
+    // In a private mount namespace, tracefs is unmounted first; vmatrace
+    // must mount it again by itself.
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
+         test -d /sys/kernel/tracing/events && exit 99; exec {} --json -- {} mmap 3",
+        vmatrace_bin().display(),
+        workload()
+    );
+    let finished = Running::spawn(
+        &"unshare".into(),
+        &["--mount", "--propagation", "private", "sh", "-c", &script],
+    )
+    .finish();
+    assert_ne!(finished.code(), 99, "tracefs could not be unmounted for the test");
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    assert!(finished.events().iter().filter(|e| e["call"] == "mmap").count() >= 3);
+}
+
+/// Bad input: a clear message and the documented exit code.
+#[test]
+fn bad_targets_and_arguments_fail_clearly() {
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["-p", "999999999"], 2, "no such process: 999999999"),
+        (&["-p", "abc"], 2, "invalid value 'abc'"),
+        (&[], 2, "nothing to trace"),
+        (&["-p", "2"], 2, "kernel thread"),
+        (&["-p", "1", "--", "true"], 2, "give one of"),
+        (&["--warn-at", "150", "-p", "1"], 2, "not in (0, 100]"),
+        (&["--", "/nonexistent/command"], 2, "No such file or directory"),
+        (&["--btf", "/nonexistent/vmlinux", "--", "true"], 1, "no BTF"),
+    ];
+    for (args, code, message) in cases {
+        let finished = Running::vmatrace(args).finish();
+        assert_eq!(finished.code(), *code, "vmatrace {args:?}: {}", finished.stderr_text());
+        assert!(
+            finished.stderr_text().contains(message),
+            "vmatrace {args:?} should say {message:?}, said: {}",
+            finished.stderr_text()
+        );
+    }
+}
+
+#[test]
+fn not_root_is_a_clear_error() {
+    let finished = Running::spawn(
+        &"setpriv".into(),
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &vmatrace_bin().display().to_string(),
+            "--",
+            "true",
+        ],
+    )
+    .finish();
+    assert_eq!(finished.code(), 1, "{}", finished.stderr_text());
+    assert!(finished.stderr_text().contains("needs root"), "{}", finished.stderr_text());
+}
+
+#[test]
+fn help_teaches() {
+    let finished = Running::vmatrace(&["--help"]).finish();
+    assert_eq!(finished.code(), 0);
+    let help = finished.stdout.join("\n");
+    for needle in ["vm.max_map_count", "SPLIT", "ENOMEM", "NEAR-LIMIT", "-p, --pid", "Exit status", "Examples"] {
+        assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+}
