@@ -176,17 +176,8 @@ pub struct Event {
     pub kind: u8,
     /// A [`Call`] discriminant (Syscall events only).
     pub call: u8,
-    /// Kernel-side bookkeeping of the write lock: a [`lock_state`] value.
-    pub lock_state: u8,
-    pub _pad: [u8; 3],
+    pub _reserved: [u8; 4],
     pub comm: [u8; COMM_LEN],
-}
-
-/// Where a call stands with the mmap write lock, as the kernel tracks it.
-pub mod lock_state {
-    pub const NOT_TAKEN: u8 = 0;
-    pub const HELD: u8 = 1;
-    pub const RELEASED: u8 = 2;
 }
 
 impl Event {
@@ -205,8 +196,7 @@ impl Event {
             cuts: 0,
             kind: 0,
             call: 0,
-            lock_state: 0,
-            _pad: [0; 3],
+            _reserved: [0; 4],
             comm: [0; COMM_LEN],
         }
     }

@@ -31,7 +31,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
-use vmatrace_common::{Call, Event, EventKind, TARGET_TRACED, lock_state, lost};
+use vmatrace_common::{Call, Event, EventKind, TARGET_TRACED, lost};
 
 // ---------------------------------------------------------------- maps
 
@@ -39,9 +39,25 @@ use vmatrace_common::{Call, Event, EventKind, TARGET_TRACED, lock_state, lost};
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
+/// A call in progress: the event being built, and kernel-only bookkeeping.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Inflight {
+    event: Event,
+    /// `current->mm` at entry, so later reads of the count cost one read.
+    mm: u64,
+    /// Where the call stands with the mmap write lock.
+    lock: u8,
+    _pad: [u8; 7],
+}
+
+const LOCK_NOT_TAKEN: u8 = 0;
+const LOCK_HELD: u8 = 1;
+const LOCK_RELEASED: u8 = 2;
+
 /// Calls in progress, by thread id.
 #[map]
-static INFLIGHT: HashMap<u32, Event> = HashMap::with_max_entries(16384, 0);
+static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
 
 /// The traced processes (tgids), unless `TRACE_ALL` is set.
 #[map]
@@ -150,19 +166,26 @@ fn on_enter(ctx: &TracePointContext, call: Call) {
         return;
     }
     let tid = pid_tgid as u32;
-    let mut event = Event::zeroed();
+    let mm = current_mm();
+    let mut parked = Inflight {
+        event: Event::zeroed(),
+        mm: mm as u64,
+        lock: LOCK_NOT_TAKEN,
+        _pad: [0; 7],
+    };
+    let event = &mut parked.event;
     event.kind = EventKind::Syscall as u8;
     event.call = call as u8;
     event.pid = tgid;
     event.tid = tid;
     let mut i = 0;
     while i < call.arg_count() {
-        event.args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
+        event.args[i] = ctx_field::<u64>(ctx, SYSCALL_ARGS_OFFSET + 8 * i);
         i += 1;
     }
-    event.vmas_before = current_map_count();
+    event.vmas_before = map_count(mm);
     event.enter_ns = unsafe { bpf_ktime_get_ns() };
-    if INFLIGHT.insert(&tid, &event, 0).is_err() {
+    if INFLIGHT.insert(&tid, &parked, 0).is_err() {
         count_lost(lost::INFLIGHT_FULL);
     }
 }
@@ -173,18 +196,16 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
     let Some(parked) = INFLIGHT.get_ptr(&tid) else {
         return; // not traced, or the call began before tracing did
     };
-    let exit_ns = unsafe { bpf_ktime_get_ns() };
-    let vmas_after = current_map_count();
-    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_RET_OFFSET) }.unwrap_or(0);
+    let parked = unsafe { &*parked };
     // A parked entry for another call is a leftover of a call whose exit was
     // never seen (tracing started mid-call); it is replaced, not reported.
-    if unsafe { (*parked).call } == call as u8 {
+    if parked.event.call == call as u8 {
         match EVENTS.reserve::<Event>(0) {
             Some(mut entry) => {
-                let event = entry.write(unsafe { *parked });
-                event.exit_ns = exit_ns;
-                event.vmas_after = vmas_after;
-                event.ret = ret;
+                let event = entry.write(parked.event);
+                event.exit_ns = unsafe { bpf_ktime_get_ns() };
+                event.vmas_after = map_count(parked.mm as *const u8);
+                event.ret = ctx_field::<i64>(ctx, SYSCALL_RET_OFFSET);
                 event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
                 entry.submit(wakeup_flags());
             }
@@ -205,16 +226,15 @@ pub fn vma_alloc(ctx: TracePointContext) -> u32 {
     let Some(parked) = INFLIGHT.get_ptr_mut(&tid) else {
         return 0;
     };
-    let call_site =
-        unsafe { ctx.read_at::<u64>(KMEM_CALL_SITE_OFFSET.load() as usize) }.unwrap_or(0);
+    let call_site = ctx_read::<u64>(&ctx, KMEM_CALL_SITE_OFFSET.load());
     if call_site < VM_AREA_DUP_START.load() || call_site >= VM_AREA_DUP_END.load() {
         return 0;
     }
-    let call = unsafe { (*parked).call };
-    if call == Call::Mremap as u8 && duplicated_by_copy_vma(&ctx) {
+    let event = unsafe { &mut (*parked).event };
+    if event.call == Call::Mremap as u8 && duplicated_by_copy_vma(&ctx) {
         return 0;
     }
-    unsafe { (*parked).cuts = (*parked).cuts.saturating_add(1) };
+    event.cuts = event.cuts.saturating_add(1);
     0
 }
 
@@ -256,18 +276,18 @@ pub fn mmap_lock_acquired(ctx: TracePointContext) -> u32 {
     let Some(parked) = INFLIGHT.get_ptr_mut(&tid) else {
         return 0;
     };
-    let read = |offset: &Global<u64>| unsafe { ctx.read_at::<u8>(offset.load() as usize) }.unwrap_or(0);
-    if read(&LOCK_ACQUIRED_SUCCESS_OFFSET) == 0 || !own_mm(&ctx, &LOCK_ACQUIRED_MM_OFFSET) {
+    let parked = unsafe { &mut *parked };
+    let success = ctx_read::<u8>(&ctx, LOCK_ACQUIRED_SUCCESS_OFFSET.load()) != 0;
+    let mm = ctx_read::<u64>(&ctx, LOCK_ACQUIRED_MM_OFFSET.load());
+    // A call may also lock another process's mm (to read its memory, say).
+    if !success || mm != parked.mm {
         return 0;
     }
-    let write = read(&LOCK_ACQUIRED_WRITE_OFFSET) != 0;
-    let state = unsafe { (*parked).lock_state };
-    if write && state == lock_state::NOT_TAKEN {
-        unsafe {
-            (*parked).vmas_locked_before = current_map_count();
-            (*parked).lock_state = lock_state::HELD;
-        }
-    } else if !write && state == lock_state::HELD {
+    let write = ctx_read::<u8>(&ctx, LOCK_ACQUIRED_WRITE_OFFSET.load()) != 0;
+    if write && parked.lock == LOCK_NOT_TAKEN {
+        parked.event.vmas_locked_before = map_count(mm as *const u8);
+        parked.lock = LOCK_HELD;
+    } else if !write && parked.lock == LOCK_HELD {
         end_write_section(parked);
     }
     0
@@ -280,28 +300,18 @@ pub fn mmap_lock_released(ctx: TracePointContext) -> u32 {
     let Some(parked) = INFLIGHT.get_ptr_mut(&tid) else {
         return 0;
     };
-    if unsafe { (*parked).lock_state } == lock_state::HELD && own_mm(&ctx, &LOCK_RELEASED_MM_OFFSET) {
+    let parked = unsafe { &mut *parked };
+    let mm = ctx_read::<u64>(&ctx, LOCK_RELEASED_MM_OFFSET.load());
+    if parked.lock == LOCK_HELD && mm == parked.mm {
         end_write_section(parked);
     }
     0
 }
 
 #[inline(always)]
-fn end_write_section(parked: *mut Event) {
-    unsafe {
-        (*parked).vmas_locked_after = current_map_count();
-        (*parked).lock_state = lock_state::RELEASED;
-    }
-}
-
-/// Whether the lock event is about the calling process's own mm (a call
-/// may also lock another process's, e.g. to read its memory).
-#[inline(always)]
-fn own_mm(ctx: &TracePointContext, offset: &Global<u64>) -> bool {
-    let Ok(mm) = (unsafe { ctx.read_at::<u64>(offset.load() as usize) }) else {
-        return false;
-    };
-    mm != 0 && mm == current_mm() as u64
+fn end_write_section(parked: &mut Inflight) {
+    parked.event.vmas_locked_after = map_count(parked.mm as *const u8);
+    parked.lock = LOCK_RELEASED;
 }
 
 // ----------------------------------------------------------- lifecycle
@@ -317,13 +327,11 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     if !is_traced(parent) {
         return 0;
     }
-    let flags = unsafe { ctx.read_at::<u64>(NEWTASK_FLAGS_OFFSET.load() as usize) }.unwrap_or(0);
+    let flags = ctx_read::<u64>(&ctx, NEWTASK_FLAGS_OFFSET.load());
     if flags & CLONE_THREAD != 0 {
         return 0; // a thread: its tgid is already traced
     }
-    let Ok(child) = (unsafe { ctx.read_at::<i32>(NEWTASK_PID_OFFSET.load() as usize) }) else {
-        return 0;
-    };
+    let child = ctx_read::<i32>(&ctx, NEWTASK_PID_OFFSET.load());
     if TARGETS.insert(&(child as u32), &TARGET_TRACED, 0).is_err() {
         count_lost(lost::TARGETS_FULL);
         return 0;
@@ -337,7 +345,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if is_traced(tgid) {
-        send_lifecycle(EventKind::Exec, 0, 0, current_map_count());
+        send_lifecycle(EventKind::Exec, 0, 0, map_count(current_mm()));
     }
     0
 }
@@ -370,7 +378,7 @@ fn group_dead(ctx: &TracePointContext, tid: u32, tgid: u32) -> bool {
         // Older kernels: the leader's exit stands for the process's.
         return tid == tgid;
     }
-    unsafe { ctx.read_at::<u8>(offset as usize) }.unwrap_or(0) != 0
+    ctx_read::<u8>(ctx, offset) != 0
 }
 
 #[inline(always)]
@@ -406,16 +414,43 @@ fn is_traced(tgid: u32) -> bool {
     unsafe { TARGETS.get(&tgid) }.is_some()
 }
 
-/// `current->mm->map_count`, the kernel's own VMA count; -1 if unreadable
-/// (a kernel thread has no mm).
+/// `mm->map_count`, the kernel's own VMA count; -1 if unreadable (a kernel
+/// thread has no mm).
 #[inline(always)]
-fn current_map_count() -> i32 {
-    let mm = current_mm();
+fn map_count(mm: *const u8) -> i32 {
     if mm.is_null() {
         return -1;
     }
     let count_field = mm.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
     unsafe { bpf_probe_read_kernel(count_field) }.unwrap_or(-1)
+}
+
+/// A field of the tracepoint record at a compile-time offset, read
+/// directly from the context: far cheaper than a probe-read helper call.
+#[inline(always)]
+fn ctx_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    unsafe { *(ctx.as_ptr() as *const u8).add(offset).cast::<T>() }
+}
+
+/// A field at an offset the loader found in the tracepoint's format file.
+/// The verifier allows direct context reads only at constant offsets, so
+/// the offsets known tracepoint layouts use are spelled out as constants
+/// (the loader's value is a read-only global, so the verifier follows just
+/// the matching branch); any other offset falls back to a probe read.
+#[inline(always)]
+fn ctx_read<T: Copy + Default>(ctx: &TracePointContext, offset: u64) -> T {
+    macro_rules! direct {
+        ($($offset:literal)*) => {
+            match offset {
+                $($offset if $offset % core::mem::size_of::<T>() == 0 => {
+                    return ctx_field::<T>(ctx, $offset)
+                })*
+                _ => {}
+            }
+        };
+    }
+    direct!(8 16 20 21 24 25 32);
+    unsafe { ctx.read_at::<T>(offset as usize) }.unwrap_or_default()
 }
 
 /// `current->mm`; null for kernel threads or if unreadable.

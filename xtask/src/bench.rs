@@ -1,6 +1,224 @@
-use anyhow::Result;
-use std::process::ExitCode;
+//! `cargo xtask bench`: what tracing costs the traced process.
+//!
+//! Runs the `workload` example's mmap/munmap churn untraced and traced by
+//! vmatrace, alternating, several rounds in one run, and prints the median
+//! loop time of each, the overhead ratio, the events per second vmatrace
+//! captured, and the events it lost (which must be 0). The workload times
+//! its own loop, so start-up and probe loading are not counted.
+//!
+//! `--compare` also measures strace and bpftrace on the same workload
+//! (installing them from Debian's packages if missing).
 
-pub fn run(_tools: &crate::setup::Tools, _args: &[String]) -> Result<ExitCode> {
-    anyhow::bail!("not yet")
+use std::{
+    process::{Command, ExitCode, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, setup::Tools, workspace_root};
+
+const ROUNDS: usize = 5;
+
+struct Workload {
+    name: &'static str,
+    args: Vec<String>,
+    /// Traced calls per loop iteration.
+    calls_per_iteration: u64,
+    iterations: u64,
+}
+
+pub fn run(tools: &Tools, args: &[String]) -> Result<ExitCode> {
+    let compare = args.iter().any(|a| a == "--compare");
+    let iterations: u64 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--iterations="))
+        .map(str::parse)
+        .transpose()
+        .context("--iterations=N")?
+        .unwrap_or(200_000);
+    cargo(tools, &["build", "--release", "--package", "vmatrace", "--bins", "--examples"])?;
+    let workloads = [
+        Workload {
+            name: "churn: mmap 4 pages, touch them, munmap",
+            args: vec!["churn".into(), iterations.to_string(), "4".into()],
+            calls_per_iteration: 2,
+            iterations,
+        },
+        Workload {
+            name: "split-churn: mmap 3 pages, unmap the middle (SPLIT), then the rest",
+            args: vec!["split-churn".into(), (iterations / 2).to_string()],
+            calls_per_iteration: 4,
+            iterations: iterations / 2,
+        },
+    ];
+    if compare {
+        ensure_comparison_tools()?;
+    }
+    println!("vmatrace overhead benchmark: median of {ROUNDS} alternating rounds");
+    for workload in &workloads {
+        bench_workload(workload, compare)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
+    let root = workspace_root();
+    let bin = root.join("target/release/examples/workload");
+    let vmatrace = root.join("target/release/vmatrace");
+    let wl: Vec<String> = std::iter::once(bin.display().to_string())
+        .chain(workload.args.iter().cloned())
+        .collect();
+    let calls = workload.calls_per_iteration * workload.iterations;
+
+    let mut untraced = Vec::new();
+    let mut quiet = Vec::new();
+    let mut printed = Vec::new();
+    let mut captured = Vec::new();
+    let mut lost = 0;
+    for _ in 0..ROUNDS {
+        let wl_args: Vec<&str> = wl[1..].iter().map(String::as_str).collect();
+        untraced.push(timed(&wl[0], &wl_args, false)?.0);
+        let (secs, summary) = timed_vmatrace(&vmatrace, &["-q", "--json"], &wl)?;
+        quiet.push(secs);
+        lost += summary.lost;
+        captured.push(summary.syscalls as f64 / secs);
+        if summary.syscalls < calls {
+            bail!("vmatrace saw {} calls of the {calls} made", summary.syscalls);
+        }
+        let (secs, summary) = timed_vmatrace(&vmatrace, &["--json"], &wl)?;
+        printed.push(secs);
+        lost += summary.lost;
+    }
+    let base = median(&mut untraced);
+    println!("\n{}: {} iterations, {calls} traced calls per run", workload.name, workload.iterations);
+    println!("  untraced                         {:>8.3} s", base);
+    let report = |label: &str, secs: f64| {
+        println!("  {label:<32} {:>8.3} s   x{:.3}", secs, secs / base);
+    };
+    report("vmatrace -q (count, flag, summary)", median(&mut quiet));
+    report("vmatrace --json > /dev/null", median(&mut printed));
+    println!(
+        "  events captured per second      {:>9.0}   lost: {lost}",
+        median(&mut captured)
+    );
+    if compare {
+        let mut bpftrace = Vec::new();
+        let mut strace = Vec::new();
+        for _ in 0..ROUNDS {
+            bpftrace.push(timed_bpftrace(&wl)?);
+            let mut args = vec!["-f", "-qq", "-o", "/dev/null", "-e", "trace=mmap,munmap,mprotect,mremap,brk,madvise"];
+            args.extend(wl.iter().map(String::as_str));
+            strace.push(timed("strace", &args, false)?.0);
+        }
+        report("bpftrace (counting script)", median(&mut bpftrace));
+        report("strace -e trace=<mapping calls>", median(&mut strace));
+    }
+    if lost > 0 {
+        bail!("vmatrace lost {lost} events during the benchmark");
+    }
+    Ok(())
+}
+
+struct TraceSummary {
+    syscalls: u64,
+    lost: u64,
+}
+
+fn timed_vmatrace(vmatrace: &std::path::Path, flags: &[&str], wl: &[String]) -> Result<(f64, TraceSummary)> {
+    let mut args: Vec<&str> = flags.to_vec();
+    args.push("--");
+    args.extend(wl.iter().map(String::as_str));
+    let (secs, stdout) = timed(&vmatrace.display().to_string(), &args, true)?;
+    let last = stdout.lines().last().context("vmatrace printed no summary")?;
+    let summary = parse_summary(last)?;
+    Ok((secs, summary))
+}
+
+/// Reads the call counts and lost events from vmatrace's JSON summary.
+fn parse_summary(line: &str) -> Result<TraceSummary> {
+    let summary: serde_json::Value = serde_json::from_str(line).context("parsing the summary")?;
+    let lost = summary["lost_total"].as_u64().context("summary has lost_total")?;
+    let syscalls = summary["processes"]
+        .as_array()
+        .context("summary has processes")?
+        .iter()
+        .filter_map(|p| p["calls"].as_object())
+        .flat_map(|calls| calls.values().filter_map(|v| v.as_u64()))
+        .sum();
+    Ok(TraceSummary { syscalls, lost })
+}
+
+/// Runs a command that (somewhere in it) runs the workload, and returns
+/// the workload's own loop time from its report, plus stdout if asked.
+fn timed(program: &str, args: &[&str], capture_stdout: bool) -> Result<(f64, String)> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(if capture_stdout { Stdio::piped() } else { Stdio::null() })
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let secs = stderr
+        .lines()
+        .filter(|l| l.starts_with("workload: "))
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("seconds=")))
+        .and_then(|s| s.parse::<f64>().ok())
+        .with_context(|| format!("no workload report in: {stderr}"))?;
+    Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// The usual ad-hoc bpftrace one-liner: count mapping calls per pid.
+fn timed_bpftrace(wl: &[String]) -> Result<f64> {
+    let script = "tracepoint:syscalls:sys_enter_mmap,tracepoint:syscalls:sys_enter_munmap \
+                  /comm == \"workload\"/ { @calls[pid, probe] = count(); } \
+                  tracepoint:syscalls:sys_exit_mmap,tracepoint:syscalls:sys_exit_munmap \
+                  /comm == \"workload\"/ { @ret[pid, probe] = count(); }";
+    let mut child = Command::new("bpftrace")
+        .args(["-e", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting bpftrace")?;
+    std::thread::sleep(Duration::from_secs(3)); // let it attach
+    let args: Vec<&str> = wl[1..].iter().map(String::as_str).collect();
+    let result = timed(&wl[0], &args, false);
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(result?.0)
+}
+
+fn ensure_comparison_tools() -> Result<()> {
+    let missing: Vec<&str> = ["strace", "bpftrace"]
+        .into_iter()
+        .filter(|tool| Command::new(tool).arg("--version").output().is_err())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} for the comparison", missing.join(" "));
+    let update = Command::new("apt-get").args(["update", "-qq"]).status()?;
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?;
+    if !update.success() || !install.success() {
+        bail!("could not install {}", missing.join(" "));
+    }
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
 }
