@@ -239,15 +239,10 @@ pub mod names {
     pub const VM_AREA_DUP_END: &str = "VM_AREA_DUP_END";
     pub const COPY_VMA_START: &str = "COPY_VMA_START";
     pub const COPY_VMA_END: &str = "COPY_VMA_END";
-    pub const KMEM_CALL_SITE_OFFSET: &str = "KMEM_CALL_SITE_OFFSET";
     pub const EXIT_PID_OFFSET: &str = "EXIT_PID_OFFSET";
     pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
     pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
     pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";
-    pub const LOCK_ACQUIRED_MM_OFFSET: &str = "LOCK_ACQUIRED_MM_OFFSET";
-    pub const LOCK_ACQUIRED_WRITE_OFFSET: &str = "LOCK_ACQUIRED_WRITE_OFFSET";
-    pub const LOCK_ACQUIRED_SUCCESS_OFFSET: &str = "LOCK_ACQUIRED_SUCCESS_OFFSET";
-    pub const LOCK_RELEASED_MM_OFFSET: &str = "LOCK_RELEASED_MM_OFFSET";
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 }
 

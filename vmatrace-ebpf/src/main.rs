@@ -27,9 +27,9 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_stack,
         bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use vmatrace_common::{Call, Event, EventKind, TARGET_TRACED, lost};
 
@@ -39,23 +39,27 @@ use vmatrace_common::{Call, Event, EventKind, TARGET_TRACED, lost};
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// A call in progress: the event being built, and kernel-only bookkeeping.
+/// A traced thread's slot: the call in progress, if any, and kernel-only
+/// bookkeeping. Slots are reused from call to call and removed when the
+/// thread exits, so the hot path never allocates or frees map elements.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Inflight {
     event: Event,
     /// `current->mm` at entry, so later reads of the count cost one read.
     mm: u64,
+    /// Whether a call is in progress (its entry was seen, its exit not yet).
+    active: u8,
     /// Where the call stands with the mmap write lock.
     lock: u8,
-    _pad: [u8; 7],
+    _pad: [u8; 6],
 }
 
 const LOCK_NOT_TAKEN: u8 = 0;
 const LOCK_HELD: u8 = 1;
 const LOCK_RELEASED: u8 = 2;
 
-/// Calls in progress, by thread id.
+/// Slots of traced threads, by thread id.
 #[map]
 static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
 
@@ -94,8 +98,6 @@ static COPY_VMA_START: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static COPY_VMA_END: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
-static KMEM_CALL_SITE_OFFSET: Global<u64> = Global::new(8);
-#[unsafe(no_mangle)]
 static EXIT_PID_OFFSET: Global<u64> = Global::new(24);
 /// 0 when the kernel's sched_process_exit has no `group_dead` field.
 #[unsafe(no_mangle)]
@@ -104,14 +106,6 @@ static EXIT_GROUP_DEAD_OFFSET: Global<u64> = Global::new(32);
 static NEWTASK_PID_OFFSET: Global<u64> = Global::new(8);
 #[unsafe(no_mangle)]
 static NEWTASK_FLAGS_OFFSET: Global<u64> = Global::new(32);
-#[unsafe(no_mangle)]
-static LOCK_ACQUIRED_MM_OFFSET: Global<u64> = Global::new(8);
-#[unsafe(no_mangle)]
-static LOCK_ACQUIRED_WRITE_OFFSET: Global<u64> = Global::new(24);
-#[unsafe(no_mangle)]
-static LOCK_ACQUIRED_SUCCESS_OFFSET: Global<u64> = Global::new(25);
-#[unsafe(no_mangle)]
-static LOCK_RELEASED_MM_OFFSET: Global<u64> = Global::new(8);
 /// Wake the reader only once this many bytes wait in `EVENTS`; the reader
 /// also polls on a short timer, so quiet periods still show promptly.
 #[unsafe(no_mangle)]
@@ -162,90 +156,127 @@ syscall_probes! {
 fn on_enter(ctx: &TracePointContext, call: Call) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // One lookup is all an untraced process pays.
     if !is_traced(tgid) {
         return;
     }
     let tid = pid_tgid as u32;
-    let mm = current_mm();
-    let mut parked = Inflight {
-        event: Event::zeroed(),
-        mm: mm as u64,
-        lock: LOCK_NOT_TAKEN,
-        _pad: [0; 7],
+    let Some(slot) = thread_slot(tid) else {
+        count_lost(lost::INFLIGHT_FULL);
+        return;
     };
-    let event = &mut parked.event;
+    let slot = unsafe { &mut *slot };
+    let mm = current_mm();
+    slot.mm = mm as u64;
+    slot.active = 1;
+    slot.lock = LOCK_NOT_TAKEN;
+    let event = &mut slot.event;
     event.kind = EventKind::Syscall as u8;
     event.call = call as u8;
     event.pid = tgid;
     event.tid = tid;
     let mut i = 0;
-    while i < call.arg_count() {
-        event.args[i] = ctx_field::<u64>(ctx, SYSCALL_ARGS_OFFSET + 8 * i);
+    while i < 6 {
+        event.args[i] = if i < call.arg_count() {
+            ctx_field::<u64>(ctx, SYSCALL_ARGS_OFFSET + 8 * i)
+        } else {
+            0
+        };
         i += 1;
     }
+    event.cuts = 0;
+    event.vmas_locked_before = -1;
+    event.vmas_locked_after = -1;
     event.vmas_before = map_count(mm);
     event.enter_ns = unsafe { bpf_ktime_get_ns() };
-    if INFLIGHT.insert(&tid, &parked, 0).is_err() {
-        count_lost(lost::INFLIGHT_FULL);
+}
+
+/// The thread's slot, created on its first traced call.
+#[inline(always)]
+fn thread_slot(tid: u32) -> Option<*mut Inflight> {
+    if let Some(slot) = INFLIGHT.get_ptr_mut(&tid) {
+        return Some(slot);
     }
+    let fresh = Inflight {
+        event: Event::zeroed(),
+        mm: 0,
+        active: 0,
+        lock: LOCK_NOT_TAKEN,
+        _pad: [0; 6],
+    };
+    INFLIGHT.insert(&tid, &fresh, 0).ok()?;
+    INFLIGHT.get_ptr_mut(&tid)
+}
+
+/// The thread's slot if it has a call in progress.
+#[inline(always)]
+fn active_slot(tid: u32) -> Option<&'static mut Inflight> {
+    let slot = unsafe { &mut *INFLIGHT.get_ptr_mut(&tid)? };
+    (slot.active != 0).then_some(slot)
 }
 
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext, call: Call) {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(parked) = INFLIGHT.get_ptr(&tid) else {
+    let Some(slot) = active_slot(tid) else {
         return; // not traced, or the call began before tracing did
     };
-    let parked = unsafe { &*parked };
-    // A parked entry for another call is a leftover of a call whose exit was
-    // never seen (tracing started mid-call); it is replaced, not reported.
-    if parked.event.call == call as u8 {
-        match EVENTS.reserve::<Event>(0) {
-            Some(mut entry) => {
-                let event = entry.write(parked.event);
-                event.exit_ns = unsafe { bpf_ktime_get_ns() };
-                event.vmas_after = map_count(parked.mm as *const u8);
-                event.ret = ctx_field::<i64>(ctx, SYSCALL_RET_OFFSET);
-                event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-                entry.submit(wakeup_flags());
-            }
-            None => count_lost(lost::RINGBUF_FULL),
-        }
+    slot.active = 0;
+    // A slot left active by another call is a leftover of a call whose exit
+    // was never seen (tracing started mid-call): not reported.
+    if slot.event.call != call as u8 {
+        return;
     }
-    let _ = INFLIGHT.remove(&tid);
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            let event = entry.write(slot.event);
+            event.exit_ns = unsafe { bpf_ktime_get_ns() };
+            event.vmas_after = map_count(slot.mm as *const u8);
+            event.ret = ctx_field::<i64>(ctx, SYSCALL_RET_OFFSET);
+            event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+            entry.submit(wakeup_flags());
+        }
+        None => count_lost(lost::RINGBUF_FULL),
+    }
 }
 
 // ------------------------------------------------------------ VMA cuts
 
-/// kmem/kmem_cache_alloc: counts the VMAs a traced call cuts in two.
-#[tracepoint]
-pub fn vma_alloc(ctx: TracePointContext) -> u32 {
+/// kmem/kmem_cache_alloc (raw): counts the VMAs a traced call cuts.
+#[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
+pub fn vma_alloc(ctx: RawTracePointContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // Every slab allocation in the system passes here: one failed lookup
     // is all an untraced thread pays.
-    let Some(parked) = INFLIGHT.get_ptr_mut(&tid) else {
+    let Some(slot) = active_slot(tid) else {
         return 0;
     };
-    let call_site = ctx_read::<u64>(&ctx, KMEM_CALL_SITE_OFFSET.load());
+    let call_site = raw_arg(&ctx, 0);
     if call_site < VM_AREA_DUP_START.load() || call_site >= VM_AREA_DUP_END.load() {
         return 0;
     }
-    let event = unsafe { &mut (*parked).event };
-    if event.call == Call::Mremap as u8 && duplicated_by_copy_vma(&ctx) {
+    let event = &mut slot.event;
+    if event.call == Call::Mremap as u8 && duplicated_by_copy_vma(ctx.as_ptr()) {
         return 0;
     }
     event.cuts = event.cuts.saturating_add(1);
     0
 }
 
+/// Argument `n` of a raw tracepoint (its TP_PROTO's), `n` a constant.
+#[inline(always)]
+fn raw_arg(ctx: &RawTracePointContext, n: usize) -> u64 {
+    unsafe { *(ctx.as_ptr() as *const u64).add(n) }
+}
+
 /// mremap moves a VMA by duplicating it at the new address (`copy_vma`);
 /// only its other `vm_area_dup` calls are cuts. Looks a few kernel frames up.
 #[inline(always)]
-fn duplicated_by_copy_vma(ctx: &TracePointContext) -> bool {
+fn duplicated_by_copy_vma(ctx: *mut core::ffi::c_void) -> bool {
     let mut frames = [0u64; MREMAP_STACK_DEPTH];
     let len = unsafe {
         bpf_get_stack(
-            ctx.as_ptr(),
+            ctx,
             frames.as_mut_ptr().cast(),
             (MREMAP_STACK_DEPTH * 8) as u32,
             0,
@@ -267,42 +298,52 @@ fn duplicated_by_copy_vma(ctx: &TracePointContext) -> bool {
 
 // ------------------------------------------------------- the mmap lock
 
-/// mmap_lock/mmap_lock_acquire_returned: the count as a traced call starts
-/// to hold the write lock; a downgrade to read (munmap does it) ends the
-/// writing, so the count is final for the call there.
-#[tracepoint]
-pub fn mmap_lock_acquired(ctx: TracePointContext) -> u32 {
+/// mmap_lock/mmap_lock_acquire_returned (raw), TP_PROTO(mm, write,
+/// success): the count as a traced call starts to hold the write lock; a
+/// downgrade to read (munmap does it) ends the writing, so the count is
+/// final for the call there.
+#[raw_tracepoint(tracepoint = "mmap_lock_acquire_returned")]
+pub fn mmap_lock_acquired(ctx: RawTracePointContext) -> u32 {
+    let (mm, write, success) = (raw_arg(&ctx, 0), raw_arg(&ctx, 1), raw_arg(&ctx, 2));
+    on_lock_acquired(mm, write as u8 != 0, success as u8 != 0);
+    0
+}
+
+/// The same before Linux 6.12, TP_PROTO(mm, memcg_path, write, success);
+/// the loader attaches the one that fits the running kernel.
+#[raw_tracepoint(tracepoint = "mmap_lock_acquire_returned")]
+pub fn mmap_lock_acquired_memcg_path(ctx: RawTracePointContext) -> u32 {
+    let (mm, write, success) = (raw_arg(&ctx, 0), raw_arg(&ctx, 2), raw_arg(&ctx, 3));
+    on_lock_acquired(mm, write as u8 != 0, success as u8 != 0);
+    0
+}
+
+#[inline(always)]
+fn on_lock_acquired(mm: u64, write: bool, success: bool) {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(parked) = INFLIGHT.get_ptr_mut(&tid) else {
-        return 0;
+    let Some(parked) = active_slot(tid) else {
+        return;
     };
-    let parked = unsafe { &mut *parked };
-    let success = ctx_read::<u8>(&ctx, LOCK_ACQUIRED_SUCCESS_OFFSET.load()) != 0;
-    let mm = ctx_read::<u64>(&ctx, LOCK_ACQUIRED_MM_OFFSET.load());
     // A call may also lock another process's mm (to read its memory, say).
     if !success || mm != parked.mm {
-        return 0;
+        return;
     }
-    let write = ctx_read::<u8>(&ctx, LOCK_ACQUIRED_WRITE_OFFSET.load()) != 0;
     if write && parked.lock == LOCK_NOT_TAKEN {
         parked.event.vmas_locked_before = map_count(mm as *const u8);
         parked.lock = LOCK_HELD;
     } else if !write && parked.lock == LOCK_HELD {
         end_write_section(parked);
     }
-    0
 }
 
-/// mmap_lock/mmap_lock_released: the end of the call's write section.
-#[tracepoint]
-pub fn mmap_lock_released(ctx: TracePointContext) -> u32 {
+/// mmap_lock/mmap_lock_released (raw): the end of the call's write section.
+#[raw_tracepoint(tracepoint = "mmap_lock_released")]
+pub fn mmap_lock_released(ctx: RawTracePointContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(parked) = INFLIGHT.get_ptr_mut(&tid) else {
+    let Some(parked) = active_slot(tid) else {
         return 0;
     };
-    let parked = unsafe { &mut *parked };
-    let mm = ctx_read::<u64>(&ctx, LOCK_RELEASED_MM_OFFSET.load());
-    if parked.lock == LOCK_HELD && mm == parked.mm {
+    if parked.lock == LOCK_HELD && raw_arg(&ctx, 0) == parked.mm {
         end_write_section(parked);
     }
     0

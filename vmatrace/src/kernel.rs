@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow, bail};
-use btfparse::{Offset, Readable, TypeInformation};
+use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
 
 use crate::error::Failure;
 
@@ -17,13 +17,15 @@ pub const DEFAULT_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 pub const MAX_MAP_COUNT: &str = "/proc/sys/vm/max_map_count";
 
-/// Offsets of the kernel struct members the programs read.
+/// What the programs need to know of the kernel's types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StructOffsets {
     /// `offsetof(struct task_struct, mm)`
     pub task_mm: u64,
     /// `offsetof(struct mm_struct, map_count)`, through anonymous members.
     pub mm_map_count: u64,
+    /// mmap_lock_acquire_returned still passes the memcg path (before 6.12).
+    pub lock_tracepoint_has_memcg_path: bool,
 }
 
 /// Reads the member offsets from a BTF file (normally the running kernel's).
@@ -53,10 +55,37 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
             Err(e) => bail!("BTF has no {type_name}.{member}: {e:?}"),
         }
     };
+    let lock_tracepoint_has_memcg_path =
+        match raw_tracepoint_arity(&types, "mmap_lock_acquire_returned") {
+            Some(3) => false, // (mm, write, success)
+            Some(4) => true,  // (mm, memcg_path, write, success)
+            other => {
+                return Err(Failure::environment(anyhow!(
+                    "unexpected arguments of tracepoint mmap_lock_acquire_returned in BTF: {other:?}"
+                )));
+            }
+        };
     Ok(StructOffsets {
         task_mm: offset("task_struct", "mm").map_err(Failure::environment)?,
         mm_map_count: offset("mm_struct", "map_count").map_err(Failure::environment)?,
+        lock_tracepoint_has_memcg_path,
     })
+}
+
+/// How many arguments a raw tracepoint passes: BTF describes it as
+/// `typedef void (*btf_trace_<name>)(void *__data, <TP_PROTO args>)`.
+fn raw_tracepoint_arity(types: &TypeInformation, name: &str) -> Option<usize> {
+    let id = types.id_of(&format!("btf_trace_{name}"))?;
+    let TypeVariant::Typedef(typedef) = types.from_id(id)? else {
+        return None;
+    };
+    let TypeVariant::Ptr(ptr) = types.from_id(*typedef.tid())? else {
+        return None;
+    };
+    let TypeVariant::FuncProto(proto) = types.from_id(*ptr.tid())? else {
+        return None;
+    };
+    proto.parameter_list().len().checked_sub(1)
 }
 
 /// A BTF blob in memory, for btfparse.
@@ -172,19 +201,14 @@ pub fn format_offsets(format: &str) -> HashMap<String, u64> {
     offsets
 }
 
-/// Field offsets of the non-syscall tracepoints the programs read.
+/// Field offsets of the lifecycle tracepoints the programs read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TracepointOffsets {
-    pub kmem_call_site: u64,
     pub exit_pid: u64,
     /// 0: the kernel's sched_process_exit has no `group_dead`.
     pub exit_group_dead: u64,
     pub newtask_pid: u64,
     pub newtask_clone_flags: u64,
-    pub lock_acquired_mm: u64,
-    pub lock_acquired_write: u64,
-    pub lock_acquired_success: u64,
-    pub lock_released_mm: u64,
 }
 
 pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> {
@@ -201,21 +225,14 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> 
             .copied()
             .ok_or_else(|| Failure::environment(anyhow!("tracepoint {event} has no field {name}")))
     };
-    let kmem = read("kmem/kmem_cache_alloc")?;
     let exit = read("sched/sched_process_exit")?;
     let newtask = read("task/task_newtask")?;
-    let acquired = read("mmap_lock/mmap_lock_acquire_returned")?;
-    let released = read("mmap_lock/mmap_lock_released")?;
+
     Ok(TracepointOffsets {
-        kmem_call_site: field(&kmem, "kmem_cache_alloc", "call_site")?,
         exit_pid: field(&exit, "sched_process_exit", "pid")?,
         exit_group_dead: exit.get("group_dead").copied().unwrap_or(0),
         newtask_pid: field(&newtask, "task_newtask", "pid")?,
         newtask_clone_flags: field(&newtask, "task_newtask", "clone_flags")?,
-        lock_acquired_mm: field(&acquired, "mmap_lock_acquire_returned", "mm")?,
-        lock_acquired_write: field(&acquired, "mmap_lock_acquire_returned", "write")?,
-        lock_acquired_success: field(&acquired, "mmap_lock_acquire_returned", "success")?,
-        lock_released_mm: field(&released, "mmap_lock_released", "mm")?,
     })
 }
 
@@ -346,6 +363,7 @@ ffffffffc0000000 t mod_fn\t[somemod]
         let offsets = struct_offsets(Path::new(DEFAULT_BTF_PATH)).expect("offsets");
         assert!(offsets.task_mm > 0);
         assert!(offsets.mm_map_count > 0);
+        assert!(!offsets.lock_tracepoint_has_memcg_path, "Linux 6.18 passes no memcg path");
     }
 
     #[test]

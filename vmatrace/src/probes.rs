@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 use vmatrace_common::{Call, TARGET_TRACED, lost, names};
 
@@ -86,15 +86,10 @@ impl Probes {
             .override_global(names::VM_AREA_DUP_END, &vm_area_dup.end, true)
             .override_global(names::COPY_VMA_START, &copy_vma.start, true)
             .override_global(names::COPY_VMA_END, &copy_vma.end, true)
-            .override_global(names::KMEM_CALL_SITE_OFFSET, &tp.kmem_call_site, true)
             .override_global(names::EXIT_PID_OFFSET, &tp.exit_pid, true)
             .override_global(names::EXIT_GROUP_DEAD_OFFSET, &tp.exit_group_dead, true)
             .override_global(names::NEWTASK_PID_OFFSET, &tp.newtask_pid, true)
             .override_global(names::NEWTASK_FLAGS_OFFSET, &tp.newtask_clone_flags, true)
-            .override_global(names::LOCK_ACQUIRED_MM_OFFSET, &tp.lock_acquired_mm, true)
-            .override_global(names::LOCK_ACQUIRED_WRITE_OFFSET, &tp.lock_acquired_write, true)
-            .override_global(names::LOCK_ACQUIRED_SUCCESS_OFFSET, &tp.lock_acquired_success, true)
-            .override_global(names::LOCK_RELEASED_MM_OFFSET, &tp.lock_released_mm, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes);
         let ebpf = loader
@@ -105,11 +100,11 @@ impl Probes {
             splits_available: symbols.is_some(),
             missing_calls: Vec::new(),
         };
-        probes.attach_all(&tracefs)?;
+        probes.attach_all(&tracefs, offsets.lock_tracepoint_has_memcg_path)?;
         Ok(probes)
     }
 
-    fn attach_all(&mut self, tracefs: &Path) -> Result<(), Failure> {
+    fn attach_all(&mut self, tracefs: &Path, lock_has_memcg_path: bool) -> Result<(), Failure> {
         for call in Call::ALL {
             let name = call.name();
             let enter = format!("sys_enter_{name}");
@@ -130,10 +125,18 @@ impl Probes {
         self.attach_as("task_newtask", "task", "task_newtask")?;
         self.attach_as("sched_process_exec", "sched", "sched_process_exec")?;
         self.attach_as("sched_process_exit", "sched", "sched_process_exit")?;
-        self.attach_as("mmap_lock_acquired", "mmap_lock", "mmap_lock_acquire_returned")?;
-        self.attach_as("mmap_lock_released", "mmap_lock", "mmap_lock_released")?;
+        // Raw tracepoints: the kernel skips building the trace record
+        // (the slab cache's name, the memcg id) for them, and these fire
+        // for every slab allocation and mmap lock in the system.
+        let acquired = if lock_has_memcg_path {
+            "mmap_lock_acquired_memcg_path"
+        } else {
+            "mmap_lock_acquired"
+        };
+        self.attach_raw(acquired, "mmap_lock_acquire_returned")?;
+        self.attach_raw("mmap_lock_released", "mmap_lock_released")?;
         if self.splits_available {
-            self.attach_as("vma_alloc", "kmem", "kmem_cache_alloc")?;
+            self.attach_raw("vma_alloc", "kmem_cache_alloc")?;
         }
         Ok(())
     }
@@ -158,6 +161,22 @@ impl Probes {
             Failure::environment(
                 anyhow!(e).context(format!("cannot attach {program} to {category}/{event}")),
             )
+        })?;
+        Ok(())
+    }
+
+    fn attach_raw(&mut self, program: &str, tracepoint: &str) -> Result<(), Failure> {
+        let prog: &mut RawTracePoint = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
+            .try_into()
+            .with_context(|| format!("{program} is not a raw tracepoint program"))?;
+        prog.load().map_err(|e| {
+            Failure::environment(anyhow!(e).context(format!("the kernel refused the program {program} (raw tracepoint {tracepoint})")))
+        })?;
+        prog.attach(tracepoint).map_err(|e| {
+            Failure::environment(anyhow!(e).context(format!("cannot attach {program} to raw tracepoint {tracepoint}")))
         })?;
         Ok(())
     }
