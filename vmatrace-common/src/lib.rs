@@ -140,7 +140,7 @@ impl EventKind {
 
 pub const COMM_LEN: usize = 16;
 
-/// One record from the kernel. 120 bytes; see the field docs for what each
+/// One record from the kernel, 120 bytes. See the field docs for what each
 /// kind fills in.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -148,8 +148,10 @@ pub struct Event {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at syscall entry.
     pub enter_ns: u64,
     /// `bpf_ktime_get_ns()` at syscall exit (or when the lifecycle event
-    /// happened); `vmas_after` was read at this moment.
+    /// happened).
     pub exit_ns: u64,
+    /// When `vmas_after` was read.
+    pub count_ns: u64,
     pub args: [u64; 6],
     /// The raw return value: a negative errno on failure.
     pub ret: i64,
@@ -157,17 +159,13 @@ pub struct Event {
     pub pid: u32,
     /// Thread id (the kernel's pid).
     pub tid: u32,
-    /// `current->mm->map_count` at entry, -1 when it could not be read.
+    /// The process's VMA count (`mm->map_count`) as the call began: read
+    /// when it took the mmap write lock if it did (`locked`), else at exit.
+    /// -1 when unreadable.
     pub vmas_before: i32,
-    /// `current->mm->map_count` at exit, -1 when it could not be read.
+    /// The count as the call ended: read when it gave up (or downgraded)
+    /// the write lock if it took it, else at exit. -1 when unreadable.
     pub vmas_after: i32,
-    /// `map_count` when the call took the mmap lock for writing, -1 if it
-    /// never did. Only the lock holder changes the count, so
-    /// `vmas_locked_after - vmas_locked_before` is this call's own effect,
-    /// exact whatever other threads do.
-    pub vmas_locked_before: i32,
-    /// `map_count` when the call gave up (or downgraded) the write lock.
-    pub vmas_locked_after: i32,
     /// How many times the kernel cut an existing VMA during this call
     /// (calls to `__split_vma`, seen as `vm_area_dup` allocations made by the
     /// calling thread). Exact per call, whatever other threads do.
@@ -176,7 +174,11 @@ pub struct Event {
     pub kind: u8,
     /// A [`Call`] discriminant (Syscall events only).
     pub call: u8,
-    pub _reserved: [u8; 4],
+    /// 1 if both counts were read under the call's own write lock: only the
+    /// holder changes the count, so `vmas_after - vmas_before` is then this
+    /// call's own effect, exact whatever other threads do.
+    pub locked: u8,
+    pub _reserved: [u8; 3],
     pub comm: [u8; COMM_LEN],
 }
 
@@ -185,18 +187,18 @@ impl Event {
         Event {
             enter_ns: 0,
             exit_ns: 0,
+            count_ns: 0,
             args: [0; 6],
             ret: 0,
             pid: 0,
             tid: 0,
             vmas_before: -1,
             vmas_after: -1,
-            vmas_locked_before: -1,
-            vmas_locked_after: -1,
             cuts: 0,
             kind: 0,
             call: 0,
-            _reserved: [0; 4],
+            locked: 0,
+            _reserved: [0; 3],
             comm: [0; COMM_LEN],
         }
     }

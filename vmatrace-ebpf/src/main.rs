@@ -4,14 +4,14 @@
 //!   removes, splits or merges VMAs: entry parks the arguments and the VMA
 //!   count in `INFLIGHT` (keyed by thread), exit completes the record and
 //!   sends it through the `EVENTS` ring buffer.
-//! - `vma_alloc` (kmem/kmem_cache_alloc): while a traced call is in flight on
+//! - `vma_alloc` (kmem/kmem_cache_alloc, raw): while a traced call is in flight on
 //!   a thread, each `vm_area_dup` allocation it makes is the kernel cutting a
 //!   VMA in two (`__split_vma`), so the call's `cuts` counter is exact even
 //!   when other threads of the process map and unmap at the same time.
-//! - `mmap_lock_acquired` / `mmap_lock_released` (mmap_lock/*): the count
-//!   when an in-flight call takes the mmap write lock and when it lets go.
-//!   Only the holder changes `map_count`, so the difference is the call's
-//!   own effect on the count, exact under any concurrency.
+//! - `mmap_lock_acquired` / `mmap_lock_released` (mmap_lock/*, raw): the
+//!   count when an in-flight call takes the mmap write lock and when it lets
+//!   go. Only the holder changes `map_count`, so the difference is the
+//!   call's own effect on the count, exact under any concurrency.
 //! - `task_newtask`, `sched_process_exec`, `sched_process_exit`: the
 //!   process lifecycle, so per-process state starts and ends at the right
 //!   moment and followed children join the target set before they run.
@@ -185,9 +185,7 @@ fn on_enter(ctx: &TracePointContext, call: Call) {
         i += 1;
     }
     event.cuts = 0;
-    event.vmas_locked_before = -1;
-    event.vmas_locked_after = -1;
-    event.vmas_before = map_count(mm);
+    event.locked = 0;
     event.enter_ns = unsafe { bpf_ktime_get_ns() };
 }
 
@@ -227,11 +225,21 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
     if slot.event.call != call as u8 {
         return;
     }
+    let exit_ns = unsafe { bpf_ktime_get_ns() };
+    if slot.lock != LOCK_RELEASED {
+        // The call never held the write lock (or still does, which no traced
+        // call does at exit): it changed nothing, the exit count stands for
+        // both.
+        let count = map_count(slot.mm as *const u8);
+        slot.event.vmas_before = count;
+        slot.event.vmas_after = count;
+        slot.event.count_ns = exit_ns;
+        slot.event.locked = 0;
+    }
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             let event = entry.write(slot.event);
-            event.exit_ns = unsafe { bpf_ktime_get_ns() };
-            event.vmas_after = map_count(slot.mm as *const u8);
+            event.exit_ns = exit_ns;
             event.ret = ctx_field::<i64>(ctx, SYSCALL_RET_OFFSET);
             event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
             entry.submit(wakeup_flags());
@@ -329,7 +337,7 @@ fn on_lock_acquired(mm: u64, write: bool, success: bool) {
         return;
     }
     if write && parked.lock == LOCK_NOT_TAKEN {
-        parked.event.vmas_locked_before = map_count(mm as *const u8);
+        parked.event.vmas_before = map_count(mm as *const u8);
         parked.lock = LOCK_HELD;
     } else if !write && parked.lock == LOCK_HELD {
         end_write_section(parked);
@@ -351,7 +359,9 @@ pub fn mmap_lock_released(ctx: RawTracePointContext) -> u32 {
 
 #[inline(always)]
 fn end_write_section(parked: &mut Inflight) {
-    parked.event.vmas_locked_after = map_count(parked.mm as *const u8);
+    parked.event.vmas_after = map_count(parked.mm as *const u8);
+    parked.event.count_ns = unsafe { bpf_ktime_get_ns() };
+    parked.event.locked = 1;
     parked.lock = LOCK_RELEASED;
 }
 
@@ -436,6 +446,7 @@ fn send_lifecycle(kind: EventKind, arg0: u64, arg1: u64, vmas: i32) {
     event.tid = pid_tgid as u32;
     event.enter_ns = now;
     event.exit_ns = now;
+    event.count_ns = now;
     event.args[0] = arg0;
     event.args[1] = arg1;
     event.vmas_before = vmas;

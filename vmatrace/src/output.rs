@@ -93,8 +93,7 @@ impl Output {
                     return format!("{when} {who} {comm} unknown call {}", event.call);
                 };
                 let duration = event.exit_ns.saturating_sub(event.enter_ns) as f64 / 1e9;
-                let delta = detect::own_delta(event)
-                    .unwrap_or(i64::from(event.vmas_after) - i64::from(event.vmas_before));
+                let delta = detect::own_delta(event).unwrap_or(0);
                 let mut line = format!(
                     "{when} {who} {comm} {}({}) = {} <{duration:.6}> vmas={} ({delta:+})",
                     call.name(),
@@ -179,7 +178,8 @@ impl Output {
             );
             object.insert("vmas_before".into(), json!(event.vmas_before));
             object.insert("vmas_after".into(), json!(event.vmas_after));
-            object.insert("own_delta".into(), json!(detect::own_delta(event)));
+            object.insert("delta".into(), json!(detect::own_delta(event).unwrap_or(0)));
+            object.insert("exact".into(), json!(event.locked != 0));
             object.insert("cuts".into(), json!(event.cuts));
             object.insert("flags".into(), json!(applied.flags.names()));
         }
@@ -375,8 +375,7 @@ mod tests {
         event.args = [0x7f00_0000_1000, 4096, 0, 0, 0, 0];
         event.vmas_before = 99;
         event.vmas_after = 100;
-        event.vmas_locked_before = 99;
-        event.vmas_locked_after = 100;
+        event.locked = 1;
         event.cuts = 2;
         event.enter_ns = 1_000;
         event.exit_ns = 3_000;

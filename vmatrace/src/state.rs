@@ -166,8 +166,7 @@ impl Processes {
         if flags.near_limit {
             state.near_limit += 1;
         }
-        state.observe_count(event.vmas_before, event.enter_ns);
-        state.observe_count(event.vmas_after, event.exit_ns);
+        state.observe_count(event.vmas_after, event.count_ns);
         match kind {
             Some(EventKind::Syscall) => {
                 if let Some(call) = Call::from_u8(event.call) {
@@ -228,6 +227,7 @@ mod tests {
         event.vmas_after = counts.1;
         event.enter_ns = ns;
         event.exit_ns = ns + 10;
+        event.count_ns = ns + 5;
         event.comm[..4].copy_from_slice(b"test");
         event
     }
@@ -265,8 +265,7 @@ mod tests {
         let mut processes = Processes::new(Detector::new(100, 0.9));
         let mut split = syscall(1, Call::Munmap, [0x1000, 4096, 0, 0, 0, 0], 0, (50, 51), 10);
         split.cuts = 2;
-        split.vmas_locked_before = 50;
-        split.vmas_locked_after = 51;
+        split.locked = 1;
         processes.apply(&split);
         processes.apply(&syscall(
             1,
@@ -317,6 +316,7 @@ mod tests {
         exec.pid = 9;
         exec.vmas_after = 12;
         exec.exit_ns = 5;
+        exec.count_ns = 5;
         processes.apply(&exec);
         assert_eq!(processes.by_pid[&9].count, Some(12));
         assert!(!processes.all_exited());
