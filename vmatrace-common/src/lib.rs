@@ -29,15 +29,6 @@ pub enum Call {
 }
 
 impl Call {
-    /// VMAs the call creates by itself when it succeeds (a new mapping),
-    /// before any cut: what its own count change is measured against.
-    pub const fn creates(self) -> i64 {
-        match self {
-            Call::Mmap | Call::Shmat => 1,
-            _ => 0,
-        }
-    }
-
     /// Every traced call, in discriminant order.
     pub const ALL: [Call; 15] = [
         Call::Mmap,
@@ -114,7 +105,7 @@ impl Call {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    /// A traced syscall completed: `call`, `args`, `ret`, counts and cuts.
+    /// A traced syscall completed: `call`, `args`, `ret` and the counts.
     Syscall = 0,
     /// The process called execve successfully: a new address space,
     /// `vmas_after` is its first count.
@@ -166,10 +157,6 @@ pub struct Event {
     /// The count as the call ended: read when it gave up (or downgraded)
     /// the write lock if it took it, else at exit. -1 when unreadable.
     pub vmas_after: i32,
-    /// How many times the kernel cut an existing VMA during this call
-    /// (calls to `__split_vma`, seen as `vm_area_dup` allocations made by the
-    /// calling thread). Exact per call, whatever other threads do.
-    pub cuts: u16,
     /// An [`EventKind`] discriminant.
     pub kind: u8,
     /// A [`Call`] discriminant (Syscall events only).
@@ -178,7 +165,7 @@ pub struct Event {
     /// holder changes the count, so `vmas_after - vmas_before` is then this
     /// call's own effect, exact whatever other threads do.
     pub locked: u8,
-    pub _reserved: [u8; 3],
+    pub _reserved: [u8; 5],
     pub comm: [u8; COMM_LEN],
 }
 
@@ -194,11 +181,10 @@ impl Event {
             tid: 0,
             vmas_before: -1,
             vmas_after: -1,
-            cuts: 0,
             kind: 0,
             call: 0,
             locked: 0,
-            _reserved: [0; 3],
+            _reserved: [0; 5],
             comm: [0; COMM_LEN],
         }
     }
@@ -237,11 +223,6 @@ pub mod names {
     pub const SELF_TGID: &str = "SELF_TGID";
     pub const TASK_MM_OFFSET: &str = "TASK_MM_OFFSET";
     pub const MM_MAP_COUNT_OFFSET: &str = "MM_MAP_COUNT_OFFSET";
-    pub const VM_AREA_DUP_START: &str = "VM_AREA_DUP_START";
-    pub const VM_AREA_DUP_END: &str = "VM_AREA_DUP_END";
-    pub const COPY_VMA_START: &str = "COPY_VMA_START";
-    pub const COPY_VMA_END: &str = "COPY_VMA_END";
-    pub const EXIT_PID_OFFSET: &str = "EXIT_PID_OFFSET";
     pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
     pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
     pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";

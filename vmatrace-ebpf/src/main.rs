@@ -4,10 +4,6 @@
 //!   removes, splits or merges VMAs: entry parks the arguments and the VMA
 //!   count in `INFLIGHT` (keyed by thread), exit completes the record and
 //!   sends it through the `EVENTS` ring buffer.
-//! - `vma_alloc` (kmem/kmem_cache_alloc, raw): while a traced call is in flight on
-//!   a thread, each `vm_area_dup` allocation it makes is the kernel cutting a
-//!   VMA in two (`__split_vma`), so the call's `cuts` counter is exact even
-//!   when other threads of the process map and unmap at the same time.
 //! - `mmap_lock_acquired` / `mmap_lock_released` (mmap_lock/*, raw): the
 //!   count when an in-flight call takes the mmap write lock and when it lets
 //!   go. Only the holder changes `map_count`, so the difference is the
@@ -24,8 +20,8 @@ use aya_ebpf::{
     EbpfContext, Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_stack,
-        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -72,7 +68,7 @@ static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
 
 // ------------------------------------------------------------- globals
-// Set by the loader from BTF, kallsyms and the tracepoint formats of the
+// Set by the loader from BTF and the tracepoint formats of the
 // running kernel, so one binary works on any kernel with BTF.
 
 #[unsafe(no_mangle)]
@@ -86,19 +82,6 @@ static SELF_TGID: Global<u32> = Global::new(0);
 static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static MM_MAP_COUNT_OFFSET: Global<u64> = Global::new(0);
-/// `[start, end)` of `vm_area_dup` in kernel text; 0/0 disables cut counting.
-#[unsafe(no_mangle)]
-static VM_AREA_DUP_START: Global<u64> = Global::new(0);
-#[unsafe(no_mangle)]
-static VM_AREA_DUP_END: Global<u64> = Global::new(0);
-/// `[start, end)` of `copy_vma`: mremap's move duplicates a VMA there
-/// without cutting anything.
-#[unsafe(no_mangle)]
-static COPY_VMA_START: Global<u64> = Global::new(0);
-#[unsafe(no_mangle)]
-static COPY_VMA_END: Global<u64> = Global::new(0);
-#[unsafe(no_mangle)]
-static EXIT_PID_OFFSET: Global<u64> = Global::new(24);
 /// 0 when the kernel's sched_process_exit has no `group_dead` field.
 #[unsafe(no_mangle)]
 static EXIT_GROUP_DEAD_OFFSET: Global<u64> = Global::new(32);
@@ -114,7 +97,6 @@ static WAKEUP_BYTES: Global<u64> = Global::new(0);
 const SYSCALL_ARGS_OFFSET: usize = 16;
 const SYSCALL_RET_OFFSET: usize = 16;
 const CLONE_THREAD: u64 = 0x0001_0000;
-const MREMAP_STACK_DEPTH: usize = 6;
 
 // ------------------------------------------------------------ syscalls
 
@@ -184,7 +166,6 @@ fn on_enter(ctx: &TracePointContext, call: Call) {
         };
         i += 1;
     }
-    event.cuts = 0;
     event.locked = 0;
     event.enter_ns = unsafe { bpf_ktime_get_ns() };
 }
@@ -248,60 +229,10 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
     }
 }
 
-// ------------------------------------------------------------ VMA cuts
-
-/// kmem/kmem_cache_alloc (raw): counts the VMAs a traced call cuts.
-#[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
-pub fn vma_alloc(ctx: RawTracePointContext) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // Every slab allocation in the system passes here: one failed lookup
-    // is all an untraced thread pays.
-    let Some(slot) = active_slot(tid) else {
-        return 0;
-    };
-    let call_site = raw_arg(&ctx, 0);
-    if call_site < VM_AREA_DUP_START.load() || call_site >= VM_AREA_DUP_END.load() {
-        return 0;
-    }
-    let event = &mut slot.event;
-    if event.call == Call::Mremap as u8 && duplicated_by_copy_vma(ctx.as_ptr()) {
-        return 0;
-    }
-    event.cuts = event.cuts.saturating_add(1);
-    0
-}
-
 /// Argument `n` of a raw tracepoint (its TP_PROTO's), `n` a constant.
 #[inline(always)]
 fn raw_arg(ctx: &RawTracePointContext, n: usize) -> u64 {
     unsafe { *(ctx.as_ptr() as *const u64).add(n) }
-}
-
-/// mremap moves a VMA by duplicating it at the new address (`copy_vma`);
-/// only its other `vm_area_dup` calls are cuts. Looks a few kernel frames up.
-#[inline(always)]
-fn duplicated_by_copy_vma(ctx: *mut core::ffi::c_void) -> bool {
-    let mut frames = [0u64; MREMAP_STACK_DEPTH];
-    let len = unsafe {
-        bpf_get_stack(
-            ctx,
-            frames.as_mut_ptr().cast(),
-            (MREMAP_STACK_DEPTH * 8) as u32,
-            0,
-        )
-    };
-    if len <= 0 {
-        return false;
-    }
-    let (start, end) = (COPY_VMA_START.load(), COPY_VMA_END.load());
-    let mut i = 0;
-    while i < MREMAP_STACK_DEPTH {
-        if frames[i] >= start && frames[i] < end {
-            return true;
-        }
-        i += 1;
-    }
-    false
 }
 
 // ------------------------------------------------------- the mmap lock

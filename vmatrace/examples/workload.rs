@@ -58,14 +58,23 @@ fn marker() {
 fn map(pages: usize, prot: i32, flags: i32) -> *mut u8 {
     // SAFETY: an anonymous mapping at an address of the kernel's choosing.
     let p = unsafe { libc::mmap(ptr::null_mut(), pages * PAGE, prot, flags, -1, 0) };
-    assert_ne!(p, libc::MAP_FAILED, "mmap failed: {}", std::io::Error::last_os_error());
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap failed: {}",
+        std::io::Error::last_os_error()
+    );
     p.cast()
 }
 
 fn unmap(addr: *mut u8, pages: usize) -> Result<(), i32> {
     // SAFETY: the ranges unmapped are the workload's own mappings.
     let rc = unsafe { libc::munmap(addr.cast(), pages * PAGE) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
 }
 
 const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
@@ -129,8 +138,9 @@ static START: AtomicU32 = AtomicU32::new(0);
 static ROUNDS: AtomicU32 = AtomicU32::new(0);
 
 /// One thread's share: a region of 2M+3 pages, PROT_NONE guards at both
-/// ends, the inner 2M+1 pages made read-write (one mprotect: 2 cuts), then
-/// pages 2, 4, ..., 2M unmapped (M holes: 2 cuts each). Between the holes,
+/// ends, the inner 2M+1 pages made read-write (one mprotect: a SPLIT that
+/// adds 2 VMAs), then pages 2, 4, ..., 2M unmapped (M holes: a SPLIT that
+/// adds 1 VMA each). Between the holes,
 /// a shared anonymous mapping is mapped and unmapped whole: never a cut,
 /// since shared anonymous mappings never merge with a neighbour.
 extern "C" fn cutter(_: *mut c_void) -> *mut c_void {
@@ -141,7 +151,10 @@ extern "C" fn cutter(_: *mut c_void) -> *mut c_void {
     let region = map(2 * m + 3, libc::PROT_NONE, PRIVATE);
     // SAFETY: all addresses are inside `region`.
     unsafe {
-        assert_eq!(libc::mprotect(region.add(PAGE).cast(), (2 * m + 1) * PAGE, RW), 0);
+        assert_eq!(
+            libc::mprotect(region.add(PAGE).cast(), (2 * m + 1) * PAGE, RW),
+            0
+        );
         for k in 1..=m {
             let noise = map(2, RW, SHARED);
             unmap(region.add(2 * k * PAGE), 1).expect("hole");
@@ -168,9 +181,9 @@ fn threads(t: usize, m: usize) {
     }
     marker();
     say(&format!(
-        "threads={t} rounds={m} expected_splits={} expected_cuts={}",
+        "threads={t} rounds={m} expected_splits={} expected_added={}",
         t * (m + 1),
-        2 * t * (m + 1)
+        t * (m + 2)
     ));
 }
 
@@ -184,7 +197,10 @@ fn churn(n: usize, pages: usize) {
         }
         unmap(p, pages).expect("unmap");
     }
-    say(&format!("churn iterations={n} pages={pages} seconds={:.6}", start.elapsed().as_secs_f64()));
+    say(&format!(
+        "churn iterations={n} pages={pages} seconds={:.6}",
+        start.elapsed().as_secs_f64()
+    ));
 }
 
 fn split_churn(n: usize) {
@@ -199,7 +215,10 @@ fn split_churn(n: usize) {
             unmap(p.add(2 * PAGE), 1).expect("tail");
         }
     }
-    say(&format!("split-churn iterations={n} seconds={:.6}", start.elapsed().as_secs_f64()));
+    say(&format!(
+        "split-churn iterations={n} seconds={:.6}",
+        start.elapsed().as_secs_f64()
+    ));
 }
 
 fn fork_child() {
@@ -230,7 +249,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let wait = args.iter().any(|a| a == "--wait");
     let pause = args.iter().any(|a| a == "--pause");
-    let args: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
+    let args: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
     let number = |i: usize, default: usize| -> usize {
         args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
     };

@@ -2,15 +2,17 @@
 //!
 //! - SPLIT: the call cut an existing VMA (its range began or ended strictly
 //!   inside a mapping) and the pieces stay mapped, so the process holds more
-//!   VMAs because of the cut: a hole punched by munmap, mprotect or madvise
-//!   on part of a mapping, a MAP_FIXED mapping over the middle of another,
-//!   part of a mapping moved by mremap. Trimming the end of a mapping cuts
-//!   too, but the cut-off piece goes away and the count does not grow: not
-//!   a SPLIT (it still shows in `cuts`). Both facts come from the kernel for
-//!   that very call: the number of `__split_vma` cuts made by the calling
-//!   thread, and the count change while it held the mmap write lock, when no
-//!   other thread can change the count. So the flag is exact whatever other
-//!   threads do at the same time.
+//!   VMAs because of the cut: a hole punched by munmap, mprotect, madvise or
+//!   mlock on part of a mapping, a MAP_FIXED mapping over the middle of
+//!   another, part of a mapping moved away by mremap. Trimming the end of a
+//!   mapping is not a SPLIT: the count does not grow.
+//!
+//!   The kernel changes a process's VMA count only while it holds the mmap
+//!   write lock, and only a cut makes the count grow beyond the mapping a
+//!   call creates itself. vmatrace reads the count when the call takes the
+//!   lock and when it lets go of it: their difference is the call's own
+//!   effect, whatever other threads do, and a SPLIT is a difference larger
+//!   than what the call creates ([`creates`]).
 //! - ENOMEM: the call failed with ENOMEM.
 //! - NEAR-LIMIT: the process's VMA count crossed the warning threshold
 //!   upwards. It re-arms once the count falls clearly below it again.
@@ -25,17 +27,24 @@ pub fn own_delta(event: &Event) -> Option<i64> {
         .then(|| i64::from(event.vmas_after) - i64::from(event.vmas_before))
 }
 
-/// Whether the call's cuts left the process with more VMAs: its own count
-/// change exceeds what the call creates by itself (one new mapping for
-/// mmap and shmat).
-fn cut_grew_the_count(event: &Event) -> bool {
-    if event.cuts == 0 {
-        return false;
+/// VMAs a successful call creates by itself, before any cut: the new
+/// mapping of mmap and shmat, the new heap VMA brk may start, the copy
+/// mremap leaves when MREMAP_DONTUNMAP keeps the old range mapped.
+pub fn creates(call: Call, args: &[u64; 6]) -> i64 {
+    const MREMAP_DONTUNMAP: u64 = 4;
+    match call {
+        Call::Mmap | Call::Shmat | Call::Brk => 1,
+        Call::Mremap if args[3] & MREMAP_DONTUNMAP != 0 => 1,
+        _ => 0,
     }
-    let creates = Call::from_u8(event.call).map_or(0, Call::creates);
-    // Cuts happen under the write lock, so the delta is there; if the lock
-    // events were missed, a cut is reported rather than hidden.
-    own_delta(event).is_none_or(|delta| delta > creates)
+}
+
+/// Whether a cut left the process with more VMAs than the call created.
+fn cut_grew_the_count(event: &Event) -> bool {
+    let Some(call) = Call::from_u8(event.call) else {
+        return false;
+    };
+    own_delta(event).is_some_and(|delta| delta > creates(call, &event.args))
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -118,11 +127,10 @@ impl Detector {
 mod tests {
     use super::*;
 
-    fn munmap(cuts: u16, ret: i64, before: i32, after: i32) -> Event {
+    fn munmap(ret: i64, before: i32, after: i32) -> Event {
         let mut event = Event::zeroed();
         event.kind = EventKind::Syscall as u8;
         event.call = Call::Munmap as u8;
-        event.cuts = cuts;
         event.ret = ret;
         event.vmas_before = before;
         event.vmas_after = after;
@@ -131,45 +139,48 @@ mod tests {
     }
 
     #[test]
-    fn split_needs_a_cut_that_grew_the_count() {
+    fn split_is_a_count_that_grew_under_the_lock() {
         let detector = Detector::new(65530, 0.9);
-        // A hole: two cuts, one more VMA.
-        let (flags, _) = detector.inspect(&munmap(2, 0, 100, 101), false);
-        assert!(flags.split);
-        // A trim: the cut-off piece went away, the count did not grow.
-        let (flags, _) = detector.inspect(&munmap(1, 0, 100, 100), false);
-        assert!(!flags.split);
-        // Nothing cut, nothing flagged.
-        let (flags, _) = detector.inspect(&munmap(0, 0, 100, 99), false);
-        assert!(!flags.split);
+        // A hole: one more VMA.
+        assert!(detector.inspect(&munmap(0, 100, 101), false).0.split);
+        // A trim, or a whole mapping removed: the count did not grow.
+        assert!(!detector.inspect(&munmap(0, 100, 100), false).0.split);
+        assert!(!detector.inspect(&munmap(0, 100, 99), false).0.split);
     }
 
     #[test]
-    fn counts_read_outside_the_lock_give_no_delta() {
-        let mut event = munmap(0, -22, 100, 100);
+    fn counts_read_outside_the_lock_prove_nothing() {
+        // The call never held the write lock (it failed early, or madvise
+        // took only the read lock): it changed nothing itself.
+        let mut event = munmap(-22, 100, 101);
         event.locked = 0;
         assert_eq!(own_delta(&event), None);
-        // A cut without lock readings (never seen) is reported, not hidden.
-        event.cuts = 1;
-        assert!(Detector::new(65530, 0.9).inspect(&event, false).0.split);
+        assert!(!Detector::new(65530, 0.9).inspect(&event, false).0.split);
     }
 
     #[test]
-    fn mmap_counts_its_own_new_mapping() {
+    fn calls_that_create_a_mapping_need_more_to_split() {
         let detector = Detector::new(65530, 0.9);
-        let mut fixed = munmap(2, 0x1000, 100, 102);
-        fixed.call = Call::Mmap as u8;
-        // MAP_FIXED over the middle of a mapping: +1 new, +1 from the cut.
-        assert!(detector.inspect(&fixed, false).0.split);
-        // MAP_FIXED over the head of one: the cut piece is replaced.
-        fixed.vmas_after = 101;
-        assert!(!detector.inspect(&fixed, false).0.split);
+        let mut mmap = munmap(0x1000, 100, 101);
+        mmap.call = Call::Mmap as u8;
+        // A plain new mapping.
+        assert!(!detector.inspect(&mmap, false).0.split);
+        // MAP_FIXED over the middle of a mapping: the new one and a cut.
+        mmap.vmas_after = 102;
+        assert!(detector.inspect(&mmap, false).0.split);
+        let mut mremap = munmap(0x1000, 100, 101);
+        mremap.call = Call::Mremap as u8;
+        // Part of a mapping moved away: the rest stays, one more VMA.
+        assert!(detector.inspect(&mremap, false).0.split);
+        // MREMAP_DONTUNMAP keeps the old range: the copy is no cut.
+        mremap.args[3] = 1 | 4;
+        assert!(!detector.inspect(&mremap, false).0.split);
     }
 
     #[test]
     fn enomem_is_flagged() {
         let detector = Detector::new(65530, 0.9);
-        let (flags, _) = detector.inspect(&munmap(0, -12, 65530, 65530), true);
+        let (flags, _) = detector.inspect(&munmap(-12, 65530, 65530), true);
         assert!(flags.enomem && !flags.split && !flags.near_limit);
         assert_eq!(flags.names(), vec!["ENOMEM"]);
     }
@@ -178,16 +189,16 @@ mod tests {
     fn near_limit_fires_once_per_crossing() {
         let detector = Detector::new(1000, 0.9);
         assert_eq!(detector.warn_at, 900);
-        let (flags, above) = detector.inspect(&munmap(1, 0, 899, 900), false);
+        let (flags, above) = detector.inspect(&munmap(0, 899, 900), false);
         assert!(flags.near_limit && above);
-        let (flags, above) = detector.inspect(&munmap(1, 0, 900, 901), above);
+        let (flags, above) = detector.inspect(&munmap(0, 900, 901), above);
         assert!(!flags.near_limit && above);
         // Dipping just below does not re-arm; falling clearly below does.
-        let (_, above) = detector.inspect(&munmap(0, 0, 899, 899), above);
+        let (_, above) = detector.inspect(&munmap(0, 899, 899), above);
         assert!(above);
-        let (_, above) = detector.inspect(&munmap(0, 0, 800, 800), above);
+        let (_, above) = detector.inspect(&munmap(0, 800, 800), above);
         assert!(!above);
-        let (flags, _) = detector.inspect(&munmap(1, 0, 900, 905), above);
+        let (flags, _) = detector.inspect(&munmap(0, 900, 905), above);
         assert!(flags.near_limit);
     }
 }

@@ -1,6 +1,6 @@
 //! What vmatrace needs to know about the running kernel before it loads its
-//! programs: struct offsets from BTF, symbol ranges from kallsyms, field
-//! offsets of the tracepoints it reads, tracefs, and the VMA limit.
+//! programs: struct offsets and tracepoint arguments from BTF, field offsets
+//! of the tracepoints it reads, tracefs, and the VMA limit.
 
 use std::{
     collections::HashMap,
@@ -55,16 +55,18 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
             Err(e) => bail!("BTF has no {type_name}.{member}: {e:?}"),
         }
     };
-    let lock_tracepoint_has_memcg_path =
-        match raw_tracepoint_arity(&types, "mmap_lock_acquire_returned") {
-            Some(3) => false, // (mm, write, success)
-            Some(4) => true,  // (mm, memcg_path, write, success)
-            other => {
-                return Err(Failure::environment(anyhow!(
-                    "unexpected arguments of tracepoint mmap_lock_acquire_returned in BTF: {other:?}"
-                )));
-            }
-        };
+    let lock_tracepoint_has_memcg_path = match raw_tracepoint_arity(
+        &types,
+        "mmap_lock_acquire_returned",
+    ) {
+        Some(3) => false, // (mm, write, success)
+        Some(4) => true,  // (mm, memcg_path, write, success)
+        other => {
+            return Err(Failure::environment(anyhow!(
+                "unexpected arguments of tracepoint mmap_lock_acquire_returned in BTF: {other:?}"
+            )));
+        }
+    };
     Ok(StructOffsets {
         task_mm: offset("task_struct", "mm").map_err(Failure::environment)?,
         mm_map_count: offset("mm_struct", "map_count").map_err(Failure::environment)?,
@@ -108,70 +110,6 @@ impl Readable for BtfBytes {
     }
 }
 
-/// `[start, end)` of a function in kernel text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct TextRange {
-    pub start: u64,
-    pub end: u64,
-}
-
-/// Kernel functions whose addresses make split detection exact.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SplitSymbols {
-    /// Every cut of a VMA allocates its second half here.
-    pub vm_area_dup: TextRange,
-    /// mremap's move duplicates a VMA here without cutting one.
-    pub copy_vma: TextRange,
-}
-
-/// Finds [`SplitSymbols`] in kallsyms text. `None` when the addresses are
-/// hidden (kptr_restrict) or the functions are missing.
-pub fn split_symbols(kallsyms: &str) -> Option<SplitSymbols> {
-    let wanted = ["vm_area_dup", "copy_vma"];
-    let mut addresses: Vec<u64> = Vec::new();
-    let mut found: HashMap<&str, u64> = HashMap::new();
-    for line in kallsyms.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        // Only text symbols bound the functions; module symbols carry a
-        // fourth field and are not where these live.
-        if !matches!(kind, "t" | "T") || fields.next().is_some() {
-            continue;
-        }
-        let Ok(addr) = u64::from_str_radix(addr, 16) else {
-            continue;
-        };
-        addresses.push(addr);
-        if let Some(w) = wanted.iter().find(|w| **w == name) {
-            found.entry(*w).or_insert(addr);
-        }
-    }
-    addresses.sort_unstable();
-    addresses.dedup();
-    let range = |name: &str| -> Option<TextRange> {
-        let start = *found.get(name)?;
-        if start == 0 {
-            return None; // kptr_restrict hides the addresses
-        }
-        let next = addresses.partition_point(|a| *a <= start);
-        let end = *addresses.get(next)?;
-        Some(TextRange { start, end })
-    };
-    Some(SplitSymbols {
-        vm_area_dup: range("vm_area_dup")?,
-        copy_vma: range("copy_vma").unwrap_or_default(),
-    })
-}
-
-pub fn read_split_symbols() -> Option<SplitSymbols> {
-    fs::read_to_string("/proc/kallsyms")
-        .ok()
-        .and_then(|text| split_symbols(&text))
-}
-
 /// Byte offsets of the named fields in a tracepoint `format` file.
 pub fn format_offsets(format: &str) -> HashMap<String, u64> {
     let mut offsets = HashMap::new();
@@ -204,7 +142,6 @@ pub fn format_offsets(format: &str) -> HashMap<String, u64> {
 /// Field offsets of the lifecycle tracepoints the programs read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TracepointOffsets {
-    pub exit_pid: u64,
     /// 0: the kernel's sched_process_exit has no `group_dead`.
     pub exit_group_dead: u64,
     pub newtask_pid: u64,
@@ -229,7 +166,6 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> 
     let newtask = read("task/task_newtask")?;
 
     Ok(TracepointOffsets {
-        exit_pid: field(&exit, "sched_process_exit", "pid")?,
         exit_group_dead: exit.get("group_dead").copied().unwrap_or(0),
         newtask_pid: field(&newtask, "task_newtask", "pid")?,
         newtask_clone_flags: field(&newtask, "task_newtask", "clone_flags")?,
@@ -311,38 +247,6 @@ pub fn monotonic_to_realtime_offset() -> i128 {
 mod tests {
     use super::*;
 
-    const KALLSYMS: &str = "\
-ffffffff815dd360 T vm_area_alloc
-ffffffff815dd3d0 T vm_area_dup
-ffffffff815dd560 T vm_area_free
-ffffffff815dd4f0 t vm_area_init_from
-ffffffff81610790 T copy_vma
-ffffffff81610a00 T some_next_fn
-ffffffffc0000000 t mod_fn\t[somemod]
-";
-
-    #[test]
-    fn split_symbols_are_bounded_by_the_next_text_symbol() {
-        let symbols = split_symbols(KALLSYMS).expect("present");
-        assert_eq!(
-            symbols.vm_area_dup,
-            TextRange {
-                start: 0xffffffff815dd3d0,
-                end: 0xffffffff815dd4f0
-            }
-        );
-        assert_eq!(symbols.copy_vma.end, 0xffffffff81610a00);
-    }
-
-    #[test]
-    fn hidden_kallsyms_addresses_give_no_symbols() {
-        let hidden = KALLSYMS
-            .replace("ffffffff", "00000000")
-            .replace("815dd3d0", "00000000");
-        assert_eq!(split_symbols(&hidden), None);
-        assert_eq!(split_symbols(""), None);
-    }
-
     #[test]
     fn format_offsets_reads_names_and_offsets() {
         let format = "name: sched_process_exit\nID: 1\nformat:\n\
@@ -363,7 +267,10 @@ ffffffffc0000000 t mod_fn\t[somemod]
         let offsets = struct_offsets(Path::new(DEFAULT_BTF_PATH)).expect("offsets");
         assert!(offsets.task_mm > 0);
         assert!(offsets.mm_map_count > 0);
-        assert!(!offsets.lock_tracepoint_has_memcg_path, "Linux 6.18 passes no memcg path");
+        assert!(
+            !offsets.lock_tracepoint_has_memcg_path,
+            "Linux 6.18 passes no memcg path"
+        );
     }
 
     #[test]

@@ -122,15 +122,7 @@ impl Output {
     fn flag_text(&self, flags: Flags, event: &Event, limit: u64) -> String {
         let mut text = String::new();
         if flags.split {
-            let cuts = if event.cuts == 1 {
-                "1 cut".to_string()
-            } else {
-                format!("{} cuts", event.cuts)
-            };
-            text.push_str(&format!(
-                "  {}",
-                self.paint(&format!("[SPLIT {cuts}]"), "1;33")
-            ));
+            text.push_str(&format!("  {}", self.paint("[SPLIT]", "1;33")));
         }
         if flags.enomem {
             let at = format!("[ENOMEM at vmas={}/{limit}]", event.vmas_after);
@@ -180,7 +172,6 @@ impl Output {
             object.insert("vmas_after".into(), json!(event.vmas_after));
             object.insert("delta".into(), json!(detect::own_delta(event).unwrap_or(0)));
             object.insert("exact".into(), json!(event.locked != 0));
-            object.insert("cuts".into(), json!(event.cuts));
             object.insert("flags".into(), json!(applied.flags.names()));
         }
         if event.kind == EventKind::Fork as u8 {
@@ -238,7 +229,6 @@ pub struct Summary<'a> {
     pub lost: LostCounts,
     pub seconds: f64,
     pub events: u64,
-    pub splits_available: bool,
     pub missing_calls: &'a [Call],
 }
 
@@ -265,7 +255,6 @@ impl Summary<'_> {
             "events": self.events,
             "lost": self.lost,
             "lost_total": self.lost.total(),
-            "split_detection": self.splits_available,
             "untraced_calls": self.missing_calls.iter().map(|c| c.name()).collect::<Vec<_>>(),
             "processes": processes,
         })
@@ -278,14 +267,13 @@ impl Summary<'_> {
             self.seconds, self.events
         );
         text.push_str(&format!(
-            "{:>8} {:<16} {:>7} {:>7} {:>8} {:>7} {:>7} {:>6} {:>5} {:>10} {:>10}\n",
+            "{:>8} {:<16} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>10} {:>10}\n",
             "PID",
             "COMM",
             "VMAS",
             "PEAK",
             "HEADROOM",
             "SPLITS",
-            "CUTS",
             "ENOMEM",
             "NEAR",
             "MAPPED",
@@ -294,14 +282,13 @@ impl Summary<'_> {
         for s in self.processes.by_pid.values() {
             let opt = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
             text.push_str(&format!(
-                "{:>8} {:<16} {:>7} {:>7} {:>8} {:>7} {:>7} {:>6} {:>5} {:>10} {:>10}{}\n",
+                "{:>8} {:<16} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>10} {:>10}{}\n",
                 s.pid,
                 s.comm,
                 opt(s.count),
                 s.peak,
                 opt(s.headroom(limit)),
                 s.splits,
-                s.cuts,
                 s.enomem,
                 s.near_limit,
                 human_bytes(s.bytes_mapped),
@@ -331,9 +318,6 @@ impl Summary<'_> {
                 lost.targets_table_full,
                 lost.lifecycle_ring_buffer_full
             ));
-        }
-        if !self.splits_available {
-            text.push_str("SPLIT detection was unavailable: /proc/kallsyms hides kernel addresses (kernel.kptr_restrict=2?)\n");
         }
         if !self.missing_calls.is_empty() {
             let names: Vec<&str> = self.missing_calls.iter().map(|c| c.name()).collect();
@@ -376,7 +360,6 @@ mod tests {
         event.vmas_before = 99;
         event.vmas_after = 100;
         event.locked = 1;
-        event.cuts = 2;
         event.enter_ns = 1_000;
         event.exit_ns = 3_000;
         event.comm[..6].copy_from_slice(b"mysqld");
@@ -391,7 +374,9 @@ mod tests {
         let applied = processes.apply(&event);
         let line = output.text_line(&event, &applied, 65530);
         assert!(
-            line.ends_with("10/11 mysqld munmap(0x7f0000001000, 4096) = 0 <0.000002> vmas=100 (+1)  [SPLIT 2 cuts]"),
+            line.ends_with(
+                "10/11 mysqld munmap(0x7f0000001000, 4096) = 0 <0.000002> vmas=100 (+1)  [SPLIT]"
+            ),
             "{line}"
         );
     }
@@ -405,7 +390,8 @@ mod tests {
         let value = output.json_event(&event, &applied, 65530);
         assert_eq!(value["call"], "munmap");
         assert_eq!(value["flags"], json!(["SPLIT"]));
-        assert_eq!(value["cuts"], 2);
+        assert_eq!(value["delta"], 1);
+        assert_eq!(value["exact"], true);
         assert_eq!(value["vmas"], 100);
         assert_eq!(value["args"]["length"], 4096);
         assert_eq!(value["errno"], Value::Null);

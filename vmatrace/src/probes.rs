@@ -11,10 +11,7 @@ use aya::{
 };
 use vmatrace_common::{Call, TARGET_TRACED, lost, names};
 
-use crate::{
-    error::Failure,
-    kernel::{self, SplitSymbols},
-};
+use crate::{error::Failure, kernel};
 
 /// The eBPF object built from `vmatrace-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] =
@@ -32,8 +29,6 @@ pub struct ProbeConfig {
 /// The loaded, attached programs. Dropping it detaches them.
 pub struct Probes {
     ebpf: Ebpf,
-    /// Whether SPLIT detection is live (kallsyms gave the needed symbols).
-    pub splits_available: bool,
     /// Calls whose tracepoints this kernel does not have.
     pub missing_calls: Vec<Call>,
 }
@@ -64,11 +59,6 @@ impl Probes {
         let offsets = kernel::struct_offsets(&config.btf_path)?;
         let tracefs = kernel::ensure_tracefs()?;
         let tp = kernel::tracepoint_offsets(&tracefs)?;
-        let symbols = kernel::read_split_symbols();
-        let SplitSymbols {
-            vm_area_dup,
-            copy_vma,
-        } = symbols.unwrap_or_default();
 
         let self_tgid = std::process::id();
         let trace_all = u8::from(config.trace_all);
@@ -82,11 +72,6 @@ impl Probes {
             .override_global(names::SELF_TGID, &self_tgid, true)
             .override_global(names::TASK_MM_OFFSET, &offsets.task_mm, true)
             .override_global(names::MM_MAP_COUNT_OFFSET, &offsets.mm_map_count, true)
-            .override_global(names::VM_AREA_DUP_START, &vm_area_dup.start, true)
-            .override_global(names::VM_AREA_DUP_END, &vm_area_dup.end, true)
-            .override_global(names::COPY_VMA_START, &copy_vma.start, true)
-            .override_global(names::COPY_VMA_END, &copy_vma.end, true)
-            .override_global(names::EXIT_PID_OFFSET, &tp.exit_pid, true)
             .override_global(names::EXIT_GROUP_DEAD_OFFSET, &tp.exit_group_dead, true)
             .override_global(names::NEWTASK_PID_OFFSET, &tp.newtask_pid, true)
             .override_global(names::NEWTASK_FLAGS_OFFSET, &tp.newtask_clone_flags, true)
@@ -97,7 +82,6 @@ impl Probes {
             .map_err(|e| Failure::environment(anyhow!(e).context("loading the eBPF object")))?;
         let mut probes = Probes {
             ebpf,
-            splits_available: symbols.is_some(),
             missing_calls: Vec::new(),
         };
         probes.attach_all(&tracefs, offsets.lock_tracepoint_has_memcg_path)?;
@@ -125,9 +109,9 @@ impl Probes {
         self.attach_as("task_newtask", "task", "task_newtask")?;
         self.attach_as("sched_process_exec", "sched", "sched_process_exec")?;
         self.attach_as("sched_process_exit", "sched", "sched_process_exit")?;
-        // Raw tracepoints: the kernel skips building the trace record
-        // (the slab cache's name, the memcg id) for them, and these fire
-        // for every slab allocation and mmap lock in the system.
+        // Raw tracepoints: the kernel skips building the trace record (the
+        // memcg id) for them, and these fire for every mmap lock taken in
+        // the system, page faults included.
         let acquired = if lock_has_memcg_path {
             "mmap_lock_acquired_memcg_path"
         } else {
@@ -135,9 +119,6 @@ impl Probes {
         };
         self.attach_raw(acquired, "mmap_lock_acquire_returned")?;
         self.attach_raw("mmap_lock_released", "mmap_lock_released")?;
-        if self.splits_available {
-            self.attach_raw("vma_alloc", "kmem_cache_alloc")?;
-        }
         Ok(())
     }
 
@@ -173,10 +154,14 @@ impl Probes {
             .try_into()
             .with_context(|| format!("{program} is not a raw tracepoint program"))?;
         prog.load().map_err(|e| {
-            Failure::environment(anyhow!(e).context(format!("the kernel refused the program {program} (raw tracepoint {tracepoint})")))
+            Failure::environment(anyhow!(e).context(format!(
+                "the kernel refused the program {program} (raw tracepoint {tracepoint})"
+            )))
         })?;
         prog.attach(tracepoint).map_err(|e| {
-            Failure::environment(anyhow!(e).context(format!("cannot attach {program} to raw tracepoint {tracepoint}")))
+            Failure::environment(anyhow!(e).context(format!(
+                "cannot attach {program} to raw tracepoint {tracepoint}"
+            )))
         })?;
         Ok(())
     }

@@ -100,7 +100,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Targets::All => {}
     }
     let started = Instant::now();
-    eprintln!("{}", banner(&targets, &processes, limit, &probes));
+    eprintln!("{}", banner(&targets, &processes, limit));
 
     let mut run = Run {
         ring,
@@ -121,7 +121,6 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         lost,
         seconds: started.elapsed().as_secs_f64(),
         events: run.events,
-        splits_available: probes.splits_available,
         missing_calls: &probes.missing_calls,
     };
     run.output
@@ -147,7 +146,7 @@ fn exit_status(lost: LostCounts, child: Option<ExitStatus>) -> i32 {
     child.map_or(exit_code::OK, target::shell_exit_code)
 }
 
-fn banner(targets: &Targets, processes: &Processes, limit: u64, probes: &Probes) -> String {
+fn banner(targets: &Targets, processes: &Processes, limit: u64) -> String {
     let what = match targets {
         Targets::Pids(_) => processes
             .by_pid
@@ -168,13 +167,7 @@ fn banner(targets: &Targets, processes: &Processes, limit: u64, probes: &Probes)
         ),
         Targets::All => "every process".to_string(),
     };
-    let mut text = format!("vmatrace: tracing {what}; vm.max_map_count {limit}");
-    if !probes.splits_available {
-        text.push_str(
-            "\nvmatrace: warning: /proc/kallsyms hides kernel addresses: SPLIT detection is off",
-        );
-    }
-    text
+    format!("vmatrace: tracing {what}; vm.max_map_count {limit}")
 }
 
 fn monotonic_ns() -> u64 {

@@ -27,8 +27,6 @@ pub struct ProcessState {
     pub failed_calls: u64,
     /// Calls flagged SPLIT.
     pub splits: u64,
-    /// VMA cuts in all (a call that unmaps a hole in a mapping cuts twice).
-    pub cuts: u64,
     pub enomem: u64,
     pub near_limit: u64,
     pub bytes_mapped: u64,
@@ -79,7 +77,6 @@ impl ProcessState {
         if flags.split {
             self.splits += 1;
         }
-        self.cuts += event.cuts as u64;
         if flags.enomem {
             self.enomem += 1;
         }
@@ -261,10 +258,9 @@ mod tests {
     }
 
     #[test]
-    fn splits_cuts_and_enomem_are_counted() {
+    fn splits_and_enomem_are_counted() {
         let mut processes = Processes::new(Detector::new(100, 0.9));
         let mut split = syscall(1, Call::Munmap, [0x1000, 4096, 0, 0, 0, 0], 0, (50, 51), 10);
-        split.cuts = 2;
         split.locked = 1;
         processes.apply(&split);
         processes.apply(&syscall(
@@ -276,7 +272,7 @@ mod tests {
             20,
         ));
         let state = &processes.by_pid[&1];
-        assert_eq!((state.splits, state.cuts, state.enomem), (1, 2, 1));
+        assert_eq!((state.splits, state.enomem), (1, 1));
         assert_eq!(state.failed_calls, 1);
         assert_eq!(state.near_limit, 1);
         assert_eq!(state.bytes_unmapped, 4096);

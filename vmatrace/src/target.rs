@@ -222,7 +222,7 @@ mod tests {
         let mut child = gated.release().expect("release");
         assert!(child.wait().unwrap().success());
         let held = Gated::spawn(&["/nonexistent/cmd".into()]).expect("fork works");
-        let err = held.release().err().expect("exec fails");
+        let err = held.release().expect_err("exec fails");
         assert_eq!(err.code, 2);
         assert!(format!("{err}").contains("No such file"), "{err}");
     }

@@ -15,7 +15,7 @@ fn workload() -> String {
     workload_bin().display().to_string()
 }
 
-fn pid_events<'a>(events: &'a [Value], pid: u32) -> impl Iterator<Item = &'a Value> {
+fn pid_events(events: &[Value], pid: u32) -> impl Iterator<Item = &Value> {
     events.iter().filter(move |e| e["pid"] == pid)
 }
 
@@ -51,7 +51,13 @@ fn incident_every_split_flagged_then_enomem_at_the_limit() {
         .expect("workload report")
         .clone();
     let base = u64::from_str_radix(
-        report.split("base=0x").nth(1).unwrap().split_whitespace().next().unwrap(),
+        report
+            .split("base=0x")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap(),
         16,
     )
     .unwrap();
@@ -68,29 +74,43 @@ fn incident_every_split_flagged_then_enomem_at_the_limit() {
     let succeeded: Vec<&&Value> = munmaps.iter().filter(|e| e["ret"] == 0).collect();
     assert_eq!(succeeded.len(), holes);
     assert!(
-        succeeded.iter().all(|e| has_flag(e, "SPLIT") && e["cuts"] == 2),
-        "every hole is a SPLIT with 2 cuts"
+        succeeded
+            .iter()
+            .all(|e| has_flag(e, "SPLIT") && e["delta"] == 1 && e["exact"] == true),
+        "every hole is a SPLIT that adds one VMA"
     );
     let failed: Vec<&&Value> = munmaps.iter().filter(|e| e["errno"] == "ENOMEM").collect();
     assert_eq!(failed.len(), 3);
     let first = failed[0];
     assert!(has_flag(first, "ENOMEM"), "{first}");
-    assert!(!has_flag(first, "SPLIT"), "a refused munmap cuts nothing: {first}");
+    assert!(
+        !has_flag(first, "SPLIT"),
+        "a refused munmap cuts nothing: {first}"
+    );
+    assert_eq!(first["delta"], 0, "{first}");
     assert_eq!(first["vmas_before"], limit, "{first}");
     assert_eq!(first["vmas_after"], limit, "{first}");
     assert_eq!(
-        pid_events(&events, pid).filter(|e| has_flag(e, "NEAR-LIMIT")).count(),
+        pid_events(&events, pid)
+            .filter(|e| has_flag(e, "NEAR-LIMIT"))
+            .count(),
         1,
         "NEAR-LIMIT fires once on the way up"
     );
 
     // The count at the final marker is the kernel's, and /proc agrees.
-    let last_marker = pid_events(&events, pid).filter(|e| is_marker(e)).last().unwrap();
+    let last_marker = pid_events(&events, pid)
+        .filter(|e| is_marker(e))
+        .last()
+        .unwrap();
     assert_eq!(last_marker["vmas_after"], maps, "count vs /proc/{pid}/maps");
     assert_eq!(maps, limit, "the process sits at the limit");
     let summary = process_summary(&finished.summary(), pid);
     // After the pause the Rust runtime still unmaps its signal stack.
-    let last_call = pid_events(&events, pid).filter(|e| e["type"] == "syscall").last().unwrap();
+    let last_call = pid_events(&events, pid)
+        .filter(|e| e["type"] == "syscall")
+        .last()
+        .unwrap();
     assert_eq!(summary["count"], last_call["vmas_after"]);
     assert_eq!(summary["peak"], limit);
     assert_eq!(summary["enomem"], 3);
@@ -116,11 +136,19 @@ fn glibc_malloc_of_129k_blocks_never_splits() {
 
     let events = finished.events();
     let big = |e: &&Value| e["args"]["length"].as_u64().unwrap_or(0) >= 129 * 1024;
-    let mmaps = pid_events(&events, pid).filter(|e| e["call"] == "mmap").filter(big).count();
-    let munmaps = pid_events(&events, pid).filter(|e| e["call"] == "munmap").filter(big).count();
+    let mmaps = pid_events(&events, pid)
+        .filter(|e| e["call"] == "mmap")
+        .filter(big)
+        .count();
+    let munmaps = pid_events(&events, pid)
+        .filter(|e| e["call"] == "munmap")
+        .filter(big)
+        .count();
     assert!(mmaps >= 200, "{mmaps} block mmaps");
     assert!(munmaps >= 200, "{munmaps} block munmaps");
-    let splits: Vec<&Value> = pid_events(&events, pid).filter(|e| has_flag(e, "SPLIT")).collect();
+    let splits: Vec<&Value> = pid_events(&events, pid)
+        .filter(|e| has_flag(e, "SPLIT"))
+        .collect();
     assert!(splits.is_empty(), "glibc malloc split: {splits:?}");
     assert_eq!(process_summary(&finished.summary(), pid)["splits"], 0);
 }
@@ -129,12 +157,19 @@ fn glibc_malloc_of_129k_blocks_never_splits() {
 /// mappings at the same time: the SPLIT count is exactly the known one.
 #[test]
 fn concurrent_threads_get_exact_split_flags() {
-    let finished = Running::vmatrace(&["--json", "--", &workload(), "threads", "4", "400"]).finish();
+    let finished =
+        Running::vmatrace(&["--json", "--", &workload(), "threads", "4", "400"]).finish();
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
     finished.assert_nothing_lost();
-    let report = finished.stderr.iter().find(|l| l.contains("expected_splits=")).unwrap();
+    let report = finished
+        .stderr
+        .iter()
+        .find(|l| l.contains("expected_splits="))
+        .unwrap();
     let events = finished.events();
-    let pid = events.iter().find(|e| e["type"] == "exec").unwrap()["pid"].as_u64().unwrap() as u32;
+    let pid = events.iter().find(|e| e["type"] == "exec").unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
     let markers: Vec<usize> = events
         .iter()
         .enumerate()
@@ -144,12 +179,23 @@ fn concurrent_threads_get_exact_split_flags() {
     assert_eq!(markers.len(), 4, "start, threads go, threads joined, end");
     let window = &events[markers[1]..markers[2]];
     let splits = window.iter().filter(|e| has_flag(e, "SPLIT")).count() as i64;
-    let cuts: i64 = window.iter().map(|e| e["cuts"].as_i64().unwrap_or(0)).sum();
+    let added: i64 = window
+        .iter()
+        .filter(|e| has_flag(e, "SPLIT"))
+        .map(|e| e["delta"].as_i64().unwrap())
+        .sum();
     assert_eq!(splits, field(report, "expected_splits"), "SPLIT events");
-    assert_eq!(cuts, field(report, "expected_cuts"), "cuts");
+    assert_eq!(
+        added,
+        field(report, "expected_added"),
+        "VMAs added by the splits"
+    );
     // The whole shared mappings were never flagged.
-    let threads: std::collections::HashSet<u64> =
-        window.iter().filter_map(|e| e["tid"].as_u64()).filter(|t| *t != pid as u64).collect();
+    let threads: std::collections::HashSet<u64> = window
+        .iter()
+        .filter_map(|e| e["tid"].as_u64())
+        .filter(|t| *t != pid as u64)
+        .collect();
     assert_eq!(threads.len(), 4, "four worker threads traced");
     let whole = window
         .iter()
@@ -174,7 +220,10 @@ fn attach_to_running_processes_that_exit_mid_trace() {
     assert!(first.finish().status.success());
     trace.wait_event(|e| e["type"] == "exit" && e["pid"] == p1);
     thread::sleep(Duration::from_millis(200));
-    assert!(trace.child.try_wait().unwrap().is_none(), "still tracing {p2}");
+    assert!(
+        trace.child.try_wait().unwrap().is_none(),
+        "still tracing {p2}"
+    );
 
     second.send_line();
     assert!(second.finish().status.success());
@@ -185,8 +234,14 @@ fn attach_to_running_processes_that_exit_mid_trace() {
     for (pid, pairs) in [(p1, 50), (p2, 70)] {
         let process = process_summary(&summary, pid);
         assert_eq!(process["exited"], true);
-        assert!(process["calls"]["mmap"].as_u64().unwrap() >= pairs, "{process}");
-        assert!(process["calls"]["munmap"].as_u64().unwrap() >= pairs, "{process}");
+        assert!(
+            process["calls"]["mmap"].as_u64().unwrap() >= pairs,
+            "{process}"
+        );
+        assert!(
+            process["calls"]["munmap"].as_u64().unwrap() >= pairs,
+            "{process}"
+        );
         assert!(process["count_at_attach"].as_u64().unwrap() > 0);
     }
 }
@@ -199,11 +254,16 @@ fn follow_forks_traces_the_child() {
     assert_eq!(followed.code(), 0, "{}", followed.stderr_text());
     followed.assert_nothing_lost();
     let events = followed.events();
-    let fork = events.iter().find(|e| e["type"] == "fork").expect("a fork event");
+    let fork = events
+        .iter()
+        .find(|e| e["type"] == "fork")
+        .expect("a fork event");
     let child = fork["child"].as_u64().unwrap() as u32;
     let child_events: Vec<&Value> = pid_events(&events, child).collect();
     assert!(
-        child_events.iter().any(|e| e["call"] == "munmap" && has_flag(e, "SPLIT")),
+        child_events
+            .iter()
+            .any(|e| e["call"] == "munmap" && has_flag(e, "SPLIT")),
         "the child's hole is seen: {child_events:?}"
     );
     assert!(child_events.iter().any(|e| e["type"] == "exit"));
@@ -212,7 +272,10 @@ fn follow_forks_traces_the_child() {
     assert_eq!(unfollowed.code(), 0);
     let events = unfollowed.events();
     let pid = events[0]["pid"].clone();
-    assert!(events.iter().all(|e| e["pid"] == pid), "only the parent is traced");
+    assert!(
+        events.iter().all(|e| e["pid"] == pid),
+        "only the parent is traced"
+    );
 }
 
 #[test]
@@ -222,11 +285,25 @@ fn text_output_reads_like_strace() {
     let mmap = finished
         .stdout
         .iter()
-        .filter(|l| l.contains(" mmap(NULL, 4096, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0x0) = 0x"))
+        .filter(|l| {
+            l.contains(
+                " mmap(NULL, 4096, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0x0) = 0x",
+            )
+        })
         .count();
     assert!(mmap >= 5, "{}", finished.stdout.join("\n"));
-    assert!(finished.stdout.iter().any(|l| l.contains(" --- exec --- vmas=")));
-    assert!(finished.stdout.iter().any(|l| l.contains(" +++ exited, last vmas=")));
+    assert!(
+        finished
+            .stdout
+            .iter()
+            .any(|l| l.contains(" --- exec --- vmas="))
+    );
+    assert!(
+        finished
+            .stdout
+            .iter()
+            .any(|l| l.contains(" +++ exited, last vmas="))
+    );
     let stderr = finished.stderr_text();
     assert!(stderr.contains("vmatrace summary"), "{stderr}");
     assert!(stderr.contains("lost events: 0"), "{stderr}");
@@ -234,12 +311,24 @@ fn text_output_reads_like_strace() {
 
 #[test]
 fn only_flagged_prints_only_flagged_events() {
-    let finished =
-        Running::vmatrace(&["--json", "--only-flagged", "--", &workload(), "threads", "2", "50"]).finish();
+    let finished = Running::vmatrace(&[
+        "--json",
+        "--only-flagged",
+        "--",
+        &workload(),
+        "threads",
+        "2",
+        "50",
+    ])
+    .finish();
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
     let events = finished.events();
     assert!(events.len() >= 102, "{} flagged events", events.len());
-    assert!(events.iter().all(|e| e["flags"].as_array().is_some_and(|f| !f.is_empty())));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["flags"].as_array().is_some_and(|f| !f.is_empty()))
+    );
 }
 
 #[test]
@@ -263,9 +352,20 @@ fn tracefs_is_mounted_when_missing() {
         &["--mount", "--propagation", "private", "sh", "-c", &script],
     )
     .finish();
-    assert_ne!(finished.code(), 99, "tracefs could not be unmounted for the test");
+    assert_ne!(
+        finished.code(),
+        99,
+        "tracefs could not be unmounted for the test"
+    );
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    assert!(finished.events().iter().filter(|e| e["call"] == "mmap").count() >= 3);
+    assert!(
+        finished
+            .events()
+            .iter()
+            .filter(|e| e["call"] == "mmap")
+            .count()
+            >= 3
+    );
 }
 
 /// Bad input: a clear message and the documented exit code.
@@ -278,12 +378,25 @@ fn bad_targets_and_arguments_fail_clearly() {
         (&["-p", "2"], 2, "kernel thread"),
         (&["-p", "1", "--", "true"], 2, "give one of"),
         (&["--warn-at", "150", "-p", "1"], 2, "not in (0, 100]"),
-        (&["--", "/nonexistent/command"], 2, "No such file or directory"),
-        (&["--btf", "/nonexistent/vmlinux", "--", "true"], 1, "no BTF"),
+        (
+            &["--", "/nonexistent/command"],
+            2,
+            "No such file or directory",
+        ),
+        (
+            &["--btf", "/nonexistent/vmlinux", "--", "true"],
+            1,
+            "no BTF",
+        ),
     ];
     for (args, code, message) in cases {
         let finished = Running::vmatrace(args).finish();
-        assert_eq!(finished.code(), *code, "vmatrace {args:?}: {}", finished.stderr_text());
+        assert_eq!(
+            finished.code(),
+            *code,
+            "vmatrace {args:?}: {}",
+            finished.stderr_text()
+        );
         assert!(
             finished.stderr_text().contains(message),
             "vmatrace {args:?} should say {message:?}, said: {}",
@@ -307,7 +420,11 @@ fn not_root_is_a_clear_error() {
     )
     .finish();
     assert_eq!(finished.code(), 1, "{}", finished.stderr_text());
-    assert!(finished.stderr_text().contains("needs root"), "{}", finished.stderr_text());
+    assert!(
+        finished.stderr_text().contains("needs root"),
+        "{}",
+        finished.stderr_text()
+    );
 }
 
 #[test]
@@ -315,7 +432,15 @@ fn help_teaches() {
     let finished = Running::vmatrace(&["--help"]).finish();
     assert_eq!(finished.code(), 0);
     let help = finished.stdout.join("\n");
-    for needle in ["vm.max_map_count", "SPLIT", "ENOMEM", "NEAR-LIMIT", "-p, --pid", "Exit status", "Examples"] {
+    for needle in [
+        "vm.max_map_count",
+        "SPLIT",
+        "ENOMEM",
+        "NEAR-LIMIT",
+        "-p, --pid",
+        "Exit status",
+        "Examples",
+    ] {
         assert!(help.contains(needle), "--help lacks {needle:?}");
     }
 }

@@ -37,7 +37,17 @@ pub fn run(tools: &Tools, args: &[String]) -> Result<ExitCode> {
         .transpose()
         .context("--iterations=N")?
         .unwrap_or(200_000);
-    cargo(tools, &["build", "--release", "--package", "vmatrace", "--bins", "--examples"])?;
+    cargo(
+        tools,
+        &[
+            "build",
+            "--release",
+            "--package",
+            "vmatrace",
+            "--bins",
+            "--examples",
+        ],
+    )?;
     let workloads = [
         Workload {
             name: "churn: mmap 4 pages, touch them, munmap",
@@ -84,14 +94,20 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
         lost += summary.lost;
         captured.push(summary.syscalls as f64 / secs);
         if summary.syscalls < calls {
-            bail!("vmatrace saw {} calls of the {calls} made", summary.syscalls);
+            bail!(
+                "vmatrace saw {} calls of the {calls} made",
+                summary.syscalls
+            );
         }
         let (secs, summary) = timed_vmatrace(&vmatrace, &["--json"], &wl)?;
         printed.push(secs);
         lost += summary.lost;
     }
     let base = median(&mut untraced);
-    println!("\n{}: {} iterations, {calls} traced calls per run", workload.name, workload.iterations);
+    println!(
+        "\n{}: {} iterations, {calls} traced calls per run",
+        workload.name, workload.iterations
+    );
     println!("  untraced                         {:>8.3} s", base);
     let report = |label: &str, secs: f64| {
         println!("  {label:<32} {:>8.3} s   x{:.3}", secs, secs / base);
@@ -107,7 +123,14 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
         let mut strace = Vec::new();
         for _ in 0..ROUNDS {
             bpftrace.push(timed_bpftrace(&wl)?);
-            let mut args = vec!["-f", "-qq", "-o", "/dev/null", "-e", "trace=mmap,munmap,mprotect,mremap,brk,madvise"];
+            let mut args = vec![
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=mmap,munmap,mprotect,mremap,brk,madvise",
+            ];
             args.extend(wl.iter().map(String::as_str));
             strace.push(timed("strace", &args, false)?.0);
         }
@@ -125,12 +148,19 @@ struct TraceSummary {
     lost: u64,
 }
 
-fn timed_vmatrace(vmatrace: &std::path::Path, flags: &[&str], wl: &[String]) -> Result<(f64, TraceSummary)> {
+fn timed_vmatrace(
+    vmatrace: &std::path::Path,
+    flags: &[&str],
+    wl: &[String],
+) -> Result<(f64, TraceSummary)> {
     let mut args: Vec<&str> = flags.to_vec();
     args.push("--");
     args.extend(wl.iter().map(String::as_str));
     let (secs, stdout) = timed(&vmatrace.display().to_string(), &args, true)?;
-    let last = stdout.lines().last().context("vmatrace printed no summary")?;
+    let last = stdout
+        .lines()
+        .last()
+        .context("vmatrace printed no summary")?;
     let summary = parse_summary(last)?;
     Ok((secs, summary))
 }
@@ -138,7 +168,9 @@ fn timed_vmatrace(vmatrace: &std::path::Path, flags: &[&str], wl: &[String]) -> 
 /// Reads the call counts and lost events from vmatrace's JSON summary.
 fn parse_summary(line: &str) -> Result<TraceSummary> {
     let summary: serde_json::Value = serde_json::from_str(line).context("parsing the summary")?;
-    let lost = summary["lost_total"].as_u64().context("summary has lost_total")?;
+    let lost = summary["lost_total"]
+        .as_u64()
+        .context("summary has lost_total")?;
     let syscalls = summary["processes"]
         .as_array()
         .context("summary has processes")?
@@ -155,7 +187,11 @@ fn timed(program: &str, args: &[&str], capture_stdout: bool) -> Result<(f64, Str
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
-        .stdout(if capture_stdout { Stdio::piped() } else { Stdio::null() })
+        .stdout(if capture_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .output()
         .with_context(|| format!("running {program}"))?;
@@ -171,7 +207,10 @@ fn timed(program: &str, args: &[&str], capture_stdout: bool) -> Result<(f64, Str
     let secs = stderr
         .lines()
         .filter(|l| l.starts_with("workload: "))
-        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("seconds=")))
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("seconds="))
+        })
         .and_then(|s| s.parse::<f64>().ok())
         .with_context(|| format!("no workload report in: {stderr}"))?;
     Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))

@@ -172,7 +172,10 @@ impl Running {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("timed out waiting for exit; stderr:\n{}", self.stderr_lines.join("\n"));
+                panic!(
+                    "timed out waiting for exit; stderr:\n{}",
+                    self.stderr_lines.join("\n")
+                );
             }
             thread::sleep(Duration::from_millis(20));
         };
@@ -215,7 +218,10 @@ impl Finished {
     }
 
     pub fn events(&self) -> Vec<Value> {
-        self.json().into_iter().filter(|v| v["type"] != "summary").collect()
+        self.json()
+            .into_iter()
+            .filter(|v| v["type"] != "summary")
+            .collect()
     }
 
     pub fn summary(&self) -> Value {
