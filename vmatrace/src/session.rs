@@ -33,6 +33,9 @@ use crate::{
 /// event low at high rates.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Poll ticks between checks that the targets are still alive (250 ms).
+const LIVENESS_TICKS: u32 = 25;
+
 pub async fn run(cli: Cli) -> Result<i32, Failure> {
     let targets = cli.targets().map_err(|e| Failure::usage(anyhow!(e)))?;
     // Bad pids are found before anything is loaded.
@@ -220,6 +223,7 @@ impl Run {
             .duration
             .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
         let mut child_status = None;
+        let mut ticks: u32 = 0;
         loop {
             let wake = tokio::select! {
                 ready = self.ring.readable() => {
@@ -254,33 +258,43 @@ impl Run {
                 }
                 Wake::Tick | Wake::Data => {}
             }
-            if self.targets_gone(targets, child_exit.is_some()) {
+            // An exit event can be lost like any other: every so often the
+            // kernel is asked directly whether the targets still live.
+            ticks += u32::from(matches!(wake, Wake::Tick));
+            let ask_kernel = ticks % LIVENESS_TICKS == 0 && matches!(wake, Wake::Tick);
+            if self.targets_gone(targets, child_exit.is_some(), ask_kernel) {
                 return Ok(child_status);
             }
         }
     }
 
     /// True once nothing is left to trace.
-    fn targets_gone(&mut self, targets: &Targets, child_running: bool) -> bool {
+    fn targets_gone(&mut self, targets: &Targets, child_running: bool, ask_kernel: bool) -> bool {
         match targets {
             Targets::All => false,
             Targets::Command(_) if child_running => false,
             Targets::Pids(_) | Targets::Command(_) => {
-                // An exit event can be lost like any other: ask the kernel.
-                let stale: Vec<u32> = self
-                    .processes
-                    .by_pid
-                    .values()
-                    .filter(|s| !s.exited && !target::is_alive(s.pid))
-                    .map(|s| s.pid)
-                    .collect();
-                if !stale.is_empty() {
-                    self.drain_quietly();
-                    for pid in stale {
-                        self.processes.mark_exited(pid);
-                    }
+                if ask_kernel {
+                    self.mark_vanished_targets();
                 }
                 self.processes.all_exited()
+            }
+        }
+    }
+
+    fn mark_vanished_targets(&mut self) {
+        let vanished: Vec<u32> = self
+            .processes
+            .by_pid
+            .values()
+            .filter(|s| !s.exited && !target::is_alive(s.pid))
+            .map(|s| s.pid)
+            .collect();
+        if !vanished.is_empty() {
+            // Their last events may still wait in the ring buffer.
+            self.drain_quietly();
+            for pid in vanished {
+                self.processes.mark_exited(pid);
             }
         }
     }

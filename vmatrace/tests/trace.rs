@@ -444,3 +444,47 @@ fn help_teaches() {
         assert!(help.contains(needle), "--help lacks {needle:?}");
     }
 }
+
+/// --all traces processes vmatrace did not start or name, and -d ends it.
+#[test]
+fn all_mode_sees_other_processes_until_the_duration_ends() {
+    let mut trace = Running::vmatrace(&["--json", "--all", "-d", "3"]);
+    let tracer = trace.pid();
+    trace.wait_stderr("vmatrace: tracing every process");
+    let target = Running::spawn(&workload_bin(), &["mmap", "20"]);
+    let pid = target.pid();
+    assert!(target.finish().status.success());
+    let finished = trace.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_nothing_lost();
+    let events = finished.events();
+    let munmaps = pid_events(&events, pid)
+        .filter(|e| e["call"] == "munmap")
+        .count();
+    assert!(munmaps >= 20, "{munmaps} munmaps of {pid} seen");
+    assert!(
+        events.iter().all(|e| e["pid"] != tracer),
+        "vmatrace does not trace itself"
+    );
+}
+
+/// Status lines on stderr at the interval asked for, with the lost count.
+#[test]
+fn status_lines_report_count_limit_and_losses() {
+    let mut target = Running::spawn(&workload_bin(), &["mmap", "10", "--wait"]);
+    target.wait_stderr("ready pid=");
+    let pid = target.pid();
+    let mut trace = Running::vmatrace(&["-q", "-i", "0.2", "-p", &pid.to_string()]);
+    let line = trace.wait_stderr(&format!("[vmatrace] pid {pid} (workload): vmas "));
+    assert!(line.contains(&format!("/{} (", max_map_count())), "{line}");
+    assert!(
+        line.contains("headroom ") && line.contains("| lost 0"),
+        "{line}"
+    );
+    target.send_line();
+    assert!(target.finish().status.success());
+    let finished = trace.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    assert!(finished.stdout.is_empty(), "-q prints no events");
+    assert!(finished.stderr_text().contains("lost events: 0"));
+}

@@ -94,7 +94,9 @@ fn test(args: &[String]) -> Result<ExitCode> {
             "warnings",
         ],
     )?;
-    let mut test_args = vec!["test", "--workspace", "--all-targets"];
+    // The default targets: `cargo test` then also builds the examples as
+    // plain binaries, and the integration tests run the `workload` one.
+    let mut test_args = vec!["test", "--workspace"];
     test_args.extend(args.iter().map(String::as_str));
     cargo(&tools, &test_args)?;
     Ok(ExitCode::SUCCESS)

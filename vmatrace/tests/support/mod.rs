@@ -29,7 +29,8 @@ pub fn workload_bin() -> PathBuf {
     let workload = profile_dir.join("examples").join("workload");
     assert!(
         workload.exists(),
-        "{} is missing: run the tests with `cargo test --all-targets` (cargo xtask test does)",
+        "{} is missing: run the tests with plain `cargo test` (or `cargo xtask test`), \
+         which builds the examples too",
         workload.display()
     );
     workload
