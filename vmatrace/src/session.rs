@@ -261,7 +261,7 @@ impl Run {
             // An exit event can be lost like any other: every so often the
             // kernel is asked directly whether the targets still live.
             ticks += u32::from(matches!(wake, Wake::Tick));
-            let ask_kernel = ticks % LIVENESS_TICKS == 0 && matches!(wake, Wake::Tick);
+            let ask_kernel = ticks.is_multiple_of(LIVENESS_TICKS) && matches!(wake, Wake::Tick);
             if self.targets_gone(targets, child_exit.is_some(), ask_kernel) {
                 return Ok(child_status);
             }
