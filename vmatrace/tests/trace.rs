@@ -488,3 +488,24 @@ fn status_lines_report_count_limit_and_losses() {
     assert!(finished.stdout.is_empty(), "-q prints no events");
     assert!(finished.stderr_text().contains("lost events: 0"));
 }
+
+/// Ctrl-C (SIGINT) ends a trace cleanly: the summary is printed, status 0.
+#[test]
+fn interrupt_prints_the_summary_and_succeeds() {
+    let mut target = Running::spawn(&workload_bin(), &["mmap", "5", "--wait"]);
+    target.wait_stderr("ready pid=");
+    let mut trace = Running::vmatrace(&["--json", "-p", &target.pid().to_string()]);
+    trace.wait_stderr("vmatrace: tracing");
+    // SAFETY: signalling the child process this test started.
+    unsafe { libc::kill(trace.pid() as i32, libc::SIGINT) };
+    let finished = trace.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    let summary = finished.summary();
+    assert_eq!(summary["lost_total"], 0);
+    assert_eq!(
+        summary["processes"][0]["exited"], false,
+        "the target lives on"
+    );
+    target.send_line();
+    assert!(target.finish().status.success());
+}
