@@ -12,8 +12,20 @@ pub mod exit_code {
     pub const ENVIRONMENT: i32 = 1;
     /// Bad arguments, or a target that does not exist.
     pub const USAGE: i32 = 2;
-    /// The trace ran but the kernel dropped events: it is incomplete.
+    /// The trace ran but events were lost: it is incomplete.
     pub const LOST_EVENTS: i32 = 3;
+    /// Reading a trace file: it cannot be opened (missing, no permission,
+    /// a directory).
+    pub const UNREADABLE: i32 = 4;
+    /// Reading a trace file: it is empty or not a vmatrace trace.
+    pub const NOT_A_TRACE: i32 = 5;
+    /// Reading a trace file: a newer vmatrace wrote it.
+    pub const NEWER_FORMAT: i32 = 6;
+    /// Reading a trace file: a damaged record; what preceded it was used.
+    pub const CORRUPT: i32 = 7;
+    /// Reading a trace file: it is cut inside a record; what preceded it
+    /// was used.
+    pub const TRUNCATED: i32 = 8;
 }
 
 /// An error that ends vmatrace, with the exit code it maps to.

@@ -15,3 +15,4 @@ pub mod session;
 pub mod state;
 pub mod syscalls;
 pub mod target;
+pub mod tracefile;
