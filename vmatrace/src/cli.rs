@@ -2,7 +2,7 @@
 
 use std::{ffi::OsString, path::PathBuf};
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use crate::kernel::DEFAULT_BTF_PATH;
 
@@ -29,8 +29,10 @@ mm->map_count), and flags:
 
 Events go to stdout (one line each, or JSON with --json); status lines and the
 closing summary go to stderr (the summary is the last JSON line with --json).
-Needs root, a kernel with BTF (/sys/kernel/btf/vmlinux) and tracefs (mounted
-if missing).";
+With -o FILE (or `vmatrace record`), every event is also recorded to FILE, to
+be read back later, anywhere and without root, by `vmatrace replay`, `report`
+and `export`. Tracing needs root, a kernel with BTF (/sys/kernel/btf/vmlinux)
+and tracefs (mounted if missing).";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -40,18 +42,102 @@ Examples:
   sudo vmatrace -f -- ./server --port 80      run a command, follow its children
   sudo vmatrace --json -p 1234 | jq .         JSON lines for scripts
   sudo vmatrace -a -d 10 --only-flagged       every process, for 10 seconds
+  sudo vmatrace record -q -p 1234 -o db.vmat  record overnight, quietly
+  vmatrace report db.vmat                     what happened, per process
+  vmatrace replay db.vmat --only-flagged      the flagged events again
+  vmatrace export db.vmat --format chrome > t.json   for ui.perfetto.dev
 
 Exit status:
   0  the trace ran and is complete
   1  could not trace (not root, no BTF, no tracefs, a probe the kernel refused)
   2  bad arguments, or no such process
-  3  the trace ran, but the kernel dropped events (see the summary)
+  3  the trace ran, but events were lost (see the summary)
+  4  (reading a trace file) it cannot be read: missing, no permission, a directory
+  5  (reading) it is empty or not a vmatrace trace
+  6  (reading) a newer vmatrace wrote it
+  7  (reading) a damaged record: what preceded it was used
+  8  (reading) the file is cut inside a record: what preceded it was used
   With -- CMD, a complete trace exits with the command's own status (as strace
   does), 128+N if a signal N killed it.";
 
 #[derive(Debug, Parser)]
-#[command(name = "vmatrace", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+#[command(
+    name = "vmatrace",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace as the plain command does and record every event to -o FILE.
+    Record(LiveArgs),
+    /// Print a recorded trace's events as the live view printed them.
+    Replay(ReplayArgs),
+    /// Summarize a recorded trace per process.
+    Report(ReportArgs),
+    /// Convert a recorded trace for other tools.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The trace file.
+    pub file: PathBuf,
+    /// Only this process (repeat for several).
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Print only events flagged SPLIT, ENOMEM or NEAR-LIMIT.
+    #[arg(long)]
+    pub only_flagged: bool,
+    /// Only events from SECONDS after the recording started.
+    #[arg(long, value_name = "SECONDS")]
+    pub since: Option<f64>,
+    /// Only events until SECONDS after the recording started.
+    #[arg(long, value_name = "SECONDS")]
+    pub until: Option<f64>,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The trace file.
+    pub file: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Chrome trace-event JSON (Perfetto UI, chrome://tracing).
+    Chrome,
+    /// One JSON object per event.
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The trace file.
+    pub file: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+}
+
+/// Tracing options, for the plain command and `record`.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
     /// Trace the running process PID (repeat for several).
     #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "all")]
     pub pids: Vec<i32>,
@@ -93,6 +179,11 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_buffer_size)]
     pub buffer_size: u32,
 
+    /// Also record every event to FILE (created mode 0600), for replay,
+    /// report and export.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
     /// Read kernel type information from this BTF file.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH, hide_short_help = true)]
     pub btf: PathBuf,
@@ -110,7 +201,7 @@ pub enum Targets {
     All,
 }
 
-impl Cli {
+impl LiveArgs {
     pub fn targets(&self) -> Result<Targets, String> {
         match (self.pids.is_empty(), self.command.is_empty(), self.all) {
             (false, true, false) => Ok(Targets::Pids(self.pids.clone())),
@@ -158,8 +249,29 @@ fn parse_buffer_size(text: &str) -> Result<u32, String> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("vmatrace").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<LiveArgs, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("vmatrace").chain(args.iter().copied()))?;
+        assert!(cli.command.is_none());
+        Ok(cli.live)
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli = Cli::try_parse_from(["vmatrace", "record", "-o", "t.vmat", "--", "ls"]).unwrap();
+        match cli.command {
+            Some(Command::Record(live)) => {
+                assert_eq!(live.output, Some(PathBuf::from("t.vmat")));
+                assert_eq!(live.targets(), Ok(Targets::Command(vec!["ls".into()])));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["vmatrace", "replay", "t.vmat", "--only-flagged", "-p", "3"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Replay(ReplayArgs { only_flagged: true, .. }))));
+        let cli = Cli::try_parse_from(["vmatrace", "export", "t.vmat", "--format", "chrome"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Export(ExportArgs { format: ExportFormat::Chrome, .. }))));
+        assert!(Cli::try_parse_from(["vmatrace", "export", "t.vmat", "--format", "svg"]).is_err());
+        let cli = Cli::try_parse_from(["vmatrace", "-o", "t.vmat", "-p", "1"]).unwrap();
+        assert_eq!(cli.live.output, Some(PathBuf::from("t.vmat")));
     }
 
     #[test]

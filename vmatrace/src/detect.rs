@@ -87,7 +87,11 @@ pub struct Detector {
 impl Detector {
     /// `warn_fraction` of `limit` (e.g. 0.9) is the NEAR-LIMIT threshold.
     pub fn new(limit: u64, warn_fraction: f64) -> Detector {
-        let warn_at = ((limit as f64) * warn_fraction).ceil() as u64;
+        Detector::with_warn_at(limit, ((limit as f64) * warn_fraction).ceil() as u64)
+    }
+
+    /// NEAR-LIMIT at `warn_at` VMAs (as a recording stores it).
+    pub fn with_warn_at(limit: u64, warn_at: u64) -> Detector {
         let hysteresis = (limit / 100).max(1);
         Detector {
             limit,

@@ -10,6 +10,7 @@ pub mod detect;
 pub mod error;
 pub mod kernel;
 pub mod output;
+pub mod readback;
 pub mod probes;
 pub mod session;
 pub mod state;

@@ -1,8 +1,8 @@
 use clap::Parser;
 use vmatrace::{
-    cli::Cli,
+    cli::{Cli, Command, LiveArgs},
     error::{Failure, exit_code},
-    session,
+    readback, session,
 };
 
 fn main() {
@@ -18,22 +18,39 @@ fn main() {
             });
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => fail(Failure::environment(
-            anyhow::anyhow!(e).context("starting the runtime"),
-        )),
+    let result = match cli.command {
+        None => trace(cli.live),
+        Some(Command::Record(live)) if live.output.is_none() => {
+            Err(Failure::usage(anyhow::anyhow!("record needs -o FILE")))
+        }
+        Some(Command::Record(live)) => trace(live),
+        Some(Command::Replay(args)) => readback::replay(&args),
+        Some(Command::Report(args)) => readback::report(&args),
+        Some(Command::Export(args)) => readback::export(&args),
     };
-    match runtime.block_on(session::run(cli)) {
+    match result {
         Ok(code) => std::process::exit(code),
-        Err(failure) => fail(failure),
+        // A reader that closed the pipe (`| head`) wants no more: not an error.
+        Err(failure) if is_broken_pipe(&failure.error) => std::process::exit(exit_code::OK),
+        Err(failure) => {
+            eprintln!("vmatrace: {failure}");
+            std::process::exit(failure.code);
+        }
     }
 }
 
-fn fail(failure: Failure) -> ! {
-    eprintln!("vmatrace: {failure}");
-    std::process::exit(failure.code);
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn trace(live: LiveArgs) -> Result<i32, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::environment(anyhow::anyhow!(e).context("starting the runtime")))?;
+    runtime.block_on(session::run(live))
 }

@@ -29,6 +29,8 @@ pub struct ProbeConfig {
 /// The loaded, attached programs. Dropping it detaches them.
 pub struct Probes {
     ebpf: Ebpf,
+    /// The kernel offsets the programs were loaded with.
+    pub offsets: kernel::StructOffsets,
     /// Calls whose tracepoints this kernel does not have.
     pub missing_calls: Vec<Call>,
 }
@@ -82,6 +84,7 @@ impl Probes {
             .map_err(|e| Failure::environment(anyhow!(e).context("loading the eBPF object")))?;
         let mut probes = Probes {
             ebpf,
+            offsets,
             missing_calls: Vec::new(),
         };
         probes.attach_all(&tracefs, offsets.lock_tracepoint_has_memcg_path)?;

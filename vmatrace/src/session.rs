@@ -15,10 +15,10 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::oneshot,
 };
-use vmatrace_common::{EVENT_SIZE, Event};
+use vmatrace_common::{EVENT_SIZE, Event, EventKind};
 
 use crate::{
-    cli::{Cli, Targets},
+    cli::{LiveArgs, Targets},
     detect::Detector,
     error::{Failure, exit_code},
     kernel,
@@ -26,6 +26,11 @@ use crate::{
     probes::{LostCounts, ProbeConfig, Probes},
     state::Processes,
     target::{self, Gated},
+    tracefile::{
+        self,
+        format::{Checkpoint, LostRecord, Record},
+        writer::Recorder,
+    },
 };
 
 /// How often the ring buffer is drained when the kernel did not wake us:
@@ -33,10 +38,13 @@ use crate::{
 /// event low at high rates.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// How often a recording gets every process's count and the losses so far.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Poll ticks between checks that the targets are still alive (250 ms).
 const LIVENESS_TICKS: u32 = 25;
 
-pub async fn run(cli: Cli) -> Result<i32, Failure> {
+pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     let targets = cli.targets().map_err(|e| Failure::usage(anyhow!(e)))?;
     // Bad pids are found before anything is loaded.
     let attached: Vec<target::TargetInfo> = match &targets {
@@ -63,12 +71,20 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
 
     let mut processes = Processes::new(Detector::new(limit, cli.warn_at / 100.0));
     let format = if cli.json { Format::Json } else { Format::Text };
-    let output = Output::new(
-        format,
-        cli.only_flagged,
-        cli.quiet,
-        kernel::monotonic_to_realtime_offset(),
-    );
+    let clock_offset = kernel::monotonic_to_realtime_offset();
+    let output = Output::new(format, cli.only_flagged, cli.quiet, clock_offset);
+    let mut recorder = match &cli.output {
+        Some(path) => {
+            let header = tracefile::local_header(
+                Some(probes.offsets),
+                processes.detector.warn_at,
+                monotonic_ns(),
+                clock_offset as i64,
+            );
+            Some(Recorder::create(path, &header)?)
+        }
+        None => None,
+    };
 
     let mut child_exit: Option<oneshot::Receiver<std::io::Result<ExitStatus>>> = None;
     let mut command_pid = None;
@@ -79,6 +95,10 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 // Counted again now that the probes see every change.
                 let count = target::maps_count(info.pid).ok().or(info.count);
                 processes.attach(info.pid, info.comm, count, monotonic_ns());
+                if let Some(recorder) = recorder.as_mut() {
+                    let snapshot = tracefile::snapshot_process(info.pid, monotonic_ns());
+                    recorder.record(&Record::Process(snapshot));
+                }
             }
         }
         Targets::Command(argv) => {
@@ -112,6 +132,8 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         events: 0,
         malformed: 0,
         command_pid,
+        recorder,
+        snapshot_execs: targets != Targets::All,
     };
     let child_status = run
         .trace_until_done(&cli, &targets, &probes, child_exit)
@@ -119,6 +141,15 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
     run.drain()?;
 
     let lost = probes.lost().map_err(Failure::environment)?;
+    if let Some(recorder) = run.recorder.take() {
+        let dropped = recorder.dropped;
+        recorder
+            .close(lost_record(&lost, monotonic_ns()))
+            .map_err(|e| Failure::environment(e.context("closing the trace file")))?;
+        if dropped > 0 {
+            eprintln!("vmatrace: the trace file misses {dropped} records: the disk could not keep up");
+        }
+    }
     let summary = Summary {
         processes: &run.processes,
         lost,
@@ -173,7 +204,18 @@ fn banner(targets: &Targets, processes: &Processes, limit: u64) -> String {
     format!("vmatrace: tracing {what}; vm.max_map_count {limit}")
 }
 
-fn monotonic_ns() -> u64 {
+fn lost_record(lost: &LostCounts, at_ns: u64) -> LostRecord {
+    LostRecord {
+        at_ns,
+        ring_buffer_full: lost.ring_buffer_full,
+        inflight_table_full: lost.inflight_table_full,
+        targets_table_full: lost.targets_table_full,
+        lifecycle_ring_buffer_full: lost.lifecycle_ring_buffer_full,
+        recorder_queue_full: 0,
+    }
+}
+
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -190,10 +232,15 @@ struct Run {
     events: u64,
     malformed: u64,
     command_pid: Option<u32>,
+    recorder: Option<Recorder>,
+    /// Record a process snapshot at each exec (not with --all, where every
+    /// exec in the system would be one).
+    snapshot_execs: bool,
 }
 
 enum Wake {
     Data,
+    Checkpoint,
     Tick,
     Status,
     Stop,
@@ -204,7 +251,7 @@ impl Run {
     /// The event loop. Returns the command's exit status, if it ran one.
     async fn trace_until_done(
         &mut self,
-        cli: &Cli,
+        cli: &LiveArgs,
         targets: &Targets,
         probes: &Probes,
         mut child_exit: Option<oneshot::Receiver<std::io::Result<ExitStatus>>>,
@@ -224,6 +271,8 @@ impl Run {
             .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
         let mut child_status = None;
         let mut ticks: u32 = 0;
+        let mut checkpoint = tokio::time::interval(CHECKPOINT_INTERVAL);
+        checkpoint.tick().await; // the first tick is immediate
         loop {
             let wake = tokio::select! {
                 ready = self.ring.readable() => {
@@ -234,6 +283,7 @@ impl Run {
                 }
                 _ = poll.tick() => Wake::Tick,
                 _ = status.tick(), if status_every > 0.0 => Wake::Status,
+                _ = checkpoint.tick(), if self.recorder.is_some() => Wake::Checkpoint,
                 _ = interrupt.recv() => Wake::Stop,
                 _ = terminate.recv() => Wake::Stop,
                 _ = sleep_until(deadline) => Wake::Stop,
@@ -256,6 +306,7 @@ impl Run {
                     let lost = probes.lost().unwrap_or_default();
                     self.output.status(&self.processes, &lost);
                 }
+                Wake::Checkpoint => self.checkpoint(probes),
                 Wake::Tick | Wake::Data => {}
             }
             // An exit event can be lost like any other: every so often the
@@ -299,6 +350,27 @@ impl Run {
         }
     }
 
+    /// Every live process's count and the losses so far, into the file.
+    fn checkpoint(&mut self, probes: &Probes) {
+        let Some(recorder) = self.recorder.as_mut() else {
+            return;
+        };
+        let now = monotonic_ns();
+        let counts = self
+            .processes
+            .by_pid
+            .values()
+            .filter(|s| !s.exited)
+            .filter_map(|s| s.count.map(|c| (s.pid, c)))
+            .collect();
+        recorder.record(&Record::Checkpoint(Checkpoint { at_ns: now, counts }));
+        if let Ok(lost) = probes.lost() {
+            let mut record = lost_record(&lost, now);
+            record.recorder_queue_full = recorder.dropped;
+            recorder.record(&Record::Lost(record));
+        }
+    }
+
     fn drain_quietly(&mut self) {
         let _ = self.drain();
     }
@@ -317,6 +389,13 @@ impl Run {
             let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             drop(item);
             self.events += 1;
+            if let Some(recorder) = self.recorder.as_mut() {
+                recorder.record(&Record::Event(event));
+                if self.snapshot_execs && event.kind == EventKind::Exec as u8 {
+                    let snapshot = tracefile::snapshot_process(event.pid, event.exit_ns);
+                    recorder.record(&Record::Process(snapshot));
+                }
+            }
             let applied = self.processes.apply(&event);
             self.output
                 .event(&event, &applied, limit)

@@ -49,6 +49,8 @@ pub struct Header {
     pub hostname: String,
     pub kernel_release: String,
     pub max_map_count: u64,
+    /// The NEAR-LIMIT threshold the recording used, in VMAs.
+    pub warn_at: u64,
     /// Unix-epoch ns minus CLOCK_MONOTONIC ns: add it to an event time to
     /// get wall-clock time.
     pub clock_offset_ns: i64,
@@ -138,6 +140,7 @@ pub fn encode(record: &Record) -> Bytes {
             put_str(&mut payload, &h.hostname);
             put_str(&mut payload, &h.kernel_release);
             payload.put_u64_le(h.max_map_count);
+            payload.put_u64_le(h.warn_at);
             payload.put_i64_le(h.clock_offset_ns);
             payload.put_u64_le(h.start_ns);
             payload.put_u64_le(h.task_mm_offset);
@@ -263,6 +266,7 @@ fn decode_payload(kind: Kind, mut buf: &[u8]) -> Option<Record> {
             hostname: get_str(buf)?,
             kernel_release: get_str(buf)?,
             max_map_count: get_u64(buf)?,
+            warn_at: get_u64(buf)?,
             clock_offset_ns: get_i64(buf)?,
             start_ns: get_u64(buf)?,
             task_mm_offset: get_u64(buf)?,

@@ -10,7 +10,12 @@ use crate::kernel;
 use format::{Header, ProcessInfo};
 
 /// The header of a recording made now on this machine.
-pub fn local_header(offsets: Option<kernel::StructOffsets>, start_ns: u64, clock_offset_ns: i64) -> Header {
+pub fn local_header(
+    offsets: Option<kernel::StructOffsets>,
+    warn_at: u64,
+    start_ns: u64,
+    clock_offset_ns: i64,
+) -> Header {
     let read = |path: &str| {
         std::fs::read_to_string(path)
             .map(|s| s.trim().to_string())
@@ -21,6 +26,7 @@ pub fn local_header(offsets: Option<kernel::StructOffsets>, start_ns: u64, clock
         hostname: read("/proc/sys/kernel/hostname"),
         kernel_release: read("/proc/sys/kernel/osrelease"),
         max_map_count: kernel::max_map_count().unwrap_or(0),
+        warn_at,
         clock_offset_ns,
         start_ns,
         task_mm_offset: offsets.map_or(0, |o| o.task_mm),
@@ -72,6 +78,7 @@ mod tests {
             hostname: "host".into(),
             kernel_release: "6.18".into(),
             max_map_count: 65530,
+            warn_at: 58977,
             clock_offset_ns: 1_700_000_000_000_000_000,
             start_ns: 100,
             task_mm_offset: 1,

@@ -1,0 +1,364 @@
+//! Reading recordings back, without root: `replay` prints the events as
+//! the live view did, `report` summarizes them per process, `export`
+//! converts them for other tools. The events go through the same state and
+//! detectors as live, so the flags are the same.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::{self, Write},
+    path::Path,
+};
+
+use anyhow::anyhow;
+use serde_json::{Value, json};
+use vmatrace_common::{Call, Event, EventKind};
+
+use crate::{
+    cli::{ExportArgs, ExportFormat, ReplayArgs, ReportArgs},
+    detect::Detector,
+    error::Failure,
+    output::{Format, Output, human_bytes},
+    state::{Applied, Processes, comm_str},
+    syscalls,
+    tracefile::{
+        self,
+        format::{Header, LostRecord, Record},
+        reader::{self, Ending, Trace},
+    },
+};
+
+
+fn load(path: &Path) -> Result<Trace, Failure> {
+    Ok(reader::read_file(path)?)
+}
+
+/// Says on stderr how the file ended, and returns the exit code for it.
+fn finish(trace: &Trace, path: &Path) -> i32 {
+    if trace.ending != Ending::Clean {
+        eprintln!("vmatrace: {}: {}", path.display(), trace.ending);
+    }
+    trace.ending.exit_code()
+}
+
+fn write_error(e: io::Error) -> Failure {
+    Failure::environment(anyhow!(e).context("writing the output"))
+}
+
+/// Replays the events through fresh state, calling `each` for every event
+/// with what the live view computed for it.
+fn play(trace: &Trace, mut each: impl FnMut(&Event, &Applied, &Processes)) -> Processes {
+    let limit = trace.header.max_map_count;
+    let mut processes = Processes::new(Detector::with_warn_at(limit, trace.header.warn_at));
+    for record in &trace.records {
+        match record {
+            Record::Process(info) => {
+                let comm = info
+                    .cmdline
+                    .split_whitespace()
+                    .next()
+                    .and_then(|arg0| arg0.rsplit('/').next())
+                    .unwrap_or("")
+                    .chars()
+                    .take(15)
+                    .collect();
+                let count = (!info.maps.is_empty()).then(|| tracefile::maps_snapshot_count(&info.maps));
+                processes.attach(info.pid, comm, count, info.at_ns);
+            }
+            Record::Event(event) => {
+                let applied = processes.apply(event);
+                each(event, &applied, &processes);
+            }
+            _ => {}
+        }
+    }
+    processes
+}
+
+fn last_lost(trace: &Trace) -> LostRecord {
+    trace
+        .records
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            Record::Lost(lost) => Some(*lost),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn seconds_since_start(header: &Header, ns: u64) -> f64 {
+    ns.saturating_sub(header.start_ns) as f64 / 1e9
+}
+
+pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
+    let trace = load(&args.file)?;
+    let header = &trace.header;
+    let format = if args.json { Format::Json } else { Format::Text };
+    let mut output = Output::new(format, args.only_flagged, false, header.clock_offset_ns as i128);
+    let limit = header.max_map_count;
+    let mut failed = None;
+    play(&trace, |event, applied, _| {
+        if failed.is_some() {
+            return;
+        }
+        let at = seconds_since_start(header, event.exit_ns);
+        let wanted = (args.pids.is_empty() || args.pids.contains(&event.pid))
+            && args.since.is_none_or(|since| at >= since)
+            && args.until.is_none_or(|until| at <= until);
+        if wanted && let Err(e) = output.event(event, applied, limit) {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(write_error(e));
+    }
+    output.flush().map_err(write_error)?;
+    Ok(finish(&trace, &args.file))
+}
+
+/// Per-process figures a report adds to the live state.
+#[derive(Default)]
+struct Extra {
+    first_count: Option<i64>,
+    calls_per_second: HashMap<u64, u64>,
+    /// mmap lengths, by power-of-two bucket (the bucket's lower bound).
+    mmap_sizes: BTreeMap<u64, u64>,
+    flagged: Vec<(f64, String, Vec<&'static str>)>,
+}
+
+pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
+    let trace = load(&args.file)?;
+    let header = &trace.header;
+    let limit = header.max_map_count;
+    let text_output = Output::new(Format::Text, false, true, header.clock_offset_ns as i128);
+    let mut extra: BTreeMap<u32, Extra> = BTreeMap::new();
+    let mut first_ns = None;
+    let mut last_ns = 0;
+    let processes = play(&trace, |event, applied, processes| {
+        first_ns.get_or_insert(event.exit_ns);
+        last_ns = last_ns.max(event.exit_ns);
+        let e = extra.entry(event.pid).or_default();
+        if e.first_count.is_none() {
+            e.first_count = processes.by_pid.get(&event.pid).and_then(|s| s.count);
+        }
+        if event.kind != EventKind::Syscall as u8 {
+            return;
+        }
+        let second = event.exit_ns.saturating_sub(header.start_ns) / 1_000_000_000;
+        *e.calls_per_second.entry(second).or_default() += 1;
+        if event.call == Call::Mmap as u8 && syscalls::errno_of(Call::Mmap, event.ret).is_none() {
+            let bucket = event.args[1].max(1).next_power_of_two();
+            *e.mmap_sizes.entry(bucket).or_default() += 1;
+        }
+        if applied.flags.any() {
+            let line = text_output.text_line(event, applied, limit);
+            let at = seconds_since_start(header, event.exit_ns);
+            e.flagged.push((at, line, applied.flags.names()));
+        }
+    });
+    let lost = last_lost(&trace);
+    let duration = last_ns.saturating_sub(first_ns.unwrap_or(last_ns)) as f64 / 1e9;
+    let events = trace.records.iter().filter(|r| matches!(r, Record::Event(_))).count();
+
+    let per_process: Vec<Value> = processes
+        .by_pid
+        .values()
+        .map(|state| {
+            let e = extra.remove(&state.pid).unwrap_or_default();
+            let busiest = e.calls_per_second.iter().max_by_key(|(s, n)| (**n, std::cmp::Reverse(**s)));
+            json!({
+                "pid": state.pid,
+                "comm": state.comm,
+                "vmas_start": e.first_count.or(state.count_at_attach.map(|c| c as i64)),
+                "vmas_peak": state.peak,
+                "vmas_peak_at_s": seconds_since_start(header, state.peak_ns),
+                "vmas_final": state.count,
+                "headroom": state.headroom(limit),
+                "calls": state.calls,
+                "failed_calls": state.failed_calls,
+                "bytes_mapped": state.bytes_mapped,
+                "bytes_unmapped": state.bytes_unmapped,
+                "splits": state.splits,
+                "enomem": state.enomem,
+                "near_limit": state.near_limit,
+                "exited": state.exited,
+                "busiest_second": busiest.map(|(s, n)| json!({"from_s": s, "calls": n})),
+                "mmap_size_histogram": e.mmap_sizes.iter().map(|(b, n)| json!({"up_to_bytes": b, "calls": n})).collect::<Vec<_>>(),
+                "flagged": e.flagged.iter().map(|(at, line, flags)| json!({"at_s": at, "flags": flags, "line": line})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let report = json!({
+        "type": "report",
+        "file": args.file.display().to_string(),
+        "header": header,
+        "ending": trace.ending.to_string(),
+        "complete": trace.ending == Ending::Clean,
+        "events": events,
+        "duration_s": duration,
+        "limit": limit,
+        "lost": lost,
+        "lost_total": lost.total(),
+        "processes": per_process,
+    });
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &report).map_err(|e| write_error(e.into()))?;
+        writeln!(out).map_err(write_error)?;
+    } else {
+        write!(out, "{}", report_text(&report)).map_err(write_error)?;
+    }
+    out.flush().map_err(write_error)?;
+    Ok(finish(&trace, &args.file))
+}
+
+/// At most this many flagged events per process in the text report.
+const FLAGGED_SHOWN: usize = 10;
+
+fn report_text(report: &Value) -> String {
+    let h = &report["header"];
+    let mut text = format!(
+        "trace {}: recorded on {} (Linux {}) by vmatrace {}\n  {} events over {:.1} s, vm.max_map_count {}\n  {}\n",
+        report["file"].as_str().unwrap_or(""),
+        h["hostname"].as_str().unwrap_or("?"),
+        h["kernel_release"].as_str().unwrap_or("?"),
+        h["tool_version"].as_str().unwrap_or("?"),
+        report["events"],
+        report["duration_s"].as_f64().unwrap_or(0.0),
+        report["limit"],
+        report["ending"].as_str().unwrap_or(""),
+    );
+    let lost = report["lost_total"].as_u64().unwrap_or(0);
+    if lost == 0 {
+        text.push_str("  lost events: 0\n");
+    } else {
+        text.push_str(&format!("  LOST EVENTS: {lost} ({}): the trace has gaps\n", report["lost"]));
+    }
+    for p in report["processes"].as_array().into_iter().flatten() {
+        let num = |key: &str| p[key].as_i64().map_or("?".to_string(), |v| v.to_string());
+        text.push_str(&format!(
+            "\npid {} ({}){}\n  vmas: start {}, peak {} at +{:.3} s, final {}; limit {}, headroom {}\n",
+            p["pid"],
+            p["comm"].as_str().unwrap_or(""),
+            if p["exited"] == true { ", exited" } else { "" },
+            num("vmas_start"),
+            num("vmas_peak"),
+            p["vmas_peak_at_s"].as_f64().unwrap_or(0.0),
+            num("vmas_final"),
+            report["limit"],
+            num("headroom"),
+        ));
+        let calls: Vec<String> = p["calls"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        text.push_str(&format!(
+            "  calls: {} ({} failed); mapped {}, unmapped {}\n  SPLIT {}, ENOMEM {}, NEAR-LIMIT {}\n",
+            calls.join(", "),
+            p["failed_calls"],
+            human_bytes(p["bytes_mapped"].as_u64().unwrap_or(0)),
+            human_bytes(p["bytes_unmapped"].as_u64().unwrap_or(0)),
+            p["splits"],
+            p["enomem"],
+            p["near_limit"],
+        ));
+        if let Some(busiest) = p["busiest_second"].as_object() {
+            text.push_str(&format!(
+                "  busiest second: +{} s with {} calls\n",
+                busiest["from_s"], busiest["calls"]
+            ));
+        }
+        let sizes: Vec<String> = p["mmap_size_histogram"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| format!("<={} {}", human_bytes(b["up_to_bytes"].as_u64().unwrap_or(0)), b["calls"]))
+            .collect();
+        if !sizes.is_empty() {
+            text.push_str(&format!("  mmap sizes: {}\n", sizes.join(", ")));
+        }
+        let flagged = p["flagged"].as_array().cloned().unwrap_or_default();
+        if !flagged.is_empty() {
+            text.push_str(&format!("  flagged events ({}, first {FLAGGED_SHOWN}):\n", flagged.len()));
+            for f in flagged.iter().take(FLAGGED_SHOWN) {
+                text.push_str(&format!(
+                    "    +{:.6} s {}\n",
+                    f["at_s"].as_f64().unwrap_or(0.0),
+                    f["line"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    text
+}
+
+pub fn export(args: &ExportArgs) -> Result<i32, Failure> {
+    let trace = load(&args.file)?;
+    let header = &trace.header;
+    let limit = header.max_map_count;
+    let json_output = Output::new(Format::Json, false, true, header.clock_offset_ns as i128);
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    match args.format {
+        ExportFormat::Jsonl => {
+            let mut failed = None;
+            play(&trace, |event, applied, _| {
+                let value = json_output.json_event(event, applied, limit);
+                if let Err(e) = serde_json::to_writer(&mut out, &value).map_err(io::Error::from).and_then(|_| writeln!(out)) {
+                    failed.get_or_insert(e);
+                }
+            });
+            if let Some(e) = failed {
+                return Err(write_error(e));
+            }
+        }
+        ExportFormat::Chrome => {
+            let value = chrome_trace(&trace);
+            serde_json::to_writer(&mut out, &value).map_err(|e| write_error(e.into()))?;
+            writeln!(out).map_err(write_error)?;
+        }
+    }
+    out.flush().map_err(write_error)?;
+    Ok(finish(&trace, &args.file))
+}
+
+/// Chrome trace-event JSON: a `vmas` counter track per process (one sample
+/// per count change), a span per call, an instant per flagged call.
+pub fn chrome_trace(trace: &Trace) -> Value {
+    let header = &trace.header;
+    let micros = |ns: u64| ns.saturating_sub(header.start_ns) as f64 / 1000.0;
+    let mut events = Vec::new();
+    let mut last_count: HashMap<u32, i64> = HashMap::new();
+    let mut named: HashMap<u32, String> = HashMap::new();
+    play(trace, |event, applied, _| {
+        let comm = comm_str(&event.comm);
+        if !named.contains_key(&event.pid) && !comm.is_empty() {
+            named.insert(event.pid, comm.clone());
+            events.push(json!({"ph": "M", "name": "process_name", "pid": event.pid, "args": {"name": comm}}));
+        }
+        if let Some(count) = applied.count
+            && last_count.insert(event.pid, count) != Some(count)
+        {
+            events.push(json!({"ph": "C", "name": "vmas", "pid": event.pid, "ts": micros(event.count_ns.max(event.exit_ns)), "args": {"vmas": count}}));
+        }
+        let Some(call) = Call::from_u8(event.call).filter(|_| event.kind == EventKind::Syscall as u8) else {
+            return;
+        };
+        events.push(json!({
+            "ph": "X", "name": call.name(), "cat": "syscall",
+            "pid": event.pid, "tid": event.tid,
+            "ts": micros(event.enter_ns),
+            "dur": event.exit_ns.saturating_sub(event.enter_ns) as f64 / 1000.0,
+            "args": {"args": syscalls::format_args(call, &event.args), "ret": syscalls::format_result(call, event.ret), "vmas": event.vmas_after},
+        }));
+        for flag in applied.flags.names() {
+            events.push(json!({"ph": "i", "s": "p", "name": flag, "cat": "flag", "pid": event.pid, "tid": event.tid, "ts": micros(event.exit_ns)}));
+        }
+    });
+    json!({
+        "displayTimeUnit": "ms",
+        "otherData": {"vm.max_map_count": header.max_map_count, "hostname": header.hostname, "kernel": header.kernel_release},
+        "traceEvents": events,
+    })
+}
