@@ -265,10 +265,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let cli = Cli::try_parse_from(["vmatrace", "replay", "t.vmat", "--only-flagged", "-p", "3"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Replay(ReplayArgs { only_flagged: true, .. }))));
-        let cli = Cli::try_parse_from(["vmatrace", "export", "t.vmat", "--format", "chrome"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Export(ExportArgs { format: ExportFormat::Chrome, .. }))));
+        let cli =
+            Cli::try_parse_from(["vmatrace", "replay", "t.vmat", "--only-flagged", "-p", "3"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Replay(ReplayArgs {
+                only_flagged: true,
+                ..
+            }))
+        ));
+        let cli =
+            Cli::try_parse_from(["vmatrace", "export", "t.vmat", "--format", "chrome"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Export(ExportArgs {
+                format: ExportFormat::Chrome,
+                ..
+            }))
+        ));
         assert!(Cli::try_parse_from(["vmatrace", "export", "t.vmat", "--format", "svg"]).is_err());
         let cli = Cli::try_parse_from(["vmatrace", "-o", "t.vmat", "-p", "1"]).unwrap();
         assert_eq!(cli.live.output, Some(PathBuf::from("t.vmat")));

@@ -27,7 +27,6 @@ use crate::{
     },
 };
 
-
 fn load(path: &Path) -> Result<Trace, Failure> {
     Ok(reader::read_file(path)?)
 }
@@ -61,7 +60,8 @@ fn play(trace: &Trace, mut each: impl FnMut(&Event, &Applied, &Processes)) -> Pr
                     .chars()
                     .take(15)
                     .collect();
-                let count = (!info.maps.is_empty()).then(|| tracefile::maps_snapshot_count(&info.maps));
+                let count =
+                    (!info.maps.is_empty()).then(|| tracefile::maps_snapshot_count(&info.maps));
                 processes.attach(info.pid, comm, count, info.at_ns);
             }
             Record::Event(event) => {
@@ -93,8 +93,17 @@ fn seconds_since_start(header: &Header, ns: u64) -> f64 {
 pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
     let trace = load(&args.file)?;
     let header = &trace.header;
-    let format = if args.json { Format::Json } else { Format::Text };
-    let mut output = Output::new(format, args.only_flagged, false, header.clock_offset_ns as i128);
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    let mut output = Output::new(
+        format,
+        args.only_flagged,
+        false,
+        header.clock_offset_ns as i128,
+    );
     let limit = header.max_map_count;
     let mut failed = None;
     play(&trace, |event, applied, _| {
@@ -158,7 +167,11 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     });
     let lost = last_lost(&trace);
     let duration = last_ns.saturating_sub(first_ns.unwrap_or(last_ns)) as f64 / 1e9;
-    let events = trace.records.iter().filter(|r| matches!(r, Record::Event(_))).count();
+    let events = trace
+        .records
+        .iter()
+        .filter(|r| matches!(r, Record::Event(_)))
+        .count();
 
     let per_process: Vec<Value> = processes
         .by_pid
@@ -232,7 +245,10 @@ fn report_text(report: &Value) -> String {
     if lost == 0 {
         text.push_str("  lost events: 0\n");
     } else {
-        text.push_str(&format!("  LOST EVENTS: {lost} ({}): the trace has gaps\n", report["lost"]));
+        text.push_str(&format!(
+            "  LOST EVENTS: {lost} ({}): the trace has gaps\n",
+            report["lost"]
+        ));
     }
     for p in report["processes"].as_array().into_iter().flatten() {
         let num = |key: &str| p[key].as_i64().map_or("?".to_string(), |v| v.to_string());
@@ -274,14 +290,23 @@ fn report_text(report: &Value) -> String {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|b| format!("<={} {}", human_bytes(b["up_to_bytes"].as_u64().unwrap_or(0)), b["calls"]))
+            .map(|b| {
+                format!(
+                    "<={} {}",
+                    human_bytes(b["up_to_bytes"].as_u64().unwrap_or(0)),
+                    b["calls"]
+                )
+            })
             .collect();
         if !sizes.is_empty() {
             text.push_str(&format!("  mmap sizes: {}\n", sizes.join(", ")));
         }
         let flagged = p["flagged"].as_array().cloned().unwrap_or_default();
         if !flagged.is_empty() {
-            text.push_str(&format!("  flagged events ({}, first {FLAGGED_SHOWN}):\n", flagged.len()));
+            text.push_str(&format!(
+                "  flagged events ({}, first {FLAGGED_SHOWN}):\n",
+                flagged.len()
+            ));
             for f in flagged.iter().take(FLAGGED_SHOWN) {
                 text.push_str(&format!(
                     "    +{:.6} s {}\n",
@@ -305,7 +330,10 @@ pub fn export(args: &ExportArgs) -> Result<i32, Failure> {
             let mut failed = None;
             play(&trace, |event, applied, _| {
                 let value = json_output.json_event(event, applied, limit);
-                if let Err(e) = serde_json::to_writer(&mut out, &value).map_err(io::Error::from).and_then(|_| writeln!(out)) {
+                if let Err(e) = serde_json::to_writer(&mut out, &value)
+                    .map_err(io::Error::from)
+                    .and_then(|_| writeln!(out))
+                {
                     failed.get_or_insert(e);
                 }
             });
@@ -342,7 +370,9 @@ pub fn chrome_trace(trace: &Trace) -> Value {
         {
             events.push(json!({"ph": "C", "name": "vmas", "pid": event.pid, "ts": micros(event.count_ns.max(event.exit_ns)), "args": {"vmas": count}}));
         }
-        let Some(call) = Call::from_u8(event.call).filter(|_| event.kind == EventKind::Syscall as u8) else {
+        let Some(call) =
+            Call::from_u8(event.call).filter(|_| event.kind == EventKind::Syscall as u8)
+        else {
             return;
         };
         events.push(json!({

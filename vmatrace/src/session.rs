@@ -147,7 +147,9 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             .close(lost_record(&lost, monotonic_ns()))
             .map_err(|e| Failure::environment(e.context("closing the trace file")))?;
         if dropped > 0 {
-            eprintln!("vmatrace: the trace file misses {dropped} records: the disk could not keep up");
+            eprintln!(
+                "vmatrace: the trace file misses {dropped} records: the disk could not keep up"
+            );
         }
     }
     let summary = Summary {

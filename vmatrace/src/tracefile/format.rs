@@ -111,7 +111,9 @@ pub enum Record {
     Lost(LostRecord),
     Checkpoint(Checkpoint),
     /// Written when recording closes cleanly.
-    End { events: u64 },
+    End {
+        events: u64,
+    },
 }
 
 pub fn preamble() -> [u8; PREAMBLE_LEN] {
@@ -218,7 +220,9 @@ pub fn decode(data: &[u8]) -> Result<(Record, usize), FrameError> {
     let kind_byte = data[0];
     let len = u32::from_le_bytes([data[4], data[5], data[6], data[7]]);
     if len > MAX_PAYLOAD {
-        return Err(FrameError::Corrupt(format!("record length {len} is beyond any record")));
+        return Err(FrameError::Corrupt(format!(
+            "record length {len} is beyond any record"
+        )));
     }
     let total = FRAME_HEADER_LEN + len as usize + FRAME_TRAILER_LEN;
     if data.len() < total {

@@ -147,7 +147,12 @@ mod tests {
                         Ending::Unclosed
                     } else {
                         Ending::Truncated {
-                            offset: boundaries.iter().rev().find(|e| **e <= cut).copied().unwrap() as u64,
+                            offset: boundaries
+                                .iter()
+                                .rev()
+                                .find(|e| **e <= cut)
+                                .copied()
+                                .unwrap() as u64,
                         }
                     };
                     assert_eq!(trace.ending, expected_end, "cut at {cut}");
@@ -184,23 +189,42 @@ mod tests {
     #[test]
     fn a_huge_length_field_is_damage_not_an_allocation() {
         let mut data = sample_trace();
-        let second = format::PREAMBLE_LEN + format::decode(&data[format::PREAMBLE_LEN..]).unwrap().1;
+        let second =
+            format::PREAMBLE_LEN + format::decode(&data[format::PREAMBLE_LEN..]).unwrap().1;
         data[second + 4..second + 8].copy_from_slice(&u32::MAX.to_le_bytes());
         let trace = reader::parse(&data, "t").unwrap();
         assert!(trace.records.is_empty());
-        assert!(matches!(trace.ending, Ending::Corrupt { .. }), "{:?}", trace.ending);
+        assert!(
+            matches!(trace.ending, Ending::Corrupt { .. }),
+            "{:?}",
+            trace.ending
+        );
     }
 
     #[test]
     fn not_a_trace_and_newer_versions_are_refused() {
         use crate::error::exit_code;
-        assert_eq!(reader::parse(b"", "t").unwrap_err().exit_code(), exit_code::NOT_A_TRACE);
-        assert_eq!(reader::parse(b"hello world, no trace", "t").unwrap_err().exit_code(), exit_code::NOT_A_TRACE);
+        assert_eq!(
+            reader::parse(b"", "t").unwrap_err().exit_code(),
+            exit_code::NOT_A_TRACE
+        );
+        assert_eq!(
+            reader::parse(b"hello world, no trace", "t")
+                .unwrap_err()
+                .exit_code(),
+            exit_code::NOT_A_TRACE
+        );
         let mut newer = sample_trace();
         newer[8] = 99;
-        assert_eq!(reader::parse(&newer, "t").unwrap_err().exit_code(), exit_code::NEWER_FORMAT);
+        assert_eq!(
+            reader::parse(&newer, "t").unwrap_err().exit_code(),
+            exit_code::NEWER_FORMAT
+        );
         let mut bad_header = sample_trace();
         bad_header[format::PREAMBLE_LEN + 10] ^= 1;
-        assert_eq!(reader::parse(&bad_header, "t").unwrap_err().exit_code(), exit_code::CORRUPT);
+        assert_eq!(
+            reader::parse(&bad_header, "t").unwrap_err().exit_code(),
+            exit_code::CORRUPT
+        );
     }
 }

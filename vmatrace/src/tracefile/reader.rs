@@ -17,7 +17,9 @@ pub enum OpenError {
     Empty { path: String },
     #[error("{path} is not a vmatrace trace (no VMATRACE magic)")]
     NotATrace { path: String },
-    #[error("{path} was written in trace format {found}; this vmatrace reads up to {FORMAT_VERSION}: use a newer vmatrace")]
+    #[error(
+        "{path} was written in trace format {found}; this vmatrace reads up to {FORMAT_VERSION}: use a newer vmatrace"
+    )]
     NewerVersion { path: String, found: u16 },
     #[error("{path}: the header record is damaged ({reason}): nothing can be read")]
     BadHeader { path: String, reason: String },

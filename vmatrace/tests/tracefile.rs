@@ -1,0 +1,351 @@
+//! Recording with the real probes and reading back, damaged files included.
+
+mod support;
+
+use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
+
+use serde_json::Value;
+use support::*;
+use vmatrace::tracefile::{
+    format,
+    reader::{self, Ending},
+};
+
+fn workload() -> String {
+    workload_bin().display().to_string()
+}
+
+fn run_vmatrace(args: &[&str]) -> Finished {
+    Running::vmatrace(args).finish()
+}
+
+fn record(path: &Path, workload_args: &[&str]) -> Finished {
+    let (path, workload) = (path.display().to_string(), workload());
+    let mut args = vec!["record", "--json", "-o", &path, "--", &workload];
+    args.extend_from_slice(workload_args);
+    let finished = run_vmatrace(&args);
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished
+}
+
+fn report_json(path: &Path) -> (i32, Value) {
+    let finished = run_vmatrace(&["report", "--json", &path.display().to_string()]);
+    let value =
+        serde_json::from_str(finished.stdout.last().expect("a report")).expect("JSON report");
+    (finished.code(), value)
+}
+
+/// The incident recorded with the real probes: the report agrees with what
+/// the live run printed.
+#[test]
+fn recorded_incident_reports_what_the_live_run_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("incident.vmat");
+    let live = record(&path, &["incident"]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the trace file is private");
+
+    let live_summary = live.summary();
+    let live_process = &live_summary["processes"][0];
+    let (code, report) = report_json(&path);
+    assert_eq!(code, 0);
+    assert_eq!(report["complete"], true);
+    assert_eq!(report["lost_total"], 0);
+    let process = &report["processes"][0];
+    for (live_key, report_key) in [
+        ("pid", "pid"),
+        ("count", "vmas_final"),
+        ("peak", "vmas_peak"),
+        ("splits", "splits"),
+        ("enomem", "enomem"),
+        ("near_limit", "near_limit"),
+        ("calls", "calls"),
+        ("bytes_mapped", "bytes_mapped"),
+    ] {
+        assert_eq!(live_process[live_key], process[report_key], "{live_key}");
+    }
+    assert_eq!(process["vmas_peak"], max_map_count());
+    assert_eq!(process["enomem"], 3);
+
+    // Replay prints the same events with the same flags as the live run.
+    let replay = run_vmatrace(&["replay", "--json", &path.display().to_string()]);
+    assert_eq!(replay.code(), 0);
+    let live_events = live.events();
+    let replayed: Vec<Value> = replay
+        .stdout
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(live_events.len(), replayed.len());
+    for (a, b) in live_events.iter().zip(&replayed) {
+        assert_eq!(a, b);
+    }
+    let flagged = run_vmatrace(&[
+        "replay",
+        "--only-flagged",
+        "--pid",
+        &process["pid"].to_string(),
+        &path.display().to_string(),
+    ]);
+    assert_eq!(
+        flagged
+            .stdout
+            .iter()
+            .filter(|l| l.contains("[ENOMEM"))
+            .count(),
+        3
+    );
+}
+
+fn small_trace(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
+    let path = dir.join("small.vmat");
+    record(&path, &["mmap", "3"]);
+    let data = std::fs::read(&path).unwrap();
+    (path, data)
+}
+
+fn record_ends(data: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut offset = format::PREAMBLE_LEN;
+    while offset < data.len() {
+        offset += format::decode(&data[offset..]).expect("a clean trace").1;
+        ends.push(offset);
+    }
+    ends
+}
+
+/// A real trace cut at every byte: no panic, and every complete record
+/// before the cut comes back.
+#[test]
+fn a_real_trace_cut_anywhere_keeps_every_complete_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data) = small_trace(dir.path());
+    let ends = record_ends(&data);
+    for cut in 0..data.len() {
+        match reader::parse(&data[..cut], "cut") {
+            Err(_) => assert!(
+                cut < ends[0],
+                "cut at {cut} inside the records lost the header"
+            ),
+            Ok(trace) => {
+                let complete = ends[1..].iter().filter(|end| **end <= cut).count();
+                assert_eq!(trace.records.len(), complete, "cut at {cut}");
+                if !ends.contains(&cut) {
+                    assert!(
+                        matches!(trace.ending, Ending::Truncated { .. }),
+                        "cut at {cut}"
+                    );
+                }
+            }
+        }
+    }
+    // Through the command line: the report still comes, with exit code 8.
+    let cut_path = dir.path().join("cut.vmat");
+    std::fs::write(&cut_path, &data[..data.len() - 7]).unwrap();
+    let (code, report) = report_json(&cut_path);
+    assert_eq!(code, 8);
+    assert_eq!(report["complete"], false);
+    assert!(report["events"].as_u64().unwrap() >= 6);
+    assert_eq!(report_json(&path).0, 0, "the uncut file is complete");
+}
+
+/// A flipped byte in each record of a real trace: reading stops there with
+/// exit code 7, everything before it kept.
+#[test]
+fn a_damaged_record_keeps_what_precedes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = small_trace(dir.path());
+    let ends = record_ends(&data);
+    for (index, window) in ends.windows(2).enumerate() {
+        let (start, end) = (window[0], window[1]);
+        let mut damaged = data.clone();
+        damaged[(start + end) / 2] ^= 0x5a;
+        let trace = reader::parse(&damaged, "damaged").unwrap();
+        assert_eq!(trace.records.len(), index, "damage in record {index}");
+        assert_eq!(
+            trace.ending,
+            Ending::Corrupt {
+                offset: start as u64,
+                reason: "checksum mismatch".into()
+            }
+        );
+    }
+    let path = dir.path().join("damaged.vmat");
+    let mut damaged = data.clone();
+    let middle = ends[ends.len() / 2];
+    damaged[middle + 4..middle + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&path, &damaged).unwrap();
+    let finished = run_vmatrace(&["replay", &path.display().to_string()]);
+    assert_eq!(finished.code(), 7, "{}", finished.stderr_text());
+    assert!(
+        finished.stderr_text().contains("damaged"),
+        "{}",
+        finished.stderr_text()
+    );
+    assert!(
+        !finished.stdout.is_empty(),
+        "the events before the damage are printed"
+    );
+}
+
+#[test]
+fn files_that_are_no_traces_fail_with_their_own_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = small_trace(dir.path());
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let mut newer = data.clone();
+    newer[8] = 200;
+    let cases = [
+        (write("empty.vmat", b""), 5, "is empty"),
+        (
+            write("text.vmat", b"just some text\n"),
+            5,
+            "not a vmatrace trace",
+        ),
+        (write("newer.vmat", &newer), 6, "newer vmatrace"),
+        (dir.path().display().to_string(), 4, "is a directory"),
+        (
+            dir.path().join("missing.vmat").display().to_string(),
+            4,
+            "No such file",
+        ),
+    ];
+    for (path, code, message) in cases {
+        for command in ["report", "replay"] {
+            let finished = run_vmatrace(&[command, &path]);
+            assert_eq!(
+                finished.code(),
+                code,
+                "{command} {path}: {}",
+                finished.stderr_text()
+            );
+            assert!(
+                finished.stderr_text().contains(message),
+                "{command} {path}: {}",
+                finished.stderr_text()
+            );
+        }
+    }
+    // No permission: a root-only file read by nobody.
+    let private = write("private.vmat", &data);
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let finished = Running::spawn(
+        &"setpriv".into(),
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &vmatrace_bin().display().to_string(),
+            "report",
+            &private,
+        ],
+    )
+    .finish();
+    assert_eq!(finished.code(), 4, "{}", finished.stderr_text());
+    assert!(
+        finished.stderr_text().contains("Permission denied"),
+        "{}",
+        finished.stderr_text()
+    );
+}
+
+/// Reading needs no root: a readable trace reports as nobody.
+#[test]
+fn reading_back_needs_no_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = small_trace(dir.path());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let finished = Running::spawn(
+        &"setpriv".into(),
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &vmatrace_bin().display().to_string(),
+            "report",
+            &path.display().to_string(),
+        ],
+    )
+    .finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    assert!(
+        finished
+            .stdout
+            .join("\n")
+            .contains("the recording was closed properly")
+    );
+}
+
+/// Chrome export: valid JSON, one counter sample per count change.
+#[test]
+fn chrome_export_has_a_counter_sample_per_count_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.vmat");
+    record(&path, &["threads", "2", "30"]);
+    let file = path.display().to_string();
+    let chrome = run_vmatrace(&["export", &file, "--format", "chrome"]);
+    assert_eq!(chrome.code(), 0, "{}", chrome.stderr_text());
+    let value: Value = serde_json::from_str(&chrome.stdout.join("\n")).expect("Chrome JSON parses");
+    let events = value["traceEvents"].as_array().unwrap();
+    let counters = events
+        .iter()
+        .filter(|e| e["ph"] == "C" && e["name"] == "vmas")
+        .count();
+    let jsonl = run_vmatrace(&["export", &file, "--format", "jsonl"]);
+    assert_eq!(jsonl.code(), 0);
+    let mut changes = 0;
+    let mut last: std::collections::HashMap<u64, Value> = Default::default();
+    for line in &jsonl.stdout {
+        let event: Value = serde_json::from_str(line).unwrap();
+        let pid = event["pid"].as_u64().unwrap();
+        if !event["vmas"].is_null()
+            && last.insert(pid, event["vmas"].clone()).as_ref() != Some(&event["vmas"])
+        {
+            changes += 1;
+        }
+    }
+    assert!(changes > 60, "{changes} count changes");
+    assert_eq!(counters, changes);
+    let splits = events
+        .iter()
+        .filter(|e| e["ph"] == "i" && e["name"] == "SPLIT")
+        .count();
+    assert!(splits >= 62, "{splits} SPLIT instants");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "X" && e["name"] == "munmap")
+    );
+}
+
+/// SIGINT while recording: the file is flushed and closed properly.
+#[test]
+fn interrupting_a_recording_closes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("interrupted.vmat");
+    let mut target = Running::spawn(&workload_bin(), &["mmap", "5", "--wait"]);
+    target.wait_stderr("ready pid=");
+    let mut trace = Running::vmatrace(&[
+        "record",
+        "-q",
+        "-o",
+        &path.display().to_string(),
+        "-p",
+        &target.pid().to_string(),
+    ]);
+    trace.wait_stderr("vmatrace: tracing");
+    target.send_line();
+    target.wait_stderr("mmap pairs=5");
+    let _ = Command::new("kill")
+        .args(["-INT", &trace.pid().to_string()])
+        .status();
+    assert_eq!(trace.finish().code(), 0);
+    assert!(target.finish().status.success());
+    let trace = reader::read_file(&path).unwrap();
+    assert_eq!(trace.ending, Ending::Clean);
+}
