@@ -28,6 +28,14 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=VMATRACE_TOOLS_DIR");
+    println!("cargo:rerun-if-env-changed=VMATRACE_SKIP_EBPF");
+    // Builds that only read traces (the fuzz target) need no eBPF programs
+    // and no bpf-linker: they embed an empty object, and tracing with such
+    // a build fails with a clear message.
+    if env::var_os("VMATRACE_SKIP_EBPF").is_some() {
+        std::fs::write(out_dir.join("vmatrace.bpf.o"), b"").expect("writing to OUT_DIR");
+        return;
+    }
 
     let target_dir = root.join("target").join("bpf");
     let path = tools_path();

@@ -117,6 +117,10 @@ pub struct ReportArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also draw the VMA count over time per process, with the limit and
+    /// the flagged calls, as an SVG file.
+    #[arg(long, value_name = "SVG")]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

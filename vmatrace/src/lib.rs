@@ -10,6 +10,7 @@ pub mod detect;
 pub mod error;
 pub mod kernel;
 pub mod output;
+pub mod plot;
 pub mod probes;
 pub mod readback;
 pub mod session;

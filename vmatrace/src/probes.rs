@@ -57,6 +57,11 @@ impl Probes {
     /// Checks the machine, loads the programs with this kernel's offsets
     /// and attaches every one of them.
     pub fn load(config: &ProbeConfig) -> Result<Probes, Failure> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(Failure::environment(anyhow!(
+                "this vmatrace was built without its eBPF programs (VMATRACE_SKIP_EBPF): it can read traces, not trace"
+            )));
+        }
         require_privileges()?;
         let offsets = kernel::struct_offsets(&config.btf_path)?;
         let tracefs = kernel::ensure_tracefs()?;

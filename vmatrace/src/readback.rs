@@ -18,6 +18,7 @@ use crate::{
     detect::Detector,
     error::Failure,
     output::{Format, Output, human_bytes},
+    plot,
     state::{Applied, Processes, comm_str},
     syscalls,
     tracefile::{
@@ -133,6 +134,9 @@ struct Extra {
     /// mmap lengths, by power-of-two bucket (the bucket's lower bound).
     mmap_sizes: BTreeMap<u64, u64>,
     flagged: Vec<(f64, String, Vec<&'static str>)>,
+    /// The count over time, for the plot: (seconds, count) at each change.
+    counts: Vec<(f64, i64)>,
+    marks: Vec<(f64, i64, &'static str)>,
 }
 
 pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
@@ -150,6 +154,14 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         if e.first_count.is_none() {
             e.first_count = processes.by_pid.get(&event.pid).and_then(|s| s.count);
         }
+        if let Some(count) = applied.count
+            && e.counts.last().is_none_or(|last| last.1 != count)
+        {
+            e.counts.push((
+                seconds_since_start(header, event.count_ns.max(event.exit_ns)),
+                count,
+            ));
+        }
         if event.kind != EventKind::Syscall as u8 {
             return;
         }
@@ -162,6 +174,14 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         if applied.flags.any() {
             let line = text_output.text_line(event, applied, limit);
             let at = seconds_since_start(header, event.exit_ns);
+            let count = i64::from(event.vmas_after);
+            e.marks.extend(
+                applied
+                    .flags
+                    .names()
+                    .into_iter()
+                    .map(|flag| (at, count, flag)),
+            );
             e.flagged.push((at, line, applied.flags.names()));
         }
     });
@@ -173,6 +193,23 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         .filter(|r| matches!(r, Record::Event(_)))
         .count();
 
+    if let Some(svg) = &args.plot {
+        let series: Vec<plot::Series> = processes
+            .by_pid
+            .values()
+            .filter_map(|state| {
+                let e = extra.get(&state.pid)?;
+                (!e.counts.is_empty()).then(|| plot::Series {
+                    label: format!("{} ({})", state.pid, state.comm),
+                    points: e.counts.clone(),
+                    flagged: e.marks.clone(),
+                })
+            })
+            .collect();
+        let title = format!("VMA count per process: {}", args.file.display());
+        plot::draw(svg, &title, limit, &series)
+            .map_err(|e| Failure::environment(e.context(format!("drawing {}", svg.display()))))?;
+    }
     let per_process: Vec<Value> = processes
         .by_pid
         .values()

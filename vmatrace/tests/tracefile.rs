@@ -80,6 +80,23 @@ fn recorded_incident_reports_what_the_live_run_saw() {
     for (a, b) in live_events.iter().zip(&replayed) {
         assert_eq!(a, b);
     }
+    // The plot for the write-up: an SVG with the limit and the markers.
+    let svg = path.with_extension("svg");
+    let plotted = run_vmatrace(&[
+        "report",
+        &path.display().to_string(),
+        "--plot",
+        &svg.display().to_string(),
+    ]);
+    assert_eq!(plotted.code(), 0, "{}", plotted.stderr_text());
+    let drawing = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        drawing.starts_with("<svg") && drawing.len() > 20_000,
+        "{} bytes",
+        drawing.len()
+    );
+    assert!(drawing.contains(&format!("vm.max_map_count = {}", max_map_count())));
+    assert!(drawing.contains("<polyline"), "a line is drawn");
     let flagged = run_vmatrace(&[
         "replay",
         "--only-flagged",

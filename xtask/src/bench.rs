@@ -84,8 +84,12 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
     let mut untraced = Vec::new();
     let mut quiet = Vec::new();
     let mut printed = Vec::new();
+    let mut recorded = Vec::new();
     let mut captured = Vec::new();
+    let mut bytes_per_event = 0.0;
     let mut lost = 0;
+    let trace_file = std::env::temp_dir().join("vmatrace-bench.vmat");
+    let trace_path = trace_file.display().to_string();
     for _ in 0..ROUNDS {
         let wl_args: Vec<&str> = wl[1..].iter().map(String::as_str).collect();
         untraced.push(timed(&wl[0], &wl_args, false)?.0);
@@ -102,7 +106,15 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
         let (secs, summary) = timed_vmatrace(&vmatrace, &["--json"], &wl)?;
         printed.push(secs);
         lost += summary.lost;
+        let (secs, summary) = timed_vmatrace(&vmatrace, &["-q", "--json", "-o", &trace_path], &wl)?;
+        recorded.push(secs);
+        lost += summary.lost;
+        let size = std::fs::metadata(&trace_file)
+            .context("the recorded trace")?
+            .len();
+        bytes_per_event = size as f64 / summary.events.max(1) as f64;
     }
+    let _ = std::fs::remove_file(&trace_file);
     let base = median(&mut untraced);
     println!(
         "\n{}: {} iterations, {calls} traced calls per run",
@@ -114,10 +126,12 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
     };
     report("vmatrace -q (count, flag, summary)", median(&mut quiet));
     report("vmatrace --json > /dev/null", median(&mut printed));
+    report("vmatrace -q -o FILE (recording)", median(&mut recorded));
     println!(
         "  events captured per second      {:>9.0}   lost: {lost}",
         median(&mut captured)
     );
+    println!("  trace file bytes per event      {bytes_per_event:>9.1}");
     if compare {
         let mut bpftrace = Vec::new();
         let mut strace = Vec::new();
@@ -145,6 +159,7 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
 
 struct TraceSummary {
     syscalls: u64,
+    events: u64,
     lost: u64,
 }
 
@@ -178,7 +193,12 @@ fn parse_summary(line: &str) -> Result<TraceSummary> {
         .filter_map(|p| p["calls"].as_object())
         .flat_map(|calls| calls.values().filter_map(|v| v.as_u64()))
         .sum();
-    Ok(TraceSummary { syscalls, lost })
+    let events = summary["events"].as_u64().context("summary has events")?;
+    Ok(TraceSummary {
+        syscalls,
+        events,
+        lost,
+    })
 }
 
 /// Runs a command that (somewhere in it) runs the workload, and returns

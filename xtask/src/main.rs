@@ -99,7 +99,49 @@ fn test(args: &[String]) -> Result<ExitCode> {
     let mut test_args = vec!["test", "--workspace"];
     test_args.extend(args.iter().map(String::as_str));
     cargo(&tools, &test_args)?;
+    fuzz_smoke(&tools)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Seconds the trace reader is fuzzed for in `cargo xtask test`.
+const FUZZ_SMOKE_SECONDS: u32 = 30;
+
+/// A short libFuzzer run of the trace reader, seeded with real traces.
+/// New inputs go to a corpus under target/, so the checkout stays clean.
+fn fuzz_smoke(tools: &setup::Tools) -> Result<()> {
+    setup::ensure_cargo_fuzz(tools)?;
+    let root = workspace_root();
+    let corpus = root.join("target/fuzz-corpus/read_trace");
+    std::fs::create_dir_all(&corpus)?;
+    for seed in std::fs::read_dir(root.join("vmatrace/fuzz/corpus/read_trace"))? {
+        let seed = seed?.path();
+        std::fs::copy(&seed, corpus.join(seed.file_name().expect("a file")))?;
+    }
+    let corpus = corpus.display().to_string();
+    let max_time = format!("-max_total_time={FUZZ_SMOKE_SECONDS}");
+    eprintln!("xtask: fuzzing the trace reader for {FUZZ_SMOKE_SECONDS} s");
+    let status = Command::new("rustup")
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "fuzz",
+            "run",
+            "read_trace",
+            &corpus,
+            "--",
+            &max_time,
+        ])
+        .current_dir(root.join("vmatrace"))
+        .env("PATH", tools.path_env())
+        .env("VMATRACE_SKIP_EBPF", "1")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .status()
+        .context("running cargo fuzz")?;
+    if !status.success() {
+        bail!("the trace reader fuzz run failed ({status}): see the crash input it saved");
+    }
+    Ok(())
 }
 
 pub fn workspace_root() -> PathBuf {

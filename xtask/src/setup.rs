@@ -16,6 +16,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
 /// Where the tools live: `$VMATRACE_TOOLS_DIR`, or ~/.cache/vmatrace/tools,
@@ -34,7 +35,7 @@ impl Tools {
         Ok(Tools { dir })
     }
 
-    fn bin(&self) -> PathBuf {
+    pub fn bin(&self) -> PathBuf {
         self.dir.join("bin")
     }
 
@@ -160,6 +161,32 @@ fn nightly_libllvm() -> Result<PathBuf> {
         "the nightly toolchain in {} ships no libLLVM.so.*",
         lib.display()
     )
+}
+
+/// cargo-fuzz, for the trace reader's fuzz smoke run in `cargo xtask test`.
+pub fn ensure_cargo_fuzz(tools: &Tools) -> Result<()> {
+    let fuzz = tools.bin().join("cargo-fuzz");
+    let version = Command::new(&fuzz).arg("--version").output();
+    if version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+            "--locked",
+            "--force",
+        ])
+        .arg("--root")
+        .arg(&tools.dir)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .status()
+        .context("running cargo install cargo-fuzz")?;
+    if !status.success() {
+        bail!("cargo install cargo-fuzz failed ({status})");
+    }
+    Ok(())
 }
 
 fn works(program: &Path) -> bool {
