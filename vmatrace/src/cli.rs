@@ -188,6 +188,12 @@ pub struct LiveArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Keep the recording within SIZE bytes, newest part first: FILE and
+    /// FILE.1 hold up to half each; when FILE is full it becomes FILE.1 and
+    /// a new FILE starts (suffixes K, M, G).
+    #[arg(long, value_name = "SIZE", requires = "output", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+
     /// Read kernel type information from this BTF file.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH, hide_short_help = true)]
     pub btf: PathBuf,
@@ -229,6 +235,24 @@ fn parse_percent(text: &str) -> Result<f64, String> {
     } else {
         Err(format!("{value} is not in (0, 100]"))
     }
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, multiplier) = match text.chars().last() {
+        Some('K' | 'k') => (&text[..text.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&text[..text.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&text[..text.len() - 1], 1 << 30),
+        _ => (text, 1),
+    };
+    let value = digits
+        .parse::<u64>()
+        .map_err(|_| format!("{text:?} is not a size"))?
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text} is too large"))?;
+    if value < 128 << 10 {
+        return Err(format!("{text} is too small: at least 128K"));
+    }
+    Ok(value)
 }
 
 fn parse_buffer_size(text: &str) -> Result<u32, String> {
@@ -289,8 +313,17 @@ mod tests {
             }))
         ));
         assert!(Cli::try_parse_from(["vmatrace", "export", "t.vmat", "--format", "svg"]).is_err());
-        let cli = Cli::try_parse_from(["vmatrace", "-o", "t.vmat", "-p", "1"]).unwrap();
+        let cli = Cli::try_parse_from(["vmatrace", "-o", "t.vmat", "-p", "1", "--max-size", "1G"])
+            .unwrap();
         assert_eq!(cli.live.output, Some(PathBuf::from("t.vmat")));
+        assert_eq!(cli.live.max_size, Some(1 << 30));
+        assert!(
+            Cli::try_parse_from(["vmatrace", "-p", "1", "--max-size", "1G"]).is_err(),
+            "needs -o"
+        );
+        assert!(
+            Cli::try_parse_from(["vmatrace", "-o", "t", "-p", "1", "--max-size", "1K"]).is_err()
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
                 monotonic_ns(),
                 clock_offset as i64,
             );
-            Some(Recorder::create(path, &header)?)
+            Some(Recorder::create(path, &header, cli.max_size)?)
         }
         None => None,
     };

@@ -366,3 +366,71 @@ fn interrupting_a_recording_closes_the_file() {
     let trace = reader::read_file(&path).unwrap();
     assert_eq!(trace.ending, Ending::Clean);
 }
+
+/// --max-size keeps the newest part: FILE and FILE.1, each a whole trace
+/// with its header and process snapshots, the newest events in FILE.
+#[test]
+fn max_size_rotates_and_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotating.vmat");
+    let file = path.display().to_string();
+    let workload = workload();
+    let finished = run_vmatrace(&[
+        "record",
+        "-q",
+        "-o",
+        &file,
+        "--max-size",
+        "256K",
+        "--",
+        &workload,
+        "mmap",
+        "5000",
+    ]);
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    let older = dir.path().join("rotating.vmat.1");
+    for segment in [&path, &older] {
+        let size = std::fs::metadata(segment).unwrap().len();
+        assert!(
+            size <= 128 * 1024 + 200,
+            "{} is {size} bytes",
+            segment.display()
+        );
+        let mode = std::fs::metadata(segment).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let newest = reader::read_file(&path).unwrap();
+    let previous = reader::read_file(&older).unwrap();
+    assert_eq!(newest.ending, Ending::Clean);
+    assert_eq!(previous.ending, Ending::Clean);
+    let times = |trace: &reader::Trace| -> Vec<u64> {
+        trace
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                format::Record::Event(e) => Some(e.exit_ns),
+                _ => None,
+            })
+            .collect()
+    };
+    let (old, new) = (times(&previous), times(&newest));
+    assert!(!old.is_empty() && !new.is_empty());
+    assert!(old.last() < new.first(), "FILE.1 holds the older events");
+    // The process snapshot taken at exec is carried into the new file.
+    assert!(
+        newest
+            .records
+            .iter()
+            .any(|r| matches!(r, format::Record::Process(p) if p.cmdline.contains("mmap 5000")))
+    );
+    // The workload's last calls (its exit) are in the newest file.
+    assert!(
+        newest
+            .records
+            .iter()
+            .any(|r| matches!(r, format::Record::Event(e) if e.kind == 3))
+    );
+    let (code, report) = report_json(&path);
+    assert_eq!(code, 0);
+    assert_eq!(report["complete"], true);
+}

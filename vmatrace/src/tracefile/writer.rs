@@ -27,9 +27,20 @@ const QUEUE_RECORDS: usize = 1 << 16;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 enum Message {
-    Record(Bytes),
+    /// A framed record, and whether it is an event.
+    Record(Bytes, RecordRole),
     /// Flush, sync and stop.
     Close,
+}
+
+/// What the writer must remember of a record to start a new file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RecordRole {
+    Event,
+    /// A process snapshot: repeated at the head of every new file, so each
+    /// file of a rotation stands alone.
+    Process(u32),
+    Other,
 }
 
 pub struct Recorder {
@@ -42,30 +53,29 @@ pub struct Recorder {
 
 impl Recorder {
     /// Creates (or truncates) `path`, readable by its owner only: it holds
-    /// the address-space layout of someone's process.
-    pub fn create(path: &Path, header: &Header) -> Result<Recorder, Failure> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
+    /// the address-space layout of someone's process. With `max_size`, the
+    /// recording keeps its newest part within that many bytes: `path` and
+    /// `path.1`, each up to half of it; when `path` is full it becomes
+    /// `path.1` (replacing the older one) and a new `path` starts.
+    pub fn create(
+        path: &Path,
+        header: &Header,
+        max_size: Option<u64>,
+    ) -> Result<Recorder, Failure> {
+        let header = format::encode(&Record::Header(header.clone()));
+        let segment = Segment::create(path, &header, &[])
             .with_context(|| format!("cannot create the trace file {}", path.display()))
             .map_err(Failure::usage)?;
-        // An existing file keeps its mode through open(): set it.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot make {} private", path.display()))
-            .map_err(Failure::environment)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&format::preamble())
-            .and_then(|_| out.write_all(&format::encode(&Record::Header(header.clone()))))
-            .and_then(|_| out.flush())
-            .with_context(|| format!("writing {}", path.display()))
-            .map_err(Failure::environment)?;
+        let rotation = max_size.map(|max| Rotation {
+            segment_bytes: (max / 2).max(64 * 1024),
+            header,
+            processes: Vec::new(),
+        });
         let (queue, incoming) = sync_channel(QUEUE_RECORDS);
+        let path = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("vmatrace-recorder".into())
-            .spawn(move || write_loop(out, incoming))
+            .spawn(move || write_loop(path, segment, rotation, incoming))
             .context("starting the recorder thread")
             .map_err(Failure::environment)?;
         Ok(Recorder {
@@ -78,10 +88,18 @@ impl Recorder {
 
     /// Queues a record; never waits for the disk.
     pub fn record(&mut self, record: &Record) {
-        if matches!(record, Record::Event(_)) {
-            self.events += 1;
-        }
-        match self.queue.try_send(Message::Record(format::encode(record))) {
+        let role = match record {
+            Record::Event(_) => {
+                self.events += 1;
+                RecordRole::Event
+            }
+            Record::Process(p) => RecordRole::Process(p.pid),
+            _ => RecordRole::Other,
+        };
+        match self
+            .queue
+            .try_send(Message::Record(format::encode(record), role))
+        {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped += 1,
         }
@@ -91,20 +109,13 @@ impl Recorder {
     /// until everything is on disk.
     pub fn close(mut self, mut lost: LostRecord) -> anyhow::Result<()> {
         lost.recorder_queue_full = self.dropped;
-        let closing = [
-            format::encode(&Record::Lost(lost)),
-            format::encode(&Record::End {
-                events: self.events,
-            }),
-        ];
-        for record in closing {
-            // Blocking here is fine: tracing is over.
-            self.queue
-                .send(Message::Record(record))
-                .map_err(|_| anyhow!("the recorder thread stopped early"))?;
-        }
+        // Blocking here is fine: tracing is over.
         self.queue
-            .send(Message::Close)
+            .send(Message::Record(
+                format::encode(&Record::Lost(lost)),
+                RecordRole::Other,
+            ))
+            .and_then(|_| self.queue.send(Message::Close))
             .map_err(|_| anyhow!("the recorder thread stopped early"))?;
         let writer = self.writer.take().expect("closed once");
         writer
@@ -114,20 +125,98 @@ impl Recorder {
     }
 }
 
-fn write_loop(mut out: BufWriter<File>, incoming: Receiver<Message>) -> io::Result<()> {
+/// One file being written.
+struct Segment {
+    out: BufWriter<File>,
+    bytes: u64,
+    events: u64,
+}
+
+impl Segment {
+    fn create(path: &Path, header: &[u8], carried: &[Bytes]) -> io::Result<Segment> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        // An existing file keeps its mode through open(): set it.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        let mut segment = Segment {
+            out: BufWriter::with_capacity(1 << 20, file),
+            bytes: 0,
+            events: 0,
+        };
+        segment.write(&format::preamble())?;
+        segment.write(header)?;
+        for record in carried {
+            segment.write(record)?;
+        }
+        segment.out.flush()?;
+        Ok(segment)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.bytes += bytes.len() as u64;
+        self.out.write_all(bytes)
+    }
+
+    /// The closing record, then everything onto the disk.
+    fn close(mut self) -> io::Result<()> {
+        let end = format::encode(&Record::End {
+            events: self.events,
+        });
+        self.write(&end)?;
+        self.out.flush()?;
+        self.out.get_ref().sync_all()
+    }
+}
+
+struct Rotation {
+    segment_bytes: u64,
+    header: Bytes,
+    /// The newest snapshot of each process, by pid.
+    processes: Vec<(u32, Bytes)>,
+}
+
+fn write_loop(
+    path: std::path::PathBuf,
+    mut segment: Segment,
+    mut rotation: Option<Rotation>,
+    incoming: Receiver<Message>,
+) -> io::Result<()> {
     let mut last_flush = Instant::now();
     loop {
         match incoming.recv_timeout(FLUSH_EVERY) {
-            Ok(Message::Record(bytes)) => out.write_all(&bytes)?,
-            Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => {
-                out.flush()?;
-                return out.get_ref().sync_all();
+            Ok(Message::Record(bytes, role)) => {
+                if let Some(rotation) = rotation.as_mut() {
+                    if let RecordRole::Process(pid) = role {
+                        rotation.processes.retain(|(p, _)| *p != pid);
+                        rotation.processes.push((pid, bytes.clone()));
+                    }
+                    if segment.bytes + bytes.len() as u64 > rotation.segment_bytes {
+                        segment = rotate(&path, segment, rotation)?;
+                    }
+                }
+                segment.events += u64::from(role == RecordRole::Event);
+                segment.write(&bytes)?;
             }
+            Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => return segment.close(),
             Err(RecvTimeoutError::Timeout) => {}
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
-            out.flush()?;
+            segment.out.flush()?;
             last_flush = Instant::now();
         }
     }
+}
+
+/// Closes the full file, makes it `<path>.1` and starts a new `<path>`.
+fn rotate(path: &Path, full: Segment, rotation: &Rotation) -> io::Result<Segment> {
+    full.close()?;
+    let mut older = path.as_os_str().to_owned();
+    older.push(".1");
+    std::fs::rename(path, &older)?;
+    let carried: Vec<Bytes> = rotation.processes.iter().map(|(_, b)| b.clone()).collect();
+    Segment::create(path, &rotation.header, &carried)
 }
