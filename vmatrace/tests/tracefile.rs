@@ -80,6 +80,13 @@ fn recorded_incident_reports_what_the_live_run_saw() {
     for (a, b) in live_events.iter().zip(&replayed) {
         assert_eq!(a, b);
     }
+    // Time windows, in seconds since the recording started.
+    let file = path.display().to_string();
+    let none = run_vmatrace(&["replay", "--since", "3600", &file]);
+    assert_eq!((none.code(), none.stdout.len()), (0, 0));
+    let all = run_vmatrace(&["replay", "--json", "--since", "0", "--until", "3600", &file]);
+    assert_eq!(all.stdout.len(), live_events.len());
+
     // The plot for the write-up: an SVG with the limit and the markers.
     let svg = path.with_extension("svg");
     let plotted = run_vmatrace(&[
