@@ -237,18 +237,23 @@ fn parse_percent(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+fn parse_bytes(text: &str) -> Result<u64, String> {
     let (digits, multiplier) = match text.chars().last() {
         Some('K' | 'k') => (&text[..text.len() - 1], 1u64 << 10),
         Some('M' | 'm') => (&text[..text.len() - 1], 1 << 20),
         Some('G' | 'g') => (&text[..text.len() - 1], 1 << 30),
         _ => (text, 1),
     };
-    let value = digits
+    digits
         .parse::<u64>()
         .map_err(|_| format!("{text:?} is not a size"))?
         .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text} is too large"))?;
+        .ok_or_else(|| format!("{text} is too large"))
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let value = parse_bytes(text)?;
     if value < 128 << 10 {
         return Err(format!("{text} is too small: at least 128K"));
     }
@@ -256,17 +261,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 fn parse_buffer_size(text: &str) -> Result<u32, String> {
-    let (digits, multiplier) = match text.chars().last() {
-        Some('K' | 'k') => (&text[..text.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&text[..text.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&text[..text.len() - 1], 1 << 30),
-        _ => (text, 1),
-    };
-    let value = digits
-        .parse::<u64>()
-        .map_err(|_| format!("{text:?} is not a size"))?
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text} is too large"))?;
+    let value = parse_bytes(text)?;
     if value < 4096 || !value.is_power_of_two() || value > (1 << 30) {
         return Err(format!("{text} must be a power of two from 4K to 1G"));
     }

@@ -407,18 +407,7 @@ fn bad_targets_and_arguments_fail_clearly() {
 
 #[test]
 fn not_root_is_a_clear_error() {
-    let finished = Running::spawn(
-        &"setpriv".into(),
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            &vmatrace_bin().display().to_string(),
-            "--",
-            "true",
-        ],
-    )
-    .finish();
+    let finished = vmatrace_as_nobody(&["--", "true"]);
     assert_eq!(finished.code(), 1, "{}", finished.stderr_text());
     assert!(
         finished.stderr_text().contains("needs root"),

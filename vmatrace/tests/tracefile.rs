@@ -257,18 +257,7 @@ fn files_that_are_no_traces_fail_with_their_own_codes() {
     // No permission: a root-only file read by nobody.
     let private = write("private.vmat", &data);
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let finished = Running::spawn(
-        &"setpriv".into(),
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            &vmatrace_bin().display().to_string(),
-            "report",
-            &private,
-        ],
-    )
-    .finish();
+    let finished = vmatrace_as_nobody(&["report", &private]);
     assert_eq!(finished.code(), 4, "{}", finished.stderr_text());
     assert!(
         finished.stderr_text().contains("Permission denied"),
@@ -284,18 +273,7 @@ fn reading_back_needs_no_root() {
     let (path, _) = small_trace(dir.path());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let finished = Running::spawn(
-        &"setpriv".into(),
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            &vmatrace_bin().display().to_string(),
-            "report",
-            &path.display().to_string(),
-        ],
-    )
-    .finish();
+    let finished = vmatrace_as_nobody(&["report", &path.display().to_string()]);
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
     assert!(
         finished

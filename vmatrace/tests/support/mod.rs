@@ -239,6 +239,19 @@ impl Finished {
     }
 }
 
+/// Runs vmatrace as the unprivileged user nobody.
+pub fn vmatrace_as_nobody(args: &[&str]) -> Finished {
+    let bin = vmatrace_bin().display().to_string();
+    let mut setpriv = vec![
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        bin.as_str(),
+    ];
+    setpriv.extend_from_slice(args);
+    Running::spawn(&"setpriv".into(), &setpriv).finish()
+}
+
 pub fn is_marker(event: &Value) -> bool {
     event["call"] == "madvise" && event["args"]["addr"] == 0 && event["args"]["length"] == 0
 }
