@@ -98,9 +98,55 @@ fn test(args: &[String]) -> Result<ExitCode> {
     // plain binaries, and the integration tests run the `workload` one.
     let mut test_args = vec!["test", "--workspace"];
     test_args.extend(args.iter().map(String::as_str));
-    cargo(&tools, &test_args)?;
+    let counts = cargo_test(&tools, &test_args)?;
     fuzz_smoke(&tools)?;
+    // One closing line for every test run above (cargo's own last line is
+    // that of a doc-test crate with none).
+    println!("tests: {} passed, {} failed", counts.0, counts.1);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs cargo test, passing its output through, and sums its results.
+fn cargo_test(tools: &setup::Tools, args: &[&str]) -> Result<(u64, u64)> {
+    use std::io::BufRead;
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: {cargo} {}", args.join(" "));
+    let mut child = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("PATH", tools.path_env())
+        .env("VMATRACE_TOOLS_DIR", &tools.dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed) = (0, 0);
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let number = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            passed += number("passed");
+            failed += number("failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok((passed, failed))
 }
 
 /// Seconds the trace reader is fuzzed for in `cargo xtask test`.
