@@ -165,7 +165,10 @@ pub struct Event {
     /// holder changes the count, so `vmas_after - vmas_before` is then this
     /// call's own effect, exact whatever other threads do.
     pub locked: u8,
-    pub _reserved: [u8; 5],
+    pub _reserved: u8,
+    /// The calling thread's user stack: its id in the `STACKS` map plus 1;
+    /// 0 when none was captured (see `CAPTURE_STACKS`).
+    pub stack: u32,
     pub comm: [u8; COMM_LEN],
 }
 
@@ -184,7 +187,8 @@ impl Event {
             kind: 0,
             call: 0,
             locked: 0,
-            _reserved: [0; 5],
+            _reserved: 0,
+            stack: 0,
             comm: [0; COMM_LEN],
         }
     }
@@ -207,7 +211,10 @@ pub mod lost {
     pub const TARGETS_FULL: u32 = 2;
     /// Lifecycle (exec, fork, exit) events the ring buffer had no room for.
     pub const LIFECYCLE_RINGBUF_FULL: u32 = 3;
-    pub const SLOTS: u32 = 4;
+    /// Stacks that could not be captured (the stack map was full, or the
+    /// stack unreadable); the events themselves were delivered.
+    pub const STACK_UNAVAILABLE: u32 = 4;
+    pub const SLOTS: u32 = 5;
 }
 
 /// Names of the maps and globals, shared so the loader and the programs
@@ -217,6 +224,8 @@ pub mod names {
     pub const INFLIGHT: &str = "INFLIGHT";
     pub const TARGETS: &str = "TARGETS";
     pub const LOST: &str = "LOST";
+    pub const STACKS: &str = "STACKS";
+    pub const CAPTURE_STACKS: &str = "CAPTURE_STACKS";
 
     pub const TRACE_ALL: &str = "TRACE_ALL";
     pub const FOLLOW_FORKS: &str = "FOLLOW_FORKS";
@@ -227,6 +236,27 @@ pub mod names {
     pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
     pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+}
+
+/// Values of the `CAPTURE_STACKS` global.
+pub mod capture_stacks {
+    pub const NONE: u8 = 0;
+    /// Calls that split a mapping or failed with ENOMEM.
+    pub const FLAGGED: u8 = 1;
+    pub const ALL: u8 = 2;
+}
+
+/// VMAs a successful call creates by itself, before any cut: the new
+/// mapping of mmap and shmat, the new heap VMA brk may start, the copy
+/// mremap leaves when MREMAP_DONTUNMAP keeps the old range mapped. A call
+/// whose own change to the count exceeds this split a mapping.
+pub const fn creates(call: u8, args: &[u64; 6]) -> i64 {
+    const MREMAP_DONTUNMAP: u64 = 4;
+    let makes_one = call == Call::Mmap as u8
+        || call == Call::Shmat as u8
+        || call == Call::Brk as u8
+        || (call == Call::Mremap as u8 && args[3] & MREMAP_DONTUNMAP != 0);
+    makes_one as i64
 }
 
 /// Value of the `TARGETS` map: a traced tgid.

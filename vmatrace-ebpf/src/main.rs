@@ -24,10 +24,12 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
 };
-use vmatrace_common::{Call, Event, EventKind, TARGET_TRACED, lost};
+use vmatrace_common::{
+    Call, ENOMEM_RET, Event, EventKind, TARGET_TRACED, capture_stacks, creates, lost,
+};
 
 // ---------------------------------------------------------------- maps
 
@@ -63,6 +65,10 @@ static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
 #[map]
 static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
+/// User stacks of the calls that asked for one, by id.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
 /// Per-CPU counts of events that could not be delivered, by `lost::*` slot.
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
@@ -78,6 +84,9 @@ static FOLLOW_FORKS: Global<u8> = Global::new(0);
 /// vmatrace's own tgid: never traced, or `--all` would trace itself.
 #[unsafe(no_mangle)]
 static SELF_TGID: Global<u32> = Global::new(0);
+/// Which calls get their user stack captured: a `capture_stacks` value.
+#[unsafe(no_mangle)]
+static CAPTURE_STACKS: Global<u8> = Global::new(capture_stacks::FLAGGED);
 #[unsafe(no_mangle)]
 static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
@@ -97,6 +106,7 @@ static WAKEUP_BYTES: Global<u64> = Global::new(0);
 const SYSCALL_ARGS_OFFSET: usize = 16;
 const SYSCALL_RET_OFFSET: usize = 16;
 const CLONE_THREAD: u64 = 0x0001_0000;
+const BPF_F_USER_STACK: u64 = 1 << 8;
 
 // ------------------------------------------------------------ syscalls
 
@@ -217,15 +227,42 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
         slot.event.count_ns = exit_ns;
         slot.event.locked = 0;
     }
+    let ret = ctx_field::<i64>(ctx, SYSCALL_RET_OFFSET);
+    let stack = user_stack_if_wanted(ctx, &slot.event, ret);
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             let event = entry.write(slot.event);
             event.exit_ns = exit_ns;
-            event.ret = ctx_field::<i64>(ctx, SYSCALL_RET_OFFSET);
+            event.ret = ret;
+            event.stack = stack;
             event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
             entry.submit(wakeup_flags());
         }
         None => count_lost(lost::RINGBUF_FULL),
+    }
+}
+
+/// The caller's user stack id + 1 if this call wants one: every call with
+/// `--stacks`, else those that split a mapping or failed with ENOMEM (the
+/// same test userspace applies, so a flagged event has its stack).
+#[inline(always)]
+fn user_stack_if_wanted(ctx: &TracePointContext, event: &Event, ret: i64) -> u32 {
+    let mode = CAPTURE_STACKS.load();
+    let wanted = mode == capture_stacks::ALL
+        || (mode == capture_stacks::FLAGGED
+            && (ret == ENOMEM_RET
+                || (event.locked != 0
+                    && (event.vmas_after as i64 - event.vmas_before as i64)
+                        > creates(event.call, &event.args))));
+    if !wanted {
+        return 0;
+    }
+    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
+        Ok(id) => id as u32 + 1,
+        Err(_) => {
+            count_lost(lost::STACK_UNAVAILABLE);
+            0
+        }
     }
 }
 

@@ -22,6 +22,7 @@
 //!   split-churn N             N times: mmap 3 pages, munmap the middle one
 //!                             (a split), munmap the rest
 //!   fork                      fork a child that maps and cuts, wait for it
+//!   named-split               punch a hole from punch_hole_in_named_function
 //!   mmap N                    N mmap/munmap pairs of one page
 
 use std::{
@@ -237,6 +238,23 @@ fn fork_child() {
     say(&format!("fork child={pid}"));
 }
 
+/// A SPLIT made two calls below a function with a name to look for.
+#[inline(never)]
+fn punch_hole_in_named_function() {
+    let p = map(3, RW, PRIVATE);
+    // SAFETY: inside the fresh mapping.
+    unmap_one_page(unsafe { p.add(PAGE) });
+    std::hint::black_box(p);
+}
+
+/// glibc's munmap is a leaf without a frame: a frame-pointer walk from the
+/// syscall goes from it straight to this function's caller.
+#[inline(never)]
+fn unmap_one_page(page: *mut u8) {
+    unmap(page, 1).expect("hole");
+    std::hint::black_box(page);
+}
+
 fn mmap_pairs(n: usize) {
     for _ in 0..n {
         let p = map(1, RW, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
@@ -269,6 +287,7 @@ fn main() {
         "churn" => churn(number(1, 100_000), number(2, 4)),
         "split-churn" => split_churn(number(1, 100_000)),
         "fork" => fork_child(),
+        "named-split" => punch_hole_in_named_function(),
         "mmap" => mmap_pairs(number(1, 100)),
         other => {
             say(&format!("unknown mode {other:?}"));

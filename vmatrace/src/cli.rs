@@ -162,6 +162,15 @@ pub struct LiveArgs {
     #[arg(long)]
     pub only_flagged: bool,
 
+    /// Capture and symbolize the user stack of every event, not only of the
+    /// SPLIT and ENOMEM ones.
+    #[arg(long, conflicts_with = "no_stacks")]
+    pub stacks: bool,
+
+    /// Capture no user stacks at all.
+    #[arg(long)]
+    pub no_stacks: bool,
+
     /// Print no events: status lines and the summary only.
     #[arg(short = 'q', long, conflicts_with = "only_flagged")]
     pub quiet: bool,

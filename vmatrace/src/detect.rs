@@ -12,13 +12,13 @@
 //!   call creates itself. vmatrace reads the count when the call takes the
 //!   lock and when it lets go of it: their difference is the call's own
 //!   effect, whatever other threads do, and a SPLIT is a difference larger
-//!   than what the call creates ([`creates`]).
+//!   than what the call creates (`vmatrace_common::creates`).
 //! - ENOMEM: the call failed with ENOMEM.
 //! - NEAR-LIMIT: the process's VMA count crossed the warning threshold
 //!   upwards. It re-arms once the count falls clearly below it again.
 
 use serde::Serialize;
-use vmatrace_common::{Call, ENOMEM_RET, Event, EventKind};
+use vmatrace_common::{Call, ENOMEM_RET, Event, EventKind, creates};
 
 /// The call's own change to the VMA count, measured while it held the mmap
 /// write lock; `None` if it never took it (it changed nothing then).
@@ -27,24 +27,9 @@ pub fn own_delta(event: &Event) -> Option<i64> {
         .then(|| i64::from(event.vmas_after) - i64::from(event.vmas_before))
 }
 
-/// VMAs a successful call creates by itself, before any cut: the new
-/// mapping of mmap and shmat, the new heap VMA brk may start, the copy
-/// mremap leaves when MREMAP_DONTUNMAP keeps the old range mapped.
-pub fn creates(call: Call, args: &[u64; 6]) -> i64 {
-    const MREMAP_DONTUNMAP: u64 = 4;
-    match call {
-        Call::Mmap | Call::Shmat | Call::Brk => 1,
-        Call::Mremap if args[3] & MREMAP_DONTUNMAP != 0 => 1,
-        _ => 0,
-    }
-}
-
 /// Whether a cut left the process with more VMAs than the call created.
 fn cut_grew_the_count(event: &Event) -> bool {
-    let Some(call) = Call::from_u8(event.call) else {
-        return false;
-    };
-    own_delta(event).is_some_and(|delta| delta > creates(call, &event.args))
+    own_delta(event).is_some_and(|delta| delta > creates(event.call, &event.args))
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

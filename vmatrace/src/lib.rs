@@ -15,6 +15,7 @@ pub mod probes;
 pub mod readback;
 pub mod session;
 pub mod state;
+pub mod symbols;
 pub mod syscalls;
 pub mod target;
 pub mod tracefile;

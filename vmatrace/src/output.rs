@@ -11,6 +11,7 @@ use crate::{
     detect::{self, Flags},
     probes::LostCounts,
     state::{Applied, ProcessState, Processes, comm_str},
+    symbols::{self, Stack},
     syscalls,
 };
 
@@ -43,17 +44,30 @@ impl Output {
         }
     }
 
-    pub fn event(&mut self, event: &Event, applied: &Applied, limit: u64) -> io::Result<()> {
+    pub fn event(
+        &mut self,
+        event: &Event,
+        applied: &Applied,
+        limit: u64,
+        stack: Option<&Stack>,
+    ) -> io::Result<()> {
         if self.quiet || (self.only_flagged && !applied.flags.any()) {
             return Ok(());
         }
         match self.format {
             Format::Text => {
                 let line = self.text_line(event, applied, limit);
-                writeln!(self.out, "{line}")
+                writeln!(self.out, "{line}")?;
+                match stack {
+                    Some(stack) => write!(self.out, "{}", symbols::format_stack(stack)),
+                    None => Ok(()),
+                }
             }
             Format::Json => {
-                let value = self.json_event(event, applied, limit);
+                let mut value = self.json_event(event, applied, limit);
+                if let (Some(stack), Some(object)) = (stack, value.as_object_mut()) {
+                    object.insert("stack".into(), json!(stack));
+                }
                 serde_json::to_writer(&mut self.out, &value)?;
                 self.out.write_all(b"\n")
             }
@@ -306,6 +320,12 @@ impl Summary<'_> {
             }
         }
         let lost = self.lost;
+        if lost.stacks_unavailable > 0 {
+            text.push_str(&format!(
+                "stacks not captured: {} (the stack map was full or a stack unreadable)\n",
+                lost.stacks_unavailable
+            ));
+        }
         if lost.total() == 0 {
             text.push_str("lost events: 0\n");
         } else {

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{RawTracePoint, TracePoint},
 };
 use vmatrace_common::{Call, TARGET_TRACED, lost, names};
@@ -24,6 +24,8 @@ pub struct ProbeConfig {
     pub follow_forks: bool,
     pub ring_buffer_bytes: u32,
     pub btf_path: std::path::PathBuf,
+    /// A `vmatrace_common::capture_stacks` value.
+    pub capture_stacks: u8,
 }
 
 /// The loaded, attached programs. Dropping it detaches them.
@@ -42,6 +44,9 @@ pub struct LostCounts {
     pub inflight_table_full: u64,
     pub targets_table_full: u64,
     pub lifecycle_ring_buffer_full: u64,
+    /// Stacks that could not be captured: not lost events (the events
+    /// came, without their stack), so not in [`LostCounts::total`].
+    pub stacks_unavailable: u64,
 }
 
 impl LostCounts {
@@ -83,6 +88,7 @@ impl Probes {
             .override_global(names::NEWTASK_PID_OFFSET, &tp.newtask_pid, true)
             .override_global(names::NEWTASK_FLAGS_OFFSET, &tp.newtask_clone_flags, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
+            .override_global(names::CAPTURE_STACKS, &config.capture_stacks, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes);
         let ebpf = loader
             .load(EBPF_OBJECT)
@@ -192,6 +198,15 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// The map of captured user stacks. Taken once.
+    pub fn take_stacks(&mut self) -> anyhow::Result<StackTraceMap<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(names::STACKS)
+            .context("the STACKS map was already taken")?;
+        Ok(StackTraceMap::try_from(map)?)
+    }
+
     pub fn lost(&self) -> anyhow::Result<LostCounts> {
         let array: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(self.ebpf.map(names::LOST).context("LOST map")?)?;
@@ -201,6 +216,7 @@ impl Probes {
             inflight_table_full: slot(lost::INFLIGHT_FULL)?,
             targets_table_full: slot(lost::TARGETS_FULL)?,
             lifecycle_ring_buffer_full: slot(lost::LIFECYCLE_RINGBUF_FULL)?,
+            stacks_unavailable: slot(lost::STACK_UNAVAILABLE)?,
         })
     }
 }

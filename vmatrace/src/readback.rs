@@ -20,6 +20,7 @@ use crate::{
     output::{Format, Output, human_bytes},
     plot,
     state::{Applied, Processes, comm_str},
+    symbols::{self, Stack, Symbols},
     syscalls,
     tracefile::{
         self,
@@ -46,8 +47,12 @@ fn write_error(e: io::Error) -> Failure {
 
 /// Replays the events through fresh state, calling `each` for every event
 /// with what the live view computed for it.
-fn play(trace: &Trace, mut each: impl FnMut(&Event, &Applied, &Processes)) -> Processes {
+fn play(
+    trace: &Trace,
+    mut each: impl FnMut(&Event, &Applied, &Processes, Option<&Stack>),
+) -> Processes {
     let limit = trace.header.max_map_count;
+    let mut symbols = Symbols::default();
     let mut processes = Processes::new(Detector::with_warn_at(limit, trace.header.warn_at));
     for record in &trace.records {
         match record {
@@ -65,9 +70,14 @@ fn play(trace: &Trace, mut each: impl FnMut(&Event, &Applied, &Processes)) -> Pr
                     (!info.maps.is_empty()).then(|| tracefile::maps_snapshot_count(&info.maps));
                 processes.attach(info.pid, comm, count, info.at_ns);
             }
+            Record::Stack(record) => symbols.insert(record.pid, record.id, record.stack.clone()),
             Record::Event(event) => {
                 let applied = processes.apply(event);
-                each(event, &applied, &processes);
+                let stack = event
+                    .stack
+                    .checked_sub(1)
+                    .and_then(|id| symbols.cached(event.pid, id));
+                each(event, &applied, &processes, stack.as_deref());
             }
             _ => {}
         }
@@ -107,7 +117,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
     );
     let limit = header.max_map_count;
     let mut failed = None;
-    play(&trace, |event, applied, _| {
+    play(&trace, |event, applied, _, stack| {
         if failed.is_some() {
             return;
         }
@@ -115,7 +125,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
         let wanted = (args.pids.is_empty() || args.pids.contains(&event.pid))
             && args.since.is_none_or(|since| at >= since)
             && args.until.is_none_or(|until| at <= until);
-        if wanted && let Err(e) = output.event(event, applied, limit) {
+        if wanted && let Err(e) = output.event(event, applied, limit, stack) {
             failed = Some(e);
         }
     });
@@ -147,7 +157,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     let mut extra: BTreeMap<u32, Extra> = BTreeMap::new();
     let mut first_ns = None;
     let mut last_ns = 0;
-    let processes = play(&trace, |event, applied, processes| {
+    let processes = play(&trace, |event, applied, processes, stack| {
         first_ns.get_or_insert(event.exit_ns);
         last_ns = last_ns.max(event.exit_ns);
         let e = extra.entry(event.pid).or_default();
@@ -182,6 +192,10 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
                     .into_iter()
                     .map(|flag| (at, count, flag)),
             );
+            let line = match stack {
+                Some(stack) => format!("{line}\n{}", symbols::format_stack(stack).trim_end()),
+                None => line,
+            };
             e.flagged.push((at, line, applied.flags.names()));
         }
     });
@@ -365,8 +379,11 @@ pub fn export(args: &ExportArgs) -> Result<i32, Failure> {
     match args.format {
         ExportFormat::Jsonl => {
             let mut failed = None;
-            play(&trace, |event, applied, _| {
-                let value = json_output.json_event(event, applied, limit);
+            play(&trace, |event, applied, _, stack| {
+                let mut value = json_output.json_event(event, applied, limit);
+                if let (Some(stack), Some(object)) = (stack, value.as_object_mut()) {
+                    object.insert("stack".into(), json!(stack));
+                }
                 if let Err(e) = serde_json::to_writer(&mut out, &value)
                     .map_err(io::Error::from)
                     .and_then(|_| writeln!(out))
@@ -396,7 +413,7 @@ pub fn chrome_trace(trace: &Trace) -> Value {
     let mut events = Vec::new();
     let mut last_count: HashMap<u32, i64> = HashMap::new();
     let mut named: HashMap<u32, String> = HashMap::new();
-    play(trace, |event, applied, _| {
+    play(trace, |event, applied, _, _| {
         let comm = comm_str(&event.comm);
         if !named.contains_key(&event.pid) && !comm.is_empty() {
             named.insert(event.pid, comm.clone());

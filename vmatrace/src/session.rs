@@ -5,17 +5,18 @@
 use std::{
     io::IsTerminal,
     process::ExitStatus,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, anyhow};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{MapData, RingBuf, StackTraceMap};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     sync::oneshot,
 };
-use vmatrace_common::{EVENT_SIZE, Event, EventKind};
+use vmatrace_common::{EVENT_SIZE, Event, EventKind, capture_stacks};
 
 use crate::{
     cli::{LiveArgs, Targets},
@@ -25,10 +26,11 @@ use crate::{
     output::{Format, Output, Summary},
     probes::{LostCounts, ProbeConfig, Probes},
     state::Processes,
+    symbols::{Stack, Symbols},
     target::{self, Gated},
     tracefile::{
         self,
-        format::{Checkpoint, LostRecord, Record},
+        format::{Checkpoint, LostRecord, Record, StackRecord},
         writer::Recorder,
     },
 };
@@ -54,13 +56,27 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             .collect::<Result<_, _>>()?,
         _ => Vec::new(),
     };
+    // From here on, Ctrl-C and SIGTERM end the trace with its summary
+    // (and a closed trace file), however early they come.
+    let stop = Stop {
+        interrupt: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+        terminate: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+    };
     let limit = kernel::max_map_count().map_err(Failure::environment)?;
     let mut probes = Probes::load(&ProbeConfig {
         trace_all: targets == Targets::All,
         follow_forks: cli.follow_forks,
         ring_buffer_bytes: cli.buffer_size,
         btf_path: cli.btf.clone(),
+        capture_stacks: if cli.no_stacks {
+            capture_stacks::NONE
+        } else if cli.stacks {
+            capture_stacks::ALL
+        } else {
+            capture_stacks::FLAGGED
+        },
     })?;
+    let stacks = probes.take_stacks().map_err(Failure::environment)?;
     let events = probes.take_events().map_err(Failure::environment)?;
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for
     // as long as it is registered.
@@ -134,9 +150,11 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         command_pid,
         recorder,
         snapshot_execs: targets != Targets::All,
+        stacks,
+        symbols: Symbols::default(),
     };
     let child_status = run
-        .trace_until_done(&cli, &targets, &probes, child_exit)
+        .trace_until_done(&cli, &targets, &probes, child_exit, stop)
         .await?;
     run.drain()?;
 
@@ -238,6 +256,14 @@ struct Run {
     /// Record a process snapshot at each exec (not with --all, where every
     /// exec in the system would be one).
     snapshot_execs: bool,
+    stacks: StackTraceMap<MapData>,
+    symbols: Symbols,
+}
+
+/// The signals that end a trace.
+struct Stop {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
 }
 
 enum Wake {
@@ -257,9 +283,8 @@ impl Run {
         targets: &Targets,
         probes: &Probes,
         mut child_exit: Option<oneshot::Receiver<std::io::Result<ExitStatus>>>,
+        mut stop: Stop,
     ) -> Result<Option<ExitStatus>, Failure> {
-        let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         let status_every = cli.interval.unwrap_or(if std::io::stderr().is_terminal() {
             1.0
@@ -286,8 +311,8 @@ impl Run {
                 _ = poll.tick() => Wake::Tick,
                 _ = status.tick(), if status_every > 0.0 => Wake::Status,
                 _ = checkpoint.tick(), if self.recorder.is_some() => Wake::Checkpoint,
-                _ = interrupt.recv() => Wake::Stop,
-                _ = terminate.recv() => Wake::Stop,
+                _ = stop.interrupt.recv() => Wake::Stop,
+                _ = stop.terminate.recv() => Wake::Stop,
                 _ = sleep_until(deadline) => Wake::Stop,
                 exit = async { child_exit.as_mut().expect("guarded").await }, if child_exit.is_some() => {
                     child_exit = None;
@@ -373,24 +398,50 @@ impl Run {
         }
     }
 
+    /// The event's user stack, symbolized now, while the process lives;
+    /// recorded the first time it is seen, so readers have the names.
+    fn stack_of(&mut self, event: &Event) -> Option<Arc<Stack>> {
+        let id = event.stack.checked_sub(1)?;
+        let stacks = &self.stacks;
+        let (stack, new) = self.symbols.stack(event.pid, id, || {
+            let trace = stacks.get(&id, 0).ok()?;
+            Some(trace.frames().iter().map(|f| f.ip).collect())
+        })?;
+        if new && let Some(recorder) = self.recorder.as_mut() {
+            recorder.record(&Record::Stack(StackRecord {
+                pid: event.pid,
+                id,
+                stack: (*stack).clone(),
+            }));
+        }
+        Some(stack)
+    }
+
     fn drain_quietly(&mut self) {
         let _ = self.drain();
     }
 
-    /// Moves every waiting event through state, detectors and outputs.
-    fn drain(&mut self) -> Result<(), Failure> {
-        let limit = self.processes.detector.limit;
-        let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
+    /// The next event waiting in the ring buffer.
+    fn next_event(&mut self) -> Option<Event> {
+        loop {
+            let item = self.ring.get_mut().next()?;
             if item.len() < EVENT_SIZE {
                 self.malformed += 1;
                 continue;
             }
             // SAFETY: the kernel wrote a whole `Event` (checked length);
             // read_unaligned copes with the byte buffer's alignment.
-            let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            drop(item);
+            return Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+        }
+    }
+
+    /// Moves every waiting event through state, detectors and outputs.
+    fn drain(&mut self) -> Result<(), Failure> {
+        let limit = self.processes.detector.limit;
+        while let Some(event) = self.next_event() {
             self.events += 1;
+            // Before the event in the file: readers meet a stack first.
+            let stack = self.stack_of(&event);
             if let Some(recorder) = self.recorder.as_mut() {
                 recorder.record(&Record::Event(event));
                 if self.snapshot_execs && event.kind == EventKind::Exec as u8 {
@@ -400,7 +451,7 @@ impl Run {
             }
             let applied = self.processes.apply(&event);
             self.output
-                .event(&event, &applied, limit)
+                .event(&event, &applied, limit, stack.as_deref())
                 .map_err(|e| Failure::environment(anyhow!(e).context("writing events")))?;
         }
         self.output

@@ -498,3 +498,64 @@ fn interrupt_prints_the_summary_and_succeeds() {
     target.send_line();
     assert!(target.finish().status.success());
 }
+
+/// The user stack of a flagged call, symbolized while the process lives,
+/// names the function the split came from; whole stacks are not marked
+/// truncated. Recorded, the names survive the process.
+#[test]
+fn flagged_events_carry_their_symbolized_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stacks.vmat").display().to_string();
+    let mut run = Running::vmatrace(&[
+        "--json",
+        "--only-flagged",
+        "-o",
+        &file,
+        "--",
+        &workload(),
+        "named-split",
+        "--pause",
+    ]);
+    run.wait_stderr("paused pid=");
+    let split = run.wait_event(|e| {
+        e["call"] == "munmap"
+            && e["stack"]["frames"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+    });
+    run.send_line();
+    let finished = run.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    assert!(has_flag(&split, "SPLIT"), "{split}");
+    let names: Vec<&str> = split["stack"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("punch_hole_in_named_function")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.contains("munmap")), "{names:?}");
+    assert_eq!(split["stack"]["truncated"], false, "{names:?}");
+    // Every flagged event asked for a stack; only SPLIT/ENOMEM get one.
+    assert!(
+        finished
+            .events()
+            .iter()
+            .all(|e| has_flag(e, "SPLIT") || has_flag(e, "ENOMEM"))
+    );
+
+    // Read back after the process is gone: the names are still there.
+    let replay = Running::vmatrace(&["replay", "--only-flagged", &file]).finish();
+    assert_eq!(replay.code(), 0, "{}", replay.stderr_text());
+    assert!(
+        replay
+            .stdout
+            .iter()
+            .any(|l| l.contains("punch_hole_in_named_function"))
+    );
+}

@@ -7,6 +7,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use vmatrace_common::{EVENT_SIZE, Event};
 
+use crate::symbols::{Frame, Stack};
+
 pub const MAGIC: &[u8; 8] = b"VMATRACE";
 pub const FORMAT_VERSION: u16 = 1;
 /// Magic and version, then two reserved bytes.
@@ -26,6 +28,7 @@ pub enum Kind {
     Lost = 4,
     Checkpoint = 5,
     End = 6,
+    Stack = 7,
 }
 
 impl Kind {
@@ -37,6 +40,7 @@ impl Kind {
             4 => Kind::Lost,
             5 => Kind::Checkpoint,
             6 => Kind::End,
+            7 => Kind::Stack,
             _ => return None,
         })
     }
@@ -96,6 +100,15 @@ impl LostRecord {
     }
 }
 
+/// A user stack, symbolized while its process was alive: events name it by
+/// (pid, id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackRecord {
+    pub pid: u32,
+    pub id: u32,
+    pub stack: Stack,
+}
+
 /// Every live process's count at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Checkpoint {
@@ -114,6 +127,7 @@ pub enum Record {
     End {
         events: u64,
     },
+    Stack(StackRecord),
 }
 
 pub fn preamble() -> [u8; PREAMBLE_LEN] {
@@ -186,6 +200,21 @@ pub fn encode(record: &Record) -> Bytes {
         Record::End { events } => {
             payload.put_u64_le(*events);
             Kind::End
+        }
+        Record::Stack(s) => {
+            payload.put_u32_le(s.pid);
+            payload.put_u32_le(s.id);
+            payload.put_u8(u8::from(s.stack.truncated));
+            payload.put_u32_le(s.stack.frames.len() as u32);
+            for frame in &s.stack.frames {
+                payload.put_u64_le(frame.addr);
+                payload.put_u64_le(frame.offset);
+                put_str(&mut payload, frame.function.as_deref().unwrap_or(""));
+                put_str(&mut payload, frame.module.as_deref().unwrap_or(""));
+                put_str(&mut payload, frame.file.as_deref().unwrap_or(""));
+                payload.put_u32_le(frame.line.unwrap_or(0));
+            }
+            Kind::Stack
         }
     };
     frame(kind as u8, &payload)
@@ -318,6 +347,42 @@ fn decode_payload(kind: Kind, mut buf: &[u8]) -> Option<Record> {
         Kind::End => Record::End {
             events: get_u64(buf)?,
         },
+        Kind::Stack => {
+            let pid = get_u32(buf)?;
+            let id = get_u32(buf)?;
+            if buf.remaining() < 1 {
+                return None;
+            }
+            let truncated = buf.get_u8() != 0;
+            let n = get_u32(buf)? as usize;
+            // A frame takes at least 32 bytes: checked before allocating.
+            if n.checked_mul(32)? > buf.remaining() {
+                return None;
+            }
+            let mut frames = Vec::with_capacity(n);
+            for _ in 0..n {
+                let addr = get_u64(buf)?;
+                let offset = get_u64(buf)?;
+                let text = |s: String| (!s.is_empty()).then_some(s);
+                let function = text(get_str(buf)?);
+                let module = text(get_str(buf)?);
+                let file = text(get_str(buf)?);
+                let line = Some(get_u32(buf)?).filter(|l| *l != 0);
+                frames.push(Frame {
+                    addr,
+                    function,
+                    offset,
+                    module,
+                    file,
+                    line,
+                });
+            }
+            Record::Stack(StackRecord {
+                pid,
+                id,
+                stack: Stack { frames, truncated },
+            })
+        }
     };
     buf.is_empty().then_some(record)
 }
