@@ -84,6 +84,8 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
     let mut untraced = Vec::new();
     let mut quiet = Vec::new();
     let mut printed = Vec::new();
+    let mut no_stacks = Vec::new();
+    let mut all_stacks = Vec::new();
     let mut recorded = Vec::new();
     let mut captured = Vec::new();
     let mut bytes_per_event = 0.0;
@@ -106,6 +108,12 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
         let (secs, summary) = timed_vmatrace(&vmatrace, &["--json"], &wl)?;
         printed.push(secs);
         lost += summary.lost;
+        let (secs, summary) = timed_vmatrace(&vmatrace, &["-q", "--json", "--no-stacks"], &wl)?;
+        no_stacks.push(secs);
+        lost += summary.lost;
+        let (secs, summary) = timed_vmatrace(&vmatrace, &["-q", "--json", "--stacks"], &wl)?;
+        all_stacks.push(secs);
+        lost += summary.lost;
         let (secs, summary) = timed_vmatrace(&vmatrace, &["-q", "--json", "-o", &trace_path], &wl)?;
         recorded.push(secs);
         lost += summary.lost;
@@ -124,7 +132,9 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
     let report = |label: &str, secs: f64| {
         println!("  {label:<32} {:>8.3} s   x{:.3}", secs, secs / base);
     };
-    report("vmatrace -q (count, flag, summary)", median(&mut quiet));
+    report("vmatrace -q (stacks of flagged)", median(&mut quiet));
+    report("vmatrace -q --no-stacks", median(&mut no_stacks));
+    report("vmatrace -q --stacks (every call)", median(&mut all_stacks));
     report("vmatrace --json > /dev/null", median(&mut printed));
     report("vmatrace -q -o FILE (recording)", median(&mut recorded));
     println!(
