@@ -239,6 +239,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
                 "vmas_final": state.count,
                 "headroom": state.headroom(limit),
                 "calls": state.calls,
+                "bytes_by_call": state.bytes_by_call,
                 "failed_calls": state.failed_calls,
                 "bytes_mapped": state.bytes_mapped,
                 "bytes_unmapped": state.bytes_unmapped,
@@ -319,7 +320,16 @@ fn report_text(report: &Value) -> String {
             .as_object()
             .into_iter()
             .flatten()
-            .map(|(k, v)| format!("{k} {v}"))
+            .map(|(k, v)| {
+                let bytes = &p["bytes_by_call"][k];
+                let moved = |key: &str| bytes[key].as_u64().unwrap_or(0);
+                match (moved("mapped"), moved("unmapped")) {
+                    (0, 0) => format!("{k} {v}"),
+                    (m, 0) => format!("{k} {v} (+{})", human_bytes(m)),
+                    (0, u) => format!("{k} {v} (-{})", human_bytes(u)),
+                    (m, u) => format!("{k} {v} (+{} -{})", human_bytes(m), human_bytes(u)),
+                }
+            })
             .collect();
         text.push_str(&format!(
             "  calls: {} ({} failed); mapped {}, unmapped {}\n  SPLIT {}, ENOMEM {}, NEAR-LIMIT {}\n",

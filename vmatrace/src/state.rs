@@ -31,6 +31,8 @@ pub struct ProcessState {
     pub near_limit: u64,
     pub bytes_mapped: u64,
     pub bytes_unmapped: u64,
+    /// Bytes mapped and unmapped, by call.
+    pub bytes_by_call: BTreeMap<&'static str, MappedBytes>,
     pub execs: u64,
     pub exited: bool,
     #[serde(skip)]
@@ -84,10 +86,13 @@ impl ProcessState {
             Call::Brk => self.brk_delta(event.ret as u64),
             _ => syscalls::mapped_delta(call, &event.args, event.ret),
         };
+        let by_call = self.bytes_by_call.entry(call.name()).or_default();
         if delta > 0 {
             self.bytes_mapped += delta as u64;
+            by_call.mapped += delta as u64;
         } else {
             self.bytes_unmapped += delta.unsigned_abs();
+            by_call.unmapped += delta.unsigned_abs();
         }
     }
 
@@ -101,6 +106,12 @@ impl ProcessState {
         self.last_brk = Some(new_brk);
         delta
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MappedBytes {
+    pub mapped: u64,
+    pub unmapped: u64,
 }
 
 /// Every traced process, by pid, and the detectors' thresholds.
@@ -302,6 +313,13 @@ mod tests {
         let state = &processes.by_pid[&3];
         assert_eq!(state.bytes_mapped, 0x21000);
         assert_eq!(state.bytes_unmapped, 0x10000);
+        assert_eq!(
+            state.bytes_by_call["brk"],
+            MappedBytes {
+                mapped: 0x21000,
+                unmapped: 0x10000
+            }
+        );
     }
 
     #[test]
