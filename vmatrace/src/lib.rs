@@ -5,6 +5,7 @@
 //! and the [`detect`]ors to the [`output`]s; a [`session`] runs that loop
 //! for the [`target`]s named on the [`cli`].
 
+pub mod allocator;
 pub mod cli;
 pub mod detect;
 pub mod error;

@@ -231,8 +231,9 @@ pub fn status_line(state: &ProcessState, limit: u64, lost: u64) -> String {
     let headroom = state
         .headroom(limit)
         .map_or("?".to_string(), |h| h.to_string());
+    let allocator = state.allocator.as_deref().unwrap_or("allocator unknown");
     format!(
-        "pid {} ({}): vmas {count}/{limit}{pct} headroom {headroom} peak {} | splits {} enomem {} | lost {lost}",
+        "pid {} ({}, {allocator}): vmas {count}/{limit}{pct} headroom {headroom} peak {} | splits {} enomem {} | lost {lost}",
         state.pid, state.comm, state.peak, state.splits, state.enomem
     )
 }
@@ -309,6 +310,9 @@ impl Summary<'_> {
                 human_bytes(s.bytes_unmapped),
                 if s.exited { "  (exited)" } else { "" },
             ));
+            if let Some(allocator) = &s.allocator {
+                text.push_str(&format!("{:>8} allocator: {allocator}\n", ""));
+            }
             if !s.calls.is_empty() {
                 let calls: Vec<String> = s.calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 text.push_str(&format!(

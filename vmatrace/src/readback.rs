@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use vmatrace_common::{Call, Event, EventKind};
 
 use crate::{
+    allocator,
     cli::{ExportArgs, ExportFormat, ReplayArgs, ReportArgs},
     detect::Detector,
     error::Failure,
@@ -69,6 +70,18 @@ fn play(
                 let count =
                     (!info.maps.is_empty()).then(|| tracefile::maps_snapshot_count(&info.maps));
                 processes.attach(info.pid, comm, count, info.at_ns);
+                if !info.maps.is_empty() {
+                    // The executable is the first mapping; read it if this
+                    // machine has it, for allocators linked into it.
+                    let exe = info
+                        .maps
+                        .lines()
+                        .next()
+                        .and_then(|l| l.split_whitespace().nth(5));
+                    let exe = exe.map(Path::new).filter(|p| p.is_file());
+                    processes
+                        .set_allocator(info.pid, allocator::detect(&info.maps, exe).to_string());
+                }
             }
             Record::Stack(record) => symbols.insert(record.pid, record.id, record.stack.clone()),
             Record::Event(event) => {
@@ -233,6 +246,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
             json!({
                 "pid": state.pid,
                 "comm": state.comm,
+                "allocator": state.allocator,
                 "vmas_start": e.first_count.or(state.count_at_attach.map(|c| c as i64)),
                 "vmas_peak": state.peak,
                 "vmas_peak_at_s": seconds_since_start(header, state.peak_ns),
@@ -305,10 +319,11 @@ fn report_text(report: &Value) -> String {
     for p in report["processes"].as_array().into_iter().flatten() {
         let num = |key: &str| p[key].as_i64().map_or("?".to_string(), |v| v.to_string());
         text.push_str(&format!(
-            "\npid {} ({}){}\n  vmas: start {}, peak {} at +{:.3} s, final {}; limit {}, headroom {}\n",
+            "\npid {} ({}){}\n  allocator: {}\n  vmas: start {}, peak {} at +{:.3} s, final {}; limit {}, headroom {}\n",
             p["pid"],
             p["comm"].as_str().unwrap_or(""),
             if p["exited"] == true { ", exited" } else { "" },
+            p["allocator"].as_str().unwrap_or("unknown"),
             num("vmas_start"),
             num("vmas_peak"),
             p["vmas_peak_at_s"].as_f64().unwrap_or(0.0),

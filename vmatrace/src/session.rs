@@ -19,6 +19,7 @@ use tokio::{
 use vmatrace_common::{EVENT_SIZE, Event, EventKind, capture_stacks};
 
 use crate::{
+    allocator,
     cli::{LiveArgs, Targets},
     detect::Detector,
     error::{Failure, exit_code},
@@ -111,6 +112,9 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
                 // Counted again now that the probes see every change.
                 let count = target::maps_count(info.pid).ok().or(info.count);
                 processes.attach(info.pid, info.comm, count, monotonic_ns());
+                if let Some(detected) = allocator::detect_pid(info.pid) {
+                    processes.set_allocator(info.pid, detected.to_string());
+                }
                 if let Some(recorder) = recorder.as_mut() {
                     let snapshot = tracefile::snapshot_process(info.pid, monotonic_ns());
                     recorder.record(&Record::Process(snapshot));
@@ -450,6 +454,12 @@ impl Run {
                 }
             }
             let applied = self.processes.apply(&event);
+            if event.kind == EventKind::Exec as u8
+                && let Some(detected) = allocator::detect_pid(event.pid)
+            {
+                self.processes
+                    .set_allocator(event.pid, detected.to_string());
+            }
             self.output
                 .event(&event, &applied, limit, stack.as_deref())
                 .map_err(|e| Failure::environment(anyhow!(e).context("writing events")))?;

@@ -15,6 +15,8 @@ use crate::{
 pub struct ProcessState {
     pub pid: u32,
     pub comm: String,
+    /// The allocator the process uses, when known.
+    pub allocator: Option<String>,
     /// The count read from /proc/PID/maps when tracing began, if it did.
     pub count_at_attach: Option<u64>,
     /// The kernel's `map_count`, as of the newest reading (`count_ns`).
@@ -194,6 +196,10 @@ impl Processes {
         }
         let count = self.by_pid.get(&event.pid).and_then(|s| s.count);
         Applied { flags, count }
+    }
+
+    pub fn set_allocator(&mut self, pid: u32, allocator: String) {
+        self.entry(pid).allocator = Some(allocator);
     }
 
     pub fn mark_exited(&mut self, pid: u32) {

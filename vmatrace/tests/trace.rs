@@ -150,7 +150,9 @@ fn glibc_malloc_of_129k_blocks_never_splits() {
         .filter(|e| has_flag(e, "SPLIT"))
         .collect();
     assert!(splits.is_empty(), "glibc malloc split: {splits:?}");
-    assert_eq!(process_summary(&finished.summary(), pid)["splits"], 0);
+    let summary = process_summary(&finished.summary(), pid);
+    assert_eq!(summary["splits"], 0);
+    assert_eq!(summary["allocator"], "glibc malloc");
 }
 
 /// Threads cut their own regions while mapping and unmapping whole shared
@@ -558,4 +560,40 @@ fn flagged_events_carry_their_symbolized_stack() {
             .iter()
             .any(|l| l.contains("punch_hole_in_named_function"))
     );
+}
+
+/// The glibc workload's jemalloc twin, with jemalloc told to give memory
+/// back at once: vmatrace names the allocator, and the SPLITs come from
+/// jemalloc's own unmapping path.
+#[test]
+fn jemalloc_splits_come_from_its_unmapping_path() {
+    let jemalloc = example_bin("jemalloc_workload").display().to_string();
+    let mut run = Running::spawn_with_env(
+        &vmatrace_bin(),
+        &["--json", "--only-flagged", "--", &jemalloc, "40", "--pause"],
+        &[(
+            "_RJEM_MALLOC_CONF",
+            "retain:false,dirty_decay_ms:0,muzzy_decay_ms:0",
+        )],
+    );
+    run.wait_stderr("done rounds=40");
+    let split = run.wait_event(|e| {
+        e["call"] == "munmap"
+            && e["stack"]["frames"].as_array().is_some_and(|frames| {
+                frames.iter().any(|f| {
+                    f["function"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("pages_unmap"))
+                })
+            })
+    });
+    run.send_line();
+    let finished = run.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_nothing_lost();
+    assert!(has_flag(&split, "SPLIT"));
+    let pid = split["pid"].as_u64().unwrap() as u32;
+    let summary = process_summary(&finished.summary(), pid);
+    assert_eq!(summary["allocator"], "jemalloc (linked in)");
+    assert!(summary["splits"].as_u64().unwrap() > 100, "{summary}");
 }

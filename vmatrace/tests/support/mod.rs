@@ -21,12 +21,17 @@ pub fn vmatrace_bin() -> PathBuf {
 
 /// The `workload` example, which `cargo test` builds beside the tests.
 pub fn workload_bin() -> PathBuf {
+    example_bin("workload")
+}
+
+/// An example program, built by `cargo test` beside the tests.
+pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>/deps/<test>");
-    let workload = profile_dir.join("examples").join("workload");
+    let workload = profile_dir.join("examples").join(name);
     assert!(
         workload.exists(),
         "{} is missing: run the tests with plain `cargo test` (or `cargo xtask test`), \
@@ -79,8 +84,13 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(program: &PathBuf, args: &[&str]) -> Running {
+        Running::spawn_with_env(program, args, &[])
+    }
+
+    pub fn spawn_with_env(program: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
