@@ -466,7 +466,9 @@ fn status_lines_report_count_limit_and_losses() {
     target.wait_stderr("ready pid=");
     let pid = target.pid();
     let mut trace = Running::vmatrace(&["-q", "-i", "0.2", "-p", &pid.to_string()]);
-    let line = trace.wait_stderr(&format!("[vmatrace] pid {pid} (workload, glibc malloc): vmas "));
+    let line = trace.wait_stderr(&format!(
+        "[vmatrace] pid {pid} (workload, glibc malloc): vmas "
+    ));
     assert!(line.contains(&format!("/{} (", max_map_count())), "{line}");
     assert!(
         line.contains("headroom ") && line.contains("| lost 0"),
