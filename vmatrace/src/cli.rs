@@ -121,6 +121,11 @@ pub struct ReportArgs {
     /// the flagged calls, as an SVG file.
     #[arg(long, value_name = "SVG")]
     pub plot: Option<PathBuf>,
+    /// Also rank the N call sites that added the most VMAs, with their
+    /// SPLITs and ENOMEMs (needs stacks: all of them with `record --stacks`,
+    /// those of flagged calls otherwise).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+    pub top_sites: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -170,6 +170,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     let mut extra: BTreeMap<u32, Extra> = BTreeMap::new();
     let mut first_ns = None;
     let mut last_ns = 0;
+    let mut sites = Sites::default();
     let processes = play(&trace, |event, applied, processes, stack| {
         first_ns.get_or_insert(event.exit_ns);
         last_ns = last_ns.max(event.exit_ns);
@@ -187,6 +188,9 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         }
         if event.kind != EventKind::Syscall as u8 {
             return;
+        }
+        if let Some(stack) = stack {
+            sites.add(stack, event, applied);
         }
         let second = event.exit_ns.saturating_sub(header.start_ns) / 1_000_000_000;
         *e.calls_per_second.entry(second).or_default() += 1;
@@ -280,6 +284,10 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         "lost_total": lost.total(),
         "processes": per_process,
     });
+    let mut report = report;
+    if let Some(n) = args.top_sites {
+        report["top_sites"] = sites.top(n);
+    }
     let mut out = io::stdout().lock();
     if args.json {
         serde_json::to_writer(&mut out, &report).map_err(|e| write_error(e.into()))?;
@@ -289,6 +297,70 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     }
     out.flush().map_err(write_error)?;
     Ok(finish(&trace, &args.file))
+}
+
+/// Call sites, by the first frame outside the C library and the loader:
+/// where in the program (or its allocator) a mapping call came from.
+#[derive(Default)]
+struct Sites {
+    by_site: HashMap<String, SiteStats>,
+}
+
+#[derive(Default)]
+struct SiteStats {
+    calls: u64,
+    vmas_added: i64,
+    splits: u64,
+    enomem: u64,
+    example: Option<Stack>,
+}
+
+impl Sites {
+    fn add(&mut self, stack: &Stack, event: &Event, applied: &Applied) {
+        let site = stack
+            .frames
+            .iter()
+            .find(|f| !f.module.as_deref().is_some_and(is_libc_or_loader))
+            .map(|f| {
+                f.function
+                    .clone()
+                    .unwrap_or_else(|| format!("{:#x}", f.addr))
+            })
+            .unwrap_or_else(|| "??".into());
+        let stats = self.by_site.entry(site).or_default();
+        stats.calls += 1;
+        stats.vmas_added += crate::detect::own_delta(event).unwrap_or(0).max(0);
+        stats.splits += u64::from(applied.flags.split);
+        stats.enomem += u64::from(applied.flags.enomem);
+        stats.example.get_or_insert_with(|| stack.clone());
+    }
+
+    fn top(&self, n: usize) -> Value {
+        let mut ranked: Vec<(&String, &SiteStats)> = self.by_site.iter().collect();
+        ranked.sort_by(|a, b| {
+            (b.1.vmas_added, b.1.splits, b.1.enomem, a.0).cmp(&(
+                a.1.vmas_added,
+                a.1.splits,
+                a.1.enomem,
+                b.0,
+            ))
+        });
+        Value::Array(
+            ranked
+                .into_iter()
+                .take(n)
+                .map(|(site, s)| {
+                    json!({"site": site, "calls": s.calls, "vmas_added": s.vmas_added,
+                           "splits": s.splits, "enomem": s.enomem, "stack": s.example})
+                })
+                .collect(),
+        )
+    }
+}
+
+fn is_libc_or_loader(module: &str) -> bool {
+    let file = module.rsplit('/').next().unwrap_or(module);
+    file.starts_with("libc.so") || file.starts_with("ld-linux") || file.starts_with("libc-")
 }
 
 /// At most this many flagged events per process in the text report.
@@ -307,6 +379,19 @@ fn report_text(report: &Value) -> String {
         report["limit"],
         report["ending"].as_str().unwrap_or(""),
     );
+    if let Some(sites) = report["top_sites"].as_array() {
+        text.push_str("  top call sites by VMAs added:\n");
+        for s in sites {
+            text.push_str(&format!(
+                "    {:>8} VMAs added, {:>7} SPLIT, {:>5} ENOMEM, {:>8} calls  {}\n",
+                s["vmas_added"],
+                s["splits"],
+                s["enomem"],
+                s["calls"],
+                s["site"].as_str().unwrap_or("?")
+            ));
+        }
+    }
     let lost = report["lost_total"].as_u64().unwrap_or(0);
     if lost == 0 {
         text.push_str("  lost events: 0\n");

@@ -570,9 +570,21 @@ fn flagged_events_carry_their_symbolized_stack() {
 #[test]
 fn jemalloc_splits_come_from_its_unmapping_path() {
     let jemalloc = example_bin("jemalloc_workload").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jemalloc.vmat").display().to_string();
     let mut run = Running::spawn_with_env(
         &vmatrace_bin(),
-        &["--json", "--only-flagged", "--", &jemalloc, "40", "--pause"],
+        &[
+            "--json",
+            "--only-flagged",
+            "--stacks",
+            "-o",
+            &file,
+            "--",
+            &jemalloc,
+            "40",
+            "--pause",
+        ],
         &[(
             "_RJEM_MALLOC_CONF",
             "retain:false,dirty_decay_ms:0,muzzy_decay_ms:0",
@@ -598,4 +610,17 @@ fn jemalloc_splits_come_from_its_unmapping_path() {
     let summary = process_summary(&finished.summary(), pid);
     assert_eq!(summary["allocator"], "jemalloc (linked in)");
     assert!(summary["splits"].as_u64().unwrap() > 100, "{summary}");
+
+    // The call site that added the most VMAs is jemalloc's unmapping path.
+    let report = Running::vmatrace(&["report", "--json", "--top-sites", "3", &file]).finish();
+    assert_eq!(report.code(), 0, "{}", report.stderr_text());
+    let report: Value = serde_json::from_str(report.stdout.last().unwrap()).unwrap();
+    let top = &report["top_sites"][0];
+    assert!(
+        top["site"].as_str().unwrap().contains("pages_unmap"),
+        "{}",
+        report["top_sites"]
+    );
+    assert!(top["splits"].as_u64().unwrap() > 100, "{top}");
+    assert_eq!(report["processes"][0]["allocator"], "jemalloc (linked in)");
 }
