@@ -470,6 +470,12 @@ fn status_lines_report_count_limit_and_losses() {
         "[vmatrace] pid {pid} (workload, glibc malloc): vmas "
     ));
     assert!(line.contains(&format!("/{} (", max_map_count())), "{line}");
+    // From the second line on, the pattern since the previous one.
+    let second = trace.wait_stderr(&format!("[vmatrace] pid {pid} "));
+    assert!(
+        second.contains("vmas/s") && second.contains("munmap/s"),
+        "{second}"
+    );
     assert!(
         line.contains("headroom ") && line.contains("| lost 0"),
         "{line}"
