@@ -93,8 +93,8 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     let mut recorder = match &cli.output {
         Some(path) => {
             let header = tracefile::local_header(
-                Some(probes.offsets),
-                processes.detector.warn_at,
+                probes.offsets,
+                &processes.detector,
                 monotonic_ns(),
                 clock_offset as i64,
             );

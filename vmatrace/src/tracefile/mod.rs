@@ -6,13 +6,14 @@ pub mod writer;
 
 use std::path::Path;
 
-use crate::kernel;
+use crate::{detect::Detector, kernel};
 use format::{Header, ProcessInfo};
 
-/// The header of a recording made now on this machine.
+/// The header of a recording made now on this machine, with the limit and
+/// threshold the run's detectors use.
 pub fn local_header(
-    offsets: Option<kernel::StructOffsets>,
-    warn_at: u64,
+    offsets: kernel::StructOffsets,
+    detector: &Detector,
     start_ns: u64,
     clock_offset_ns: i64,
 ) -> Header {
@@ -25,12 +26,12 @@ pub fn local_header(
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         hostname: read("/proc/sys/kernel/hostname"),
         kernel_release: read("/proc/sys/kernel/osrelease"),
-        max_map_count: kernel::max_map_count().unwrap_or(0),
-        warn_at,
+        max_map_count: detector.limit,
+        warn_at: detector.warn_at,
         clock_offset_ns,
         start_ns,
-        task_mm_offset: offsets.map_or(0, |o| o.task_mm),
-        mm_map_count_offset: offsets.map_or(0, |o| o.mm_map_count),
+        task_mm_offset: offsets.task_mm,
+        mm_map_count_offset: offsets.mm_map_count,
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
     }
 }
