@@ -24,6 +24,11 @@
 //!   fork                      fork a child that maps and cuts, wait for it
 //!   named-split               punch a hole from punch_hole_in_named_function
 //!   mmap N                    N mmap/munmap pairs of one page
+//!   mappings                  one cut in each kind of mapping: 3 pages of
+//!                             its own executable mapped (fd closed at once)
+//!                             and the middle one unmapped, the same in an
+//!                             anonymous mapping, the heap grown and shrunk
+//!                             with brk, a no-op mprotect on the stack
 
 use std::{
     ffi::c_void,
@@ -255,6 +260,48 @@ fn unmap_one_page(page: *mut u8) {
     std::hint::black_box(page);
 }
 
+/// A cut in a file mapping, a cut in an anonymous one, brk and the stack:
+/// a tracer names each mapping. Reports the addresses it used.
+fn cut_each_kind_of_mapping() {
+    let exe = std::ffi::CString::new("/proc/self/exe").expect("no NUL");
+    // SAFETY: opening, mapping and closing a file the process can read.
+    let file = unsafe {
+        let fd = libc::open(exe.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        assert!(fd >= 0, "open: {}", std::io::Error::last_os_error());
+        let p = libc::mmap(
+            ptr::null_mut(),
+            3 * PAGE,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+        libc::close(fd);
+        p.cast::<u8>()
+    };
+    // SAFETY: the middle page of the file mapping just made.
+    unmap(unsafe { file.add(PAGE) }, 1).expect("file hole");
+    let anon = map(3, RW, PRIVATE);
+    // SAFETY: the middle page of the anonymous mapping just made.
+    unmap(unsafe { anon.add(PAGE) }, 1).expect("anon hole");
+    // SAFETY: sbrk moves the break; grown then given back at once.
+    let heap = unsafe {
+        let before = libc::sbrk(0);
+        libc::sbrk(16 * PAGE as libc::intptr_t);
+        libc::sbrk(-(16 * PAGE as libc::intptr_t));
+        before
+    };
+    let local = 0u8;
+    let stack_page = (&local as *const u8 as usize) & !(PAGE - 1);
+    // SAFETY: the stack page is already read-write: nothing changes.
+    unsafe { libc::mprotect(stack_page as *mut c_void, PAGE, RW) };
+    say(&format!(
+        "mappings file={} anon={} heap={} stack={}",
+        file as usize, anon as usize, heap as usize, stack_page
+    ));
+}
+
 fn mmap_pairs(n: usize) {
     for _ in 0..n {
         let p = map(1, RW, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
@@ -289,6 +336,7 @@ fn main() {
         "fork" => fork_child(),
         "named-split" => punch_hole_in_named_function(),
         "mmap" => mmap_pairs(number(1, 100)),
+        "mappings" => cut_each_kind_of_mapping(),
         other => {
             say(&format!("unknown mode {other:?}"));
             std::process::exit(2);

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod detect;
 pub mod error;
 pub mod kernel;
+pub mod mappings;
 pub mod output;
 pub mod plot;
 pub mod probes;

@@ -118,6 +118,9 @@ impl Output {
                     syscalls::format_result(call, event.ret),
                     event.vmas_after,
                 );
+                if let Some(mapping) = &applied.mapping {
+                    line.push_str(&format!(" map={mapping}"));
+                }
                 line.push_str(&self.flag_text(applied.flags, event, limit));
                 line
             }
@@ -190,6 +193,7 @@ impl Output {
             object.insert("delta".into(), json!(detect::own_delta(event).unwrap_or(0)));
             object.insert("exact".into(), json!(event.locked != 0));
             object.insert("flags".into(), json!(applied.flags.names()));
+            object.insert("mapping".into(), json!(applied.mapping.as_deref()));
         }
         if event.kind == EventKind::Fork as u8 {
             object.insert("child".into(), json!(event.args[0]));
@@ -386,6 +390,13 @@ impl Summary<'_> {
             if let Some(allocator) = &s.allocator {
                 text.push_str(&format!("{:>8} allocator: {allocator}\n", ""));
             }
+            if !s.splits_by_mapping.is_empty() {
+                text.push_str(&format!(
+                    "{:>8} splits by mapping: {}\n",
+                    "",
+                    splits_by_mapping(&s.splits_by_mapping)
+                ));
+            }
             if !s.calls.is_empty() {
                 let calls: Vec<String> = s.calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 text.push_str(&format!(
@@ -425,6 +436,17 @@ impl Summary<'_> {
         }
         text
     }
+}
+
+/// "anon 9155, [heap] 3": the mappings SPLITs cut, most cut first.
+pub fn splits_by_mapping(splits: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut ranked: Vec<(&String, &u64)> = splits.iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    ranked
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn human_bytes(bytes: u64) -> String {

@@ -24,7 +24,6 @@ use crate::{
     symbols::{self, Stack, Symbols},
     syscalls,
     tracefile::{
-        self,
         format::{Header, LostRecord, Record},
         reader::{self, Ending, Trace},
     },
@@ -58,18 +57,7 @@ fn play(
     for record in &trace.records {
         match record {
             Record::Process(info) => {
-                let comm = info
-                    .cmdline
-                    .split_whitespace()
-                    .next()
-                    .and_then(|arg0| arg0.rsplit('/').next())
-                    .unwrap_or("")
-                    .chars()
-                    .take(15)
-                    .collect();
-                let count =
-                    (!info.maps.is_empty()).then(|| tracefile::maps_snapshot_count(&info.maps));
-                processes.attach(info.pid, comm, count, info.at_ns);
+                processes.snapshot(info);
                 if !info.maps.is_empty() {
                     // The executable is the first mapping; read it if this
                     // machine has it, for allocators linked into it.
@@ -83,6 +71,11 @@ fn play(
                         .set_allocator(info.pid, allocator::detect(&info.maps, exe).to_string());
                 }
             }
+            Record::Mapping(mapping) => processes.name_file_mapping(
+                mapping.pid,
+                mapping.start,
+                mapping.path.as_str().into(),
+            ),
             Record::Stack(record) => symbols.insert(record.pid, record.id, record.stack.clone()),
             Record::Event(event) => {
                 let applied = processes.apply(event);
@@ -262,6 +255,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
                 "bytes_mapped": state.bytes_mapped,
                 "bytes_unmapped": state.bytes_unmapped,
                 "splits": state.splits,
+                "splits_by_mapping": state.splits_by_mapping,
                 "enomem": state.enomem,
                 "near_limit": state.near_limit,
                 "exited": state.exited,
@@ -441,6 +435,14 @@ fn report_text(report: &Value) -> String {
             p["enomem"],
             p["near_limit"],
         ));
+        let by_mapping: std::collections::BTreeMap<String, u64> =
+            serde_json::from_value(p["splits_by_mapping"].clone()).unwrap_or_default();
+        if !by_mapping.is_empty() {
+            text.push_str(&format!(
+                "  SPLITs by mapping: {}\n",
+                crate::output::splits_by_mapping(&by_mapping)
+            ));
+        }
         if let Some(busiest) = p["busiest_second"].as_object() {
             text.push_str(&format!(
                 "  busiest second: +{} s with {} calls\n",

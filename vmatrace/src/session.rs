@@ -23,7 +23,7 @@ use crate::{
     cli::{LiveArgs, Targets},
     detect::Detector,
     error::{Failure, exit_code},
-    kernel,
+    kernel, mappings,
     output::{Format, Output, Summary},
     probes::{LostCounts, ProbeConfig, Probes},
     state::Processes,
@@ -31,7 +31,7 @@ use crate::{
     target::{self, Gated},
     tracefile::{
         self,
-        format::{Checkpoint, LostRecord, Record, StackRecord},
+        format::{Checkpoint, LostRecord, MappingRecord, Record, StackRecord},
         writer::Recorder,
     },
 };
@@ -115,8 +115,9 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
                 if let Some(detected) = allocator::detect_pid(info.pid) {
                     processes.set_allocator(info.pid, detected.to_string());
                 }
+                let snapshot = tracefile::snapshot_process(info.pid, monotonic_ns());
+                processes.seed_mappings(info.pid, &snapshot.maps);
                 if let Some(recorder) = recorder.as_mut() {
-                    let snapshot = tracefile::snapshot_process(info.pid, monotonic_ns());
                     recorder.record(&Record::Process(snapshot));
                 }
             }
@@ -257,8 +258,9 @@ struct Run {
     malformed: u64,
     command_pid: Option<u32>,
     recorder: Option<Recorder>,
-    /// Record a process snapshot at each exec (not with --all, where every
-    /// exec in the system would be one).
+    /// Take a process snapshot at each exec (not with --all, where every
+    /// exec in the system would be one: there a process is taken in at
+    /// its first call after the exec).
     snapshot_execs: bool,
     stacks: StackTraceMap<MapData>,
     symbols: Symbols,
@@ -444,21 +446,26 @@ impl Run {
         let limit = self.processes.detector.limit;
         while let Some(event) = self.next_event() {
             self.events += 1;
-            // Before the event in the file: readers meet a stack first.
+            // Before the event in the file: readers meet a stack, a
+            // snapshot and a file name first, as the live view did.
             let stack = self.stack_of(&event);
+            let syscall = event.kind == EventKind::Syscall as u8;
+            if syscall && !self.processes.knows_mappings(event.pid) {
+                self.take_snapshot(event.pid, monotonic_ns());
+            }
+            self.name_mapped_file(&event);
             if let Some(recorder) = self.recorder.as_mut() {
                 recorder.record(&Record::Event(event));
-                if self.snapshot_execs && event.kind == EventKind::Exec as u8 {
-                    let snapshot = tracefile::snapshot_process(event.pid, event.exit_ns);
-                    recorder.record(&Record::Process(snapshot));
-                }
             }
             let applied = self.processes.apply(&event);
-            if event.kind == EventKind::Exec as u8
-                && let Some(detected) = allocator::detect_pid(event.pid)
-            {
-                self.processes
-                    .set_allocator(event.pid, detected.to_string());
+            if event.kind == EventKind::Exec as u8 {
+                if self.snapshot_execs {
+                    self.take_snapshot(event.pid, event.exit_ns);
+                }
+                if let Some(detected) = allocator::detect_pid(event.pid) {
+                    self.processes
+                        .set_allocator(event.pid, detected.to_string());
+                }
             }
             self.output
                 .event(&event, &applied, limit, stack.as_deref())
@@ -467,6 +474,35 @@ impl Run {
         self.output
             .flush()
             .map_err(|e| Failure::environment(anyhow!(e).context("writing events")))
+    }
+
+    /// Reads the process's command line and mappings now, into the state
+    /// and the recording.
+    fn take_snapshot(&mut self, pid: u32, at_ns: u64) {
+        let snapshot = tracefile::snapshot_process(pid, at_ns);
+        self.processes.snapshot(&snapshot);
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.record(&Record::Process(snapshot));
+        }
+    }
+
+    /// Finds the file a file-backed mmap mapped while the process still
+    /// has it, for the state and the recording.
+    fn name_mapped_file(&mut self, event: &Event) {
+        let Some((start, len)) = mappings::file_mmap(event) else {
+            return;
+        };
+        let Some(path) = mappings::file_mapped_at(event.pid, start, len) else {
+            return;
+        };
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.record(&Record::Mapping(MappingRecord {
+                pid: event.pid,
+                start,
+                path: path.to_string(),
+            }));
+        }
+        self.processes.name_file_mapping(event.pid, start, path);
     }
 }
 

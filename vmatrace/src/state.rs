@@ -1,13 +1,18 @@
 //! Per-process state, fed by events: the live VMA count and what changed it.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use serde::Serialize;
 use vmatrace_common::{Call, Event, EventKind};
 
 use crate::{
     detect::{Detector, Flags},
+    mappings::AddressSpace,
     syscalls,
+    tracefile::{format::ProcessInfo, maps_snapshot_count},
 };
 
 /// What vmatrace knows about one traced process.
@@ -29,6 +34,8 @@ pub struct ProcessState {
     pub failed_calls: u64,
     /// Calls flagged SPLIT.
     pub splits: u64,
+    /// SPLITs by the mapping they cut.
+    pub splits_by_mapping: BTreeMap<String, u64>,
     pub enomem: u64,
     pub near_limit: u64,
     pub bytes_mapped: u64,
@@ -41,6 +48,9 @@ pub struct ProcessState {
     pub above_warn: bool,
     #[serde(skip)]
     last_brk: Option<u64>,
+    /// Its mappings' names, to say which one each event touched.
+    #[serde(skip)]
+    pub space: AddressSpace,
 }
 
 impl ProcessState {
@@ -121,14 +131,19 @@ pub struct MappedBytes {
 pub struct Processes {
     pub detector: Detector,
     pub by_pid: BTreeMap<u32, ProcessState>,
+    /// Files that mmap calls mapped, by (pid, address), found before their
+    /// events are applied.
+    file_names: HashMap<(u32, u64), Arc<str>>,
 }
 
 /// What applying one event produced, for the outputs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Applied {
     pub flags: Flags,
     /// The process's count after the event (the newest reading).
     pub count: Option<i64>,
+    /// The mapping(s) the call touched, when known (`mappings`).
+    pub mapping: Option<Arc<str>>,
 }
 
 impl Processes {
@@ -136,7 +151,43 @@ impl Processes {
         Processes {
             detector,
             by_pid: BTreeMap::new(),
+            file_names: HashMap::new(),
         }
+    }
+
+    /// Names a process's mappings from a /proc/PID/maps snapshot.
+    pub fn seed_mappings(&mut self, pid: u32, maps: &str) {
+        self.entry(pid).space = AddressSpace::from_maps(maps);
+    }
+
+    /// Takes in a process as a snapshot found it (after an exec, at first
+    /// sight, or from a recording): its name, count and mappings.
+    pub fn snapshot(&mut self, info: &ProcessInfo) {
+        let comm = info
+            .cmdline
+            .split_whitespace()
+            .next()
+            .and_then(|arg0| arg0.rsplit('/').next())
+            .unwrap_or("")
+            .chars()
+            .take(15)
+            .collect();
+        let count = (!info.maps.is_empty()).then(|| maps_snapshot_count(&info.maps));
+        self.attach(info.pid, comm, count, info.at_ns);
+        self.seed_mappings(info.pid, &info.maps);
+    }
+
+    /// Whether a snapshot named the process's mappings since its last exec.
+    pub fn knows_mappings(&self, pid: u32) -> bool {
+        self.by_pid
+            .get(&pid)
+            .is_some_and(|state| state.space.is_seeded())
+    }
+
+    /// The file the mmap returning `start` mapped, for when its event is
+    /// applied.
+    pub fn name_file_mapping(&mut self, pid: u32, start: u64, path: Arc<str>) {
+        self.file_names.insert((pid, start), path);
     }
 
     /// Starts tracking a process whose count was read from /proc.
@@ -159,6 +210,11 @@ impl Processes {
 
     pub fn apply(&mut self, event: &Event) -> Applied {
         let detector = self.detector;
+        let file_name = if event.call == Call::Mmap as u8 && !self.file_names.is_empty() {
+            self.file_names.remove(&(event.pid, event.ret as u64))
+        } else {
+            None
+        };
         let state = self.entry(event.pid);
         let comm = comm_str(&event.comm);
         if !comm.is_empty() {
@@ -170,7 +226,9 @@ impl Processes {
             state.execs += 1;
             state.count = None;
             state.peak = 0;
+            state.space = AddressSpace::default();
         }
+        let mapping = state.space.apply(event, file_name);
         let (flags, above) = detector.inspect(event, state.above_warn);
         state.above_warn = above;
         if flags.near_limit {
@@ -182,20 +240,36 @@ impl Processes {
                 if let Some(call) = Call::from_u8(event.call) {
                     state.count_call(call, event, flags);
                 }
+                if flags.split {
+                    let cut = mapping.as_deref().unwrap_or("unknown").to_string();
+                    *state.splits_by_mapping.entry(cut).or_default() += 1;
+                }
             }
-            Some(EventKind::Exit) => state.exited = true,
+            Some(EventKind::Exit) => {
+                state.exited = true;
+                state.space = AddressSpace::default();
+            }
             Some(EventKind::Fork) => {
                 let child = event.args[0] as u32;
                 let parent_comm = state.comm.clone();
+                // The child starts with a copy of its parent's mappings.
+                let parent_space = state.space.clone();
                 let child_state = self.entry(child);
                 if child_state.comm.is_empty() {
                     child_state.comm = parent_comm;
+                }
+                if !child_state.space.is_seeded() {
+                    child_state.space = parent_space;
                 }
             }
             _ => {}
         }
         let count = self.by_pid.get(&event.pid).and_then(|s| s.count);
-        Applied { flags, count }
+        Applied {
+            flags,
+            count,
+            mapping,
+        }
     }
 
     pub fn set_allocator(&mut self, pid: u32, allocator: String) {

@@ -630,3 +630,80 @@ fn jemalloc_splits_come_from_its_unmapping_path() {
     assert!(top["splits"].as_u64().unwrap() > 100, "{top}");
     assert_eq!(report["processes"][0]["allocator"], "jemalloc (linked in)");
 }
+
+/// One cut in each kind of mapping: every event names what it touched,
+/// file mappings by their path (found while the process lives, even with
+/// the file closed), and a replay of the recording names the same.
+#[test]
+fn every_event_names_the_mapping_it_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mappings.vmat").display().to_string();
+    let mut run = Running::vmatrace(&[
+        "--json",
+        "-o",
+        &file,
+        "--",
+        &workload(),
+        "mappings",
+        "--pause",
+    ]);
+    let report = run.wait_stderr("mappings file=");
+    run.wait_stderr("paused pid=");
+    // Names are read from /proc while the process lives: it may go once
+    // its last call has been seen.
+    let stack_at = field(&report, "stack");
+    run.wait_event(|e| e["call"] == "mprotect" && e["args"]["addr"] == stack_at);
+    run.send_line();
+    let finished = run.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_nothing_lost();
+    let exe = std::fs::canonicalize(workload_bin())
+        .unwrap()
+        .display()
+        .to_string();
+    let page = 4096;
+    let (file_at, anon_at) = (field(&report, "file"), field(&report, "anon"));
+    let heap_at = field(&report, "heap");
+    let events = finished.events();
+    let measured: Vec<&Value> = events
+        .iter()
+        .skip_while(|e| !is_marker(e))
+        .skip(1)
+        .take_while(|e| !is_marker(e))
+        .collect();
+    let find = |call: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
+        measured
+            .iter()
+            .find(|e| e["call"] == call && pred(e))
+            .map(|e| (*e).clone())
+            .unwrap_or_else(|| panic!("no such {call} in {measured:#?}"))
+    };
+    let file_map = find("mmap", &|e| e["ret"] == file_at);
+    assert_eq!(file_map["mapping"], exe.as_str(), "{file_map}");
+    let file_cut = find("munmap", &|e| e["args"]["addr"] == file_at + page);
+    assert_eq!(file_cut["mapping"], exe.as_str(), "{file_cut}");
+    assert!(has_flag(&file_cut, "SPLIT"), "{file_cut}");
+    let anon_cut = find("munmap", &|e| e["args"]["addr"] == anon_at + page);
+    assert_eq!(anon_cut["mapping"], "anon", "{anon_cut}");
+    assert!(has_flag(&anon_cut, "SPLIT"), "{anon_cut}");
+    let grow = find("brk", &|e| e["ret"].as_i64() > Some(heap_at));
+    assert_eq!(grow["mapping"], "[heap]", "{grow}");
+    let guard = find("mprotect", &|e| e["args"]["addr"] == stack_at);
+    assert_eq!(guard["mapping"], "[stack]", "{guard}");
+    let pid = file_cut["pid"].as_u64().unwrap() as u32;
+    let by_mapping = &process_summary(&finished.summary(), pid)["splits_by_mapping"];
+    assert!(by_mapping["anon"].as_u64() >= Some(1), "{by_mapping}");
+    assert!(by_mapping[exe.as_str()].as_u64() >= Some(1), "{by_mapping}");
+
+    // The recording names every event as the live view did.
+    let replay = Running::vmatrace(&["replay", "--json", &file]).finish();
+    assert_eq!(replay.code(), 0, "{}", replay.stderr_text());
+    let named = |events: &[Value]| -> Vec<(Value, Value, Value)> {
+        events
+            .iter()
+            .filter(|e| e["type"] == "syscall")
+            .map(|e| (e["call"].clone(), e["ret"].clone(), e["mapping"].clone()))
+            .collect()
+    };
+    assert_eq!(named(&replay.json()), named(&events));
+}

@@ -10,7 +10,8 @@ use vmatrace_common::{EVENT_SIZE, Event};
 use crate::symbols::{Frame, Stack};
 
 pub const MAGIC: &[u8; 8] = b"VMATRACE";
-pub const FORMAT_VERSION: u16 = 1;
+/// 2 added the Mapping record; version 1 files read the same otherwise.
+pub const FORMAT_VERSION: u16 = 2;
 /// Magic and version, then two reserved bytes.
 pub const PREAMBLE_LEN: usize = 12;
 pub const FRAME_HEADER_LEN: usize = 8;
@@ -29,6 +30,7 @@ pub enum Kind {
     Checkpoint = 5,
     End = 6,
     Stack = 7,
+    Mapping = 8,
 }
 
 impl Kind {
@@ -41,6 +43,7 @@ impl Kind {
             5 => Kind::Checkpoint,
             6 => Kind::End,
             7 => Kind::Stack,
+            8 => Kind::Mapping,
             _ => return None,
         })
     }
@@ -109,6 +112,16 @@ pub struct StackRecord {
     pub stack: Stack,
 }
 
+/// The file a file-backed mmap mapped, found while the process was alive:
+/// written before the mmap's Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappingRecord {
+    pub pid: u32,
+    /// The address the mmap returned.
+    pub start: u64,
+    pub path: String,
+}
+
 /// Every live process's count at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Checkpoint {
@@ -128,6 +141,7 @@ pub enum Record {
         events: u64,
     },
     Stack(StackRecord),
+    Mapping(MappingRecord),
 }
 
 pub fn preamble() -> [u8; PREAMBLE_LEN] {
@@ -215,6 +229,12 @@ pub fn encode(record: &Record) -> Bytes {
                 payload.put_u32_le(frame.line.unwrap_or(0));
             }
             Kind::Stack
+        }
+        Record::Mapping(m) => {
+            payload.put_u32_le(m.pid);
+            payload.put_u64_le(m.start);
+            put_str(&mut payload, &m.path);
+            Kind::Mapping
         }
     };
     frame(kind as u8, &payload)
@@ -383,6 +403,11 @@ fn decode_payload(kind: Kind, mut buf: &[u8]) -> Option<Record> {
                 stack: Stack { frames, truncated },
             })
         }
+        Kind::Mapping => Record::Mapping(MappingRecord {
+            pid: get_u32(buf)?,
+            start: get_u64(buf)?,
+            path: get_str(buf)?,
+        }),
     };
     buf.is_empty().then_some(record)
 }
