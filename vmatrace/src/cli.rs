@@ -42,6 +42,7 @@ Examples:
   sudo vmatrace -f -- ./server --port 80      run a command, follow its children
   sudo vmatrace --json -p 1234 | jq .         JSON lines for scripts
   sudo vmatrace -a -d 10 --only-flagged       every process, for 10 seconds
+  sudo vmatrace --top --stacks -p 1234        the allocator's pattern, live
   sudo vmatrace record -q -p 1234 -o db.vmat  record overnight, quietly
   vmatrace report db.vmat                     what happened, per process
   vmatrace replay db.vmat --only-flagged      the flagged events again
@@ -179,6 +180,16 @@ pub struct LiveArgs {
     /// Print no events: status lines and the summary only.
     #[arg(short = 'q', long, conflicts_with = "only_flagged")]
     pub quiet: bool,
+
+    /// Instead of events, show each process's allocator pattern, refreshed
+    /// every -i seconds (default 1): the count against the limit, growth
+    /// and time to the limit, call rates, mmap/munmap size classes, the
+    /// share of unmaps that split, the mappings cut and the call sites that
+    /// added VMAs (of calls with a stack: SPLIT/ENOMEM, all with --stacks).
+    /// Full-screen on a terminal (q quits), text blocks or JSON lines
+    /// (--json) otherwise.
+    #[arg(long, conflicts_with_all = ["quiet", "only_flagged"])]
+    pub top: bool,
 
     /// NEAR-LIMIT threshold, in percent of vm.max_map_count.
     #[arg(long, value_name = "PERCENT", default_value = "90", value_parser = parse_percent)]

@@ -13,6 +13,7 @@ use crate::{
     state::{Applied, ProcessState, Processes, comm_str},
     symbols::{self, Stack},
     syscalls,
+    view::Windows,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +31,7 @@ pub struct Output {
     clock_offset: i128,
     out: BufWriter<Stdout>,
     /// The previous status line's figures, by pid.
-    last_samples: std::collections::HashMap<u32, Sample>,
+    windows: Windows,
 }
 
 impl Output {
@@ -43,7 +44,7 @@ impl Output {
             color: format == Format::Text && stdout.is_terminal(),
             clock_offset,
             out: BufWriter::with_capacity(64 * 1024, stdout),
-            last_samples: std::collections::HashMap::new(),
+            windows: Windows::default(),
         }
     }
 
@@ -207,16 +208,12 @@ impl Output {
         let now = std::time::Instant::now();
         let mut err = io::stderr().lock();
         for state in processes.by_pid.values().filter(|s| !s.exited) {
-            let sample = Sample::of(state, now);
-            let trend = self
-                .last_samples
-                .insert(state.pid, sample)
-                .map(|before| trend(&before, &sample, limit));
+            let window = self.windows.next(state, limit, None, now);
             let _ = writeln!(
                 err,
                 "[vmatrace] {}{}",
                 status_line(state, limit, lost.total()),
-                trend.unwrap_or_default()
+                window.trend()
             );
         }
     }
@@ -234,69 +231,6 @@ impl Output {
                 Ok(())
             }
         }
-    }
-}
-
-/// What a status line compares with the previous one.
-#[derive(Clone, Copy, Debug)]
-struct Sample {
-    at: std::time::Instant,
-    count: Option<i64>,
-    mmaps: u64,
-    munmaps: u64,
-    splits: u64,
-}
-
-impl Sample {
-    fn of(state: &ProcessState, at: std::time::Instant) -> Sample {
-        let calls = |name: &str| state.calls.get(name).copied().unwrap_or(0);
-        Sample {
-            at,
-            count: state.count,
-            mmaps: calls("mmap"),
-            munmaps: calls("munmap"),
-            splits: state.splits,
-        }
-    }
-}
-
-/// The allocator's pattern since the previous status line: rates, the
-/// share of unmaps that split, the growth, and when the limit comes at it.
-fn trend(before: &Sample, now: &Sample, limit: u64) -> String {
-    let seconds = now.at.duration_since(before.at).as_secs_f64().max(1e-3);
-    let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / seconds;
-    let munmaps = now.munmaps.saturating_sub(before.munmaps);
-    let split_share = if munmaps == 0 {
-        "-".to_string()
-    } else {
-        // SPLITs also come from mprotect and friends: capped at 100 %.
-        let share = now.splits.saturating_sub(before.splits) as f64 / munmaps as f64;
-        format!("{:.0}%", (share * 100.0).min(100.0))
-    };
-    let growth = match (before.count, now.count) {
-        (Some(a), Some(b)) => (b - a) as f64 / seconds,
-        _ => 0.0,
-    };
-    let eta = match now.count {
-        Some(count) if growth > 0.0 => {
-            let left = (limit as f64 - count as f64).max(0.0) / growth;
-            format!(", limit in {}", human_duration(left))
-        }
-        _ => String::new(),
-    };
-    format!(
-        " | last {seconds:.1}s: {growth:+.0} vmas/s, {:.0} mmap/s, {:.0} munmap/s, {split_share} of unmaps split{eta}",
-        rate(before.mmaps, now.mmaps),
-        rate(before.munmaps, now.munmaps),
-    )
-}
-
-fn human_duration(seconds: f64) -> String {
-    match seconds {
-        s if s < 120.0 => format!("{s:.0} s"),
-        s if s < 7200.0 => format!("{:.0} min", s / 60.0),
-        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
-        s => format!("{:.1} days", s / 86400.0),
     }
 }
 
@@ -514,34 +448,6 @@ mod tests {
         assert_eq!(value["vmas"], 100);
         assert_eq!(value["args"]["length"], 4096);
         assert_eq!(value["errno"], Value::Null);
-    }
-
-    #[test]
-    fn trend_projects_the_time_to_the_limit() {
-        let at = std::time::Instant::now();
-        let before = Sample {
-            at,
-            count: Some(60_000),
-            mmaps: 0,
-            munmaps: 0,
-            splits: 0,
-        };
-        let now = Sample {
-            at: at + std::time::Duration::from_secs(2),
-            count: Some(61_000),
-            mmaps: 100,
-            munmaps: 2000,
-            splits: 1000,
-        };
-        let text = trend(&before, &now, 65530);
-        assert_eq!(
-            text,
-            " | last 2.0s: +500 vmas/s, 50 mmap/s, 1000 munmap/s, 50% of unmaps split, limit in 9 s"
-        );
-        assert!(
-            !trend(&now, &now, 65530).contains("limit in"),
-            "no growth, no ETA"
-        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::{
     error::Failure,
     output::{Format, Output, human_bytes},
     plot,
+    sites::Sites,
     state::{Applied, Processes, comm_str},
     symbols::{self, Stack, Symbols},
     syscalls,
@@ -147,8 +148,6 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
 struct Extra {
     first_count: Option<i64>,
     calls_per_second: HashMap<u64, u64>,
-    /// mmap lengths, by power-of-two bucket (the bucket's lower bound).
-    mmap_sizes: BTreeMap<u64, u64>,
     flagged: Vec<(f64, String, Vec<&'static str>)>,
     /// The count over time, for the plot: (seconds, count) at each change.
     counts: Vec<(f64, i64)>,
@@ -187,10 +186,6 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         }
         let second = event.exit_ns.saturating_sub(header.start_ns) / 1_000_000_000;
         *e.calls_per_second.entry(second).or_default() += 1;
-        if event.call == Call::Mmap as u8 && syscalls::errno_of(Call::Mmap, event.ret).is_none() {
-            let bucket = event.args[1].max(1).next_power_of_two();
-            *e.mmap_sizes.entry(bucket).or_default() += 1;
-        }
         if applied.flags.any() {
             let line = text_output.text_line(event, applied, limit);
             let at = seconds_since_start(header, event.exit_ns);
@@ -260,7 +255,8 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
                 "near_limit": state.near_limit,
                 "exited": state.exited,
                 "busiest_second": busiest.map(|(s, n)| json!({"from_s": s, "calls": n})),
-                "mmap_size_histogram": e.mmap_sizes.iter().map(|(b, n)| json!({"up_to_bytes": b, "calls": n})).collect::<Vec<_>>(),
+                "mmap_size_histogram": state.mmap_sizes.iter().map(|(b, n)| json!({"up_to_bytes": b, "calls": n})).collect::<Vec<_>>(),
+                "munmap_size_histogram": state.munmap_sizes.iter().map(|(b, n)| json!({"up_to_bytes": b, "calls": n})).collect::<Vec<_>>(),
                 "flagged": e.flagged.iter().map(|(at, line, flags)| json!({"at_s": at, "flags": flags, "line": line})).collect::<Vec<_>>(),
             })
         })
@@ -280,7 +276,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     });
     let mut report = report;
     if let Some(n) = args.top_sites {
-        report["top_sites"] = sites.top(n);
+        report["top_sites"] = json!(sites.top(n));
     }
     let mut out = io::stdout().lock();
     if args.json {
@@ -291,70 +287,6 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     }
     out.flush().map_err(write_error)?;
     Ok(finish(&trace, &args.file))
-}
-
-/// Call sites, by the first frame outside the C library and the loader:
-/// where in the program (or its allocator) a mapping call came from.
-#[derive(Default)]
-struct Sites {
-    by_site: HashMap<String, SiteStats>,
-}
-
-#[derive(Default)]
-struct SiteStats {
-    calls: u64,
-    vmas_added: i64,
-    splits: u64,
-    enomem: u64,
-    example: Option<Stack>,
-}
-
-impl Sites {
-    fn add(&mut self, stack: &Stack, event: &Event, applied: &Applied) {
-        let site = stack
-            .frames
-            .iter()
-            .find(|f| !f.module.as_deref().is_some_and(is_libc_or_loader))
-            .map(|f| {
-                f.function
-                    .clone()
-                    .unwrap_or_else(|| format!("{:#x}", f.addr))
-            })
-            .unwrap_or_else(|| "??".into());
-        let stats = self.by_site.entry(site).or_default();
-        stats.calls += 1;
-        stats.vmas_added += crate::detect::own_delta(event).unwrap_or(0).max(0);
-        stats.splits += u64::from(applied.flags.split);
-        stats.enomem += u64::from(applied.flags.enomem);
-        stats.example.get_or_insert_with(|| stack.clone());
-    }
-
-    fn top(&self, n: usize) -> Value {
-        let mut ranked: Vec<(&String, &SiteStats)> = self.by_site.iter().collect();
-        ranked.sort_by(|a, b| {
-            (b.1.vmas_added, b.1.splits, b.1.enomem, a.0).cmp(&(
-                a.1.vmas_added,
-                a.1.splits,
-                a.1.enomem,
-                b.0,
-            ))
-        });
-        Value::Array(
-            ranked
-                .into_iter()
-                .take(n)
-                .map(|(site, s)| {
-                    json!({"site": site, "calls": s.calls, "vmas_added": s.vmas_added,
-                           "splits": s.splits, "enomem": s.enomem, "stack": s.example})
-                })
-                .collect(),
-        )
-    }
-}
-
-fn is_libc_or_loader(module: &str) -> bool {
-    let file = module.rsplit('/').next().unwrap_or(module);
-    file.starts_with("libc.so") || file.starts_with("ld-linux") || file.starts_with("libc-")
 }
 
 /// At most this many flagged events per process in the text report.
@@ -449,20 +381,25 @@ fn report_text(report: &Value) -> String {
                 busiest["from_s"], busiest["calls"]
             ));
         }
-        let sizes: Vec<String> = p["mmap_size_histogram"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|b| {
-                format!(
-                    "<={} {}",
-                    human_bytes(b["up_to_bytes"].as_u64().unwrap_or(0)),
-                    b["calls"]
-                )
-            })
-            .collect();
-        if !sizes.is_empty() {
-            text.push_str(&format!("  mmap sizes: {}\n", sizes.join(", ")));
+        for (key, name) in [
+            ("mmap_size_histogram", "mmap"),
+            ("munmap_size_histogram", "munmap"),
+        ] {
+            let sizes: Vec<String> = p[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| {
+                    format!(
+                        "<={} {}",
+                        human_bytes(b["up_to_bytes"].as_u64().unwrap_or(0)),
+                        b["calls"]
+                    )
+                })
+                .collect();
+            if !sizes.is_empty() {
+                text.push_str(&format!("  {name} sizes: {}\n", sizes.join(", ")));
+            }
         }
         let flagged = p["flagged"].as_array().cloned().unwrap_or_default();
         if !flagged.is_empty() {

@@ -29,6 +29,7 @@ use crate::{
     state::Processes,
     symbols::{Stack, Symbols},
     target::{self, Gated},
+    top::Top,
     tracefile::{
         self,
         format::{Checkpoint, LostRecord, MappingRecord, Record, StackRecord},
@@ -89,7 +90,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     let mut processes = Processes::new(Detector::new(limit, cli.warn_at / 100.0));
     let format = if cli.json { Format::Json } else { Format::Text };
     let clock_offset = kernel::monotonic_to_realtime_offset();
-    let output = Output::new(format, cli.only_flagged, cli.quiet, clock_offset);
+    let output = Output::new(format, cli.only_flagged, cli.quiet || cli.top, clock_offset);
     let mut recorder = match &cli.output {
         Some(path) => {
             let header = tracefile::local_header(
@@ -145,6 +146,13 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     }
     let started = Instant::now();
     eprintln!("{}", banner(&targets, &processes, limit));
+    let top = if cli.top {
+        Some(Top::new(cli.json).map_err(|e| {
+            Failure::environment(anyhow!(e).context("setting up the terminal for --top"))
+        })?)
+    } else {
+        None
+    };
 
     let mut run = Run {
         ring,
@@ -157,11 +165,14 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         snapshot_execs: targets != Targets::All,
         stacks,
         symbols: Symbols::default(),
+        top,
     };
     let child_status = run
         .trace_until_done(&cli, &targets, &probes, child_exit, stop)
         .await?;
     run.drain()?;
+    // Back from the full screen before the summary is printed.
+    run.top = None;
 
     let lost = probes.lost().map_err(Failure::environment)?;
     if let Some(recorder) = run.recorder.take() {
@@ -264,6 +275,8 @@ struct Run {
     snapshot_execs: bool,
     stacks: StackTraceMap<MapData>,
     symbols: Symbols,
+    /// The live allocator view, with --top.
+    top: Option<Top>,
 }
 
 /// The signals that end a trace.
@@ -292,12 +305,17 @@ impl Run {
         mut stop: Stop,
     ) -> Result<Option<ExitStatus>, Failure> {
         let mut poll = tokio::time::interval(POLL_INTERVAL);
-        let status_every = cli.interval.unwrap_or(if std::io::stderr().is_terminal() {
-            1.0
-        } else {
-            0.0
-        });
+        let status_every = cli
+            .interval
+            .unwrap_or(if cli.top || std::io::stderr().is_terminal() {
+                1.0
+            } else {
+                0.0
+            });
         let mut status = tokio::time::interval(Duration::from_secs_f64(status_every.max(0.05)));
+        // A late refresh (a slow first symbolization) is not made up for
+        // with a burst of them.
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         status.tick().await; // the first tick is immediate
         let deadline = cli
             .duration
@@ -319,6 +337,7 @@ impl Run {
                 _ = checkpoint.tick(), if self.recorder.is_some() => Wake::Checkpoint,
                 _ = stop.interrupt.recv() => Wake::Stop,
                 _ = stop.terminate.recv() => Wake::Stop,
+                _ = quit_requested(&mut self.top) => Wake::Stop,
                 _ = sleep_until(deadline) => Wake::Stop,
                 exit = async { child_exit.as_mut().expect("guarded").await }, if child_exit.is_some() => {
                     child_exit = None;
@@ -337,7 +356,12 @@ impl Run {
                 }
                 Wake::Status => {
                     let lost = probes.lost().unwrap_or_default();
-                    self.output.status(&self.processes, &lost);
+                    match self.top.as_mut() {
+                        Some(top) => top.show(&self.processes, lost.total()).map_err(|e| {
+                            Failure::environment(anyhow!(e).context("drawing the --top view"))
+                        })?,
+                        None => self.output.status(&self.processes, &lost),
+                    }
                 }
                 Wake::Checkpoint => self.checkpoint(probes),
                 Wake::Tick | Wake::Data => {}
@@ -458,6 +482,9 @@ impl Run {
                 recorder.record(&Record::Event(event));
             }
             let applied = self.processes.apply(&event);
+            if let (Some(top), Some(stack)) = (self.top.as_mut(), stack.as_deref()) {
+                top.add_site(stack, &event, &applied);
+            }
             if event.kind == EventKind::Exec as u8 {
                 if self.snapshot_execs {
                     self.take_snapshot(event.pid, event.exit_ns);
@@ -503,6 +530,13 @@ impl Run {
             }));
         }
         self.processes.name_file_mapping(event.pid, start, path);
+    }
+}
+
+async fn quit_requested(top: &mut Option<Top>) {
+    match top {
+        Some(top) => top.quit_requested().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -42,6 +42,10 @@ pub struct ProcessState {
     pub bytes_unmapped: u64,
     /// Bytes mapped and unmapped, by call.
     pub bytes_by_call: BTreeMap<&'static str, MappedBytes>,
+    /// Successful mmap and munmap calls by length: the size classes the
+    /// allocator uses (power-of-two buckets, by upper bound in bytes).
+    pub mmap_sizes: BTreeMap<u64, u64>,
+    pub munmap_sizes: BTreeMap<u64, u64>,
     pub execs: u64,
     pub exited: bool,
     #[serde(skip)]
@@ -94,6 +98,16 @@ impl ProcessState {
         if flags.enomem {
             self.enomem += 1;
         }
+        if event.ret >= 0 {
+            let sizes = match call {
+                Call::Mmap => Some(&mut self.mmap_sizes),
+                Call::Munmap => Some(&mut self.munmap_sizes),
+                _ => None,
+            };
+            if let Some(sizes) = sizes {
+                *sizes.entry(size_class(event.args[1])).or_default() += 1;
+            }
+        }
         let delta = match call {
             Call::Brk => self.brk_delta(event.ret as u64),
             _ => syscalls::mapped_delta(call, &event.args, event.ret),
@@ -118,6 +132,11 @@ impl ProcessState {
         self.last_brk = Some(new_brk);
         delta
     }
+}
+
+/// The power-of-two bucket a length falls in, by its upper bound.
+pub fn size_class(len: u64) -> u64 {
+    len.max(1).checked_next_power_of_two().unwrap_or(1 << 63)
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -707,3 +707,55 @@ fn every_event_names_the_mapping_it_touched() {
     };
     assert_eq!(named(&replay.json()), named(&events));
 }
+
+/// `--top` in JSON: each refresh carries every live process's window: the
+/// rates, the size classes, the share of unmaps that split, the mapping
+/// cut and the site that cut it.
+#[test]
+fn top_shows_the_allocator_pattern_live() {
+    let finished = Running::vmatrace(&[
+        "--top",
+        "--json",
+        "-i",
+        "0.2",
+        "--",
+        &workload(),
+        "split-churn",
+        "100000",
+    ])
+    .finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_nothing_lost();
+    let json = finished.json();
+    assert!(
+        json.iter()
+            .all(|v| v["type"] == "top" || v["type"] == "summary"),
+        "--top prints no event lines"
+    );
+    let windows: Vec<&Value> = json
+        .iter()
+        .filter(|v| v["type"] == "top")
+        .filter_map(|v| v["processes"].as_array()?.first())
+        .collect();
+    assert!(windows.len() >= 2, "{json:#?}");
+    // A window in the middle of the churn: 3 one-page munmaps and one
+    // 3-page mmap per round, one munmap in three splits an anonymous map.
+    let busy = windows
+        .iter()
+        .skip(1)
+        .find(|w| w["munmaps"].as_u64() > Some(3000))
+        .unwrap_or_else(|| panic!("no busy window in {windows:#?}"));
+    let share = busy["split_share"].as_f64().unwrap();
+    assert!((share - 1.0 / 3.0).abs() < 0.01, "{busy}");
+    assert!(busy["growth_per_s"].is_number(), "{busy}");
+    assert!(busy["rates"]["munmap"].as_f64() > Some(1000.0), "{busy}");
+    assert_eq!(busy["munmap_sizes"][0]["up_to"], 4096, "{busy}");
+    assert_eq!(busy["mmap_sizes"][0]["up_to"], 16384, "{busy}");
+    assert_eq!(busy["splits_by_mapping"][0][0], "anon", "{busy}");
+    let site = &busy["top_sites"][0];
+    assert!(
+        site["site"].as_str().unwrap().contains("split_churn"),
+        "{site}"
+    );
+    assert_eq!(site["splits"], site["vmas_added"], "{site}");
+}

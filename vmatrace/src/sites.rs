@@ -1,0 +1,152 @@
+//! Call sites of the mapping calls, ranked by what they did to the VMA
+//! count: `report --top-sites` and the live view's top sites.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use vmatrace_common::Event;
+
+use crate::{detect, state::Applied, symbols::Stack};
+
+/// Call sites, by the first frame outside the C library and the loader:
+/// where in the program (or its allocator) a mapping call came from.
+#[derive(Default)]
+pub struct Sites {
+    by_site: HashMap<String, SiteStats>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SiteStats {
+    pub calls: u64,
+    pub vmas_added: i64,
+    pub splits: u64,
+    pub enomem: u64,
+    /// The first stack seen from this site.
+    #[serde(rename = "stack")]
+    pub example: Option<Stack>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RankedSite {
+    pub site: String,
+    #[serde(flatten)]
+    pub stats: SiteStats,
+}
+
+impl Sites {
+    pub fn add(&mut self, stack: &Stack, event: &Event, applied: &Applied) {
+        let stats = self.by_site.entry(site_of(stack)).or_default();
+        stats.calls += 1;
+        stats.vmas_added += detect::own_delta(event).unwrap_or(0).max(0);
+        stats.splits += u64::from(applied.flags.split);
+        stats.enomem += u64::from(applied.flags.enomem);
+        stats.example.get_or_insert_with(|| stack.clone());
+    }
+
+    /// The `n` sites that added the most VMAs (then SPLITs, ENOMEMs).
+    pub fn top(&self, n: usize) -> Vec<RankedSite> {
+        let mut ranked: Vec<(&String, &SiteStats)> = self.by_site.iter().collect();
+        ranked.sort_by(|a, b| {
+            (b.1.vmas_added, b.1.splits, b.1.enomem, a.0).cmp(&(
+                a.1.vmas_added,
+                a.1.splits,
+                a.1.enomem,
+                b.0,
+            ))
+        });
+        ranked
+            .into_iter()
+            .take(n)
+            .map(|(site, stats)| RankedSite {
+                site: site.clone(),
+                stats: stats.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The function of the first frame outside libc and the loader.
+fn site_of(stack: &Stack) -> String {
+    stack
+        .frames
+        .iter()
+        .find(|f| !f.module.as_deref().is_some_and(is_libc_or_loader))
+        .map(|f| {
+            f.function
+                .clone()
+                .unwrap_or_else(|| format!("{:#x}", f.addr))
+        })
+        .unwrap_or_else(|| "??".into())
+}
+
+fn is_libc_or_loader(module: &str) -> bool {
+    let file = module.rsplit('/').next().unwrap_or(module);
+    file.starts_with("libc.so") || file.starts_with("ld-linux") || file.starts_with("libc-")
+}
+
+#[cfg(test)]
+mod tests {
+    use vmatrace_common::{Call, EventKind};
+
+    use super::*;
+    use crate::{detect::Flags, symbols::Frame};
+
+    fn frame(function: &str, module: &str) -> Frame {
+        Frame {
+            addr: 0x1000,
+            function: Some(function.into()),
+            offset: 0,
+            module: Some(module.into()),
+            file: None,
+            line: None,
+        }
+    }
+
+    fn munmap(delta: i32) -> Event {
+        let mut event = Event::zeroed();
+        event.kind = EventKind::Syscall as u8;
+        event.call = Call::Munmap as u8;
+        event.locked = 1;
+        event.vmas_before = 10;
+        event.vmas_after = 10 + delta;
+        event
+    }
+
+    #[test]
+    fn sites_are_ranked_by_vmas_added_past_libc() {
+        let split = Applied {
+            flags: Flags {
+                split: true,
+                ..Flags::default()
+            },
+            count: Some(11),
+            mapping: None,
+        };
+        let plain = Applied {
+            flags: Flags::default(),
+            ..split.clone()
+        };
+        let jemalloc = Stack::new(vec![
+            frame("__munmap", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            frame("je_pages_unmap", "/app"),
+        ]);
+        let free = Stack::new(vec![frame("free_whole", "/app")]);
+        let mut sites = Sites::default();
+        sites.add(&free, &munmap(-1), &plain);
+        sites.add(&jemalloc, &munmap(1), &split);
+        sites.add(&jemalloc, &munmap(1), &split);
+        let top = sites.top(5);
+        assert_eq!(top[0].site, "je_pages_unmap");
+        assert_eq!(
+            (
+                top[0].stats.vmas_added,
+                top[0].stats.splits,
+                top[0].stats.calls
+            ),
+            (2, 2, 2)
+        );
+        assert_eq!(top[1].site, "free_whole");
+        assert_eq!(top[1].stats.vmas_added, 0);
+        assert_eq!(sites.top(1).len(), 1);
+    }
+}

@@ -1,0 +1,169 @@
+//! `--top`: the live allocator view (`view`) refreshed every interval, in
+//! place of the event lines. Full-screen on a terminal (q, Esc or Ctrl-C
+//! ends the trace); elsewhere a text block per refresh, or with `--json`
+//! one `{"type":"top"}` line, so it can be logged or piped.
+
+use std::{
+    collections::HashMap,
+    io::{self, IsTerminal, Write},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use ratatui::{
+    DefaultTerminal,
+    crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers},
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+use vmatrace_common::Event;
+
+use crate::{
+    sites::Sites,
+    state::{Applied, Processes},
+    symbols::Stack,
+    view::{self, Window, Windows},
+};
+
+enum Screen {
+    Terminal(DefaultTerminal),
+    Text,
+    Json,
+}
+
+pub struct Top {
+    screen: Screen,
+    windows: Windows,
+    sites: HashMap<u32, Sites>,
+    /// Told when the user asks to quit from the full-screen view.
+    quit: Option<mpsc::UnboundedReceiver<()>>,
+    keys_done: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl Top {
+    /// Full-screen if stdout is a terminal (and not `--json`).
+    pub fn new(json: bool) -> io::Result<Top> {
+        let keys_done = Arc::new(AtomicBool::new(false));
+        let (screen, quit) = if json {
+            (Screen::Json, None)
+        } else if io::stdout().is_terminal() {
+            let terminal = ratatui::try_init()?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let done = keys_done.clone();
+            std::thread::spawn(move || read_keys(tx, done));
+            (Screen::Terminal(terminal), Some(rx))
+        } else {
+            (Screen::Text, None)
+        };
+        Ok(Top {
+            screen,
+            windows: Windows::default(),
+            sites: HashMap::new(),
+            quit,
+            keys_done,
+            started: Instant::now(),
+        })
+    }
+
+    /// Counts a call with a stack towards its site.
+    pub fn add_site(&mut self, stack: &Stack, event: &Event, applied: &Applied) {
+        self.sites
+            .entry(event.pid)
+            .or_default()
+            .add(stack, event, applied);
+    }
+
+    /// Resolves when the user quits the full-screen view; never otherwise.
+    pub async fn quit_requested(&mut self) {
+        match self.quit.as_mut() {
+            Some(rx) => {
+                if rx.recv().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Shows every live process's window since the previous refresh.
+    pub fn show(&mut self, processes: &Processes, lost: u64) -> io::Result<()> {
+        let limit = processes.detector.limit;
+        let now = Instant::now();
+        let windows: Vec<Window> = processes
+            .by_pid
+            .values()
+            .filter(|s| !s.exited)
+            .map(|s| self.windows.next(s, limit, self.sites.get(&s.pid), now))
+            .collect();
+        let windows = view::busiest_first(windows);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        match &mut self.screen {
+            Screen::Terminal(terminal) => {
+                let footer = format!(
+                    " vmatrace top · {elapsed:.0} s · vm.max_map_count {limit} · lost events {lost} · q quits"
+                );
+                terminal.draw(|frame| view::draw(frame, &windows, &footer))?;
+            }
+            Screen::Text => {
+                let mut out = io::stdout().lock();
+                writeln!(
+                    out,
+                    "--- vmatrace top, +{elapsed:.1} s, lost events {lost} ---"
+                )?;
+                for window in &windows {
+                    write!(out, "{}", window.to_text())?;
+                }
+                out.flush()?;
+            }
+            Screen::Json => {
+                let mut out = io::stdout().lock();
+                let line = json!({
+                    "type": "top",
+                    "elapsed_s": elapsed,
+                    "limit": limit,
+                    "lost_total": lost,
+                    "processes": windows,
+                });
+                serde_json::to_writer(&mut out, &line)?;
+                writeln!(out)?;
+                out.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Top {
+    fn drop(&mut self) {
+        self.keys_done.store(true, Ordering::Relaxed);
+        if matches!(self.screen, Screen::Terminal(_)) {
+            ratatui::restore();
+        }
+    }
+}
+
+/// Raw mode turns Ctrl-C into a key: q, Esc and Ctrl-C all quit.
+fn read_keys(quit: mpsc::UnboundedSender<()>, done: Arc<AtomicBool>) {
+    while !done.load(Ordering::Relaxed) {
+        match event::poll(Duration::from_millis(100)) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => return,
+        }
+        let Ok(TermEvent::Key(key)) = event::read() else {
+            continue;
+        };
+        let ctrl_c =
+            key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c');
+        if key.kind == KeyEventKind::Press
+            && (ctrl_c || matches!(key.code, KeyCode::Char('q') | KeyCode::Esc))
+        {
+            let _ = quit.send(());
+            return;
+        }
+    }
+}
