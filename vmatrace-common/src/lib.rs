@@ -259,6 +259,14 @@ pub const fn creates(call: u8, args: &[u64; 6]) -> i64 {
     makes_one as i64
 }
 
+/// Whether a call mapped a file (a successful mmap without
+/// MAP_ANONYMOUS). Userspace names the file from /proc while the process
+/// still has it mapped, so the kernel wakes it for these at once.
+pub const fn maps_a_file(call: u8, args: &[u64; 6], ret: i64) -> bool {
+    const MAP_ANONYMOUS: u64 = 0x20;
+    call == Call::Mmap as u8 && ret >= 0 && args[3] & MAP_ANONYMOUS == 0
+}
+
 /// Value of the `TARGETS` map: a traced tgid.
 pub const TARGET_TRACED: u8 = 1;
 

@@ -29,6 +29,7 @@ use aya_ebpf::{
 };
 use vmatrace_common::{
     Call, ENOMEM_RET, Event, EventKind, TARGET_TRACED, capture_stacks, creates, lost,
+    maps_a_file,
 };
 
 // ---------------------------------------------------------------- maps
@@ -236,7 +237,14 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
             event.ret = ret;
             event.stack = stack;
             event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-            entry.submit(wakeup_flags());
+            // A mapped file is named from /proc by userspace: wake it
+            // while the process still has the file mapped.
+            let flags = if maps_a_file(slot.event.call, &slot.event.args, ret) {
+                BPF_RB_FORCE_WAKEUP as u64
+            } else {
+                wakeup_flags()
+            };
+            entry.submit(flags);
         }
         None => count_lost(lost::RINGBUF_FULL),
     }

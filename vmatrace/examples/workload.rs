@@ -8,7 +8,9 @@
 //!   placed before and after each measured phase;
 //! - `--pause` makes the workload print `paused pid=N` on stderr after the
 //!   final marker and wait for a stdin line, so /proc/N/maps can be read
-//!   while the process still holds its mappings.
+//!   while the process still holds its mappings;
+//! - `--linger` makes it stay 100 ms after the final marker, then exit: a
+//!   short-lived process, gone before a tracer is done with its events.
 //!
 //! Modes:
 //!   incident [PAGES]          map PAGES pages (default 2 x vm.max_map_count),
@@ -314,6 +316,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let wait = args.iter().any(|a| a == "--wait");
     let pause = args.iter().any(|a| a == "--pause");
+    let linger = args.iter().any(|a| a == "--linger");
     let args: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with("--"))
@@ -346,5 +349,8 @@ fn main() {
     if pause {
         say(&format!("paused pid={}", std::process::id()));
         wait_for_line();
+    }
+    if linger {
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod mappings;
 pub mod output;
 pub mod plot;
+pub mod printer;
 pub mod probes;
 pub mod readback;
 pub mod session;

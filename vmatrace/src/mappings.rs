@@ -13,7 +13,7 @@ use procfs::{
     FromBufRead,
     process::{MMapPath, MemoryMaps},
 };
-use vmatrace_common::{Call, Event, EventKind};
+use vmatrace_common::{Call, Event, EventKind, maps_a_file};
 
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_FIXED: u64 = 0x10;
@@ -41,6 +41,20 @@ pub struct AddressSpace {
 struct Region {
     end: u64,
     name: Arc<str>,
+    /// For a file mapping, the file offset of its first byte: what a stack
+    /// address is symbolized by once the process is gone.
+    offset: Option<u64>,
+}
+
+impl Region {
+    /// The part of the region from `at` on.
+    fn from(&self, region_start: u64, at: u64) -> Region {
+        Region {
+            end: self.end,
+            name: self.name.clone(),
+            offset: self.offset.map(|o| o + (at - region_start)),
+        }
+    }
 }
 
 impl AddressSpace {
@@ -61,7 +75,8 @@ impl AddressSpace {
             if map.pathname == MMapPath::Heap {
                 space.heap_start = Some(space.heap_start.map_or(start, |s| s.min(start)));
             }
-            space.set(start, end, label_of_path(&map.pathname));
+            let offset = matches!(map.pathname, MMapPath::Path(_)).then_some(map.offset);
+            space.set(start, end, label_of_path(&map.pathname), offset);
         }
         space
     }
@@ -127,28 +142,30 @@ impl AddressSpace {
                     region_start,
                     Region {
                         end: start,
-                        name: region.name.clone(),
+                        ..region.clone()
                     },
                 );
             }
             if region.end > end {
-                self.regions.insert(
-                    end,
-                    Region {
-                        end: region.end,
-                        name: region.name,
-                    },
-                );
+                self.regions.insert(end, region.from(region_start, end));
             }
         }
     }
 
-    fn set(&mut self, start: u64, end: u64, name: Arc<str>) {
+    fn set(&mut self, start: u64, end: u64, name: Arc<str>, offset: Option<u64>) {
         if end <= start {
             return;
         }
         self.punch(start, end);
-        self.regions.insert(start, Region { end, name });
+        self.regions.insert(start, Region { end, name, offset });
+    }
+
+    /// The file and file offset of a (code) address, if it lies in a file
+    /// mapping this map knows.
+    pub fn file_offset(&self, addr: u64) -> Option<(Arc<str>, u64)> {
+        let (start, region) = self.overlapping(addr, addr + 1).next()?;
+        let offset = region.offset? + (addr - start);
+        Some((region.name.clone(), offset))
     }
 
     /// Brings the address space up to date with `event` and returns the
@@ -170,17 +187,19 @@ impl AddressSpace {
                     return None;
                 }
                 let (start, end) = range(event.ret as u64, args[1]);
-                let name: Arc<str> = if args[3] & MAP_ANONYMOUS != 0 {
+                let anonymous = args[3] & MAP_ANONYMOUS != 0;
+                let name: Arc<str> = if anonymous {
                     ANON.into()
                 } else {
                     file_name.unwrap_or_else(|| format!("file (fd {})", args[4] as i32).into())
                 };
+                let offset = (!anonymous).then_some(args[5]);
                 // Only MAP_FIXED replaces mappings; elsewhere an old name in
                 // the range is a snapshot that was read after this call.
                 let replaced = (args[3] & MAP_FIXED != 0)
                     .then(|| self.label(start, end))
                     .flatten();
-                self.set(start, end, name.clone());
+                self.set(start, end, name.clone(), offset);
                 Some(match replaced {
                     Some(old) if old != name => format!("{name} over {old}").into(),
                     _ => name,
@@ -230,7 +249,7 @@ impl AddressSpace {
             .filter(|r| r.name == heap)
             .map_or(start, |r| r.end);
         self.punch(start, old_end.max(new_break));
-        self.set(start, new_break, heap.clone());
+        self.set(start, new_break, heap.clone(), None);
         heap
     }
 
@@ -241,12 +260,13 @@ impl AddressSpace {
         if event.ret < 0 {
             return label;
         }
-        // The moved pages keep the name of the mapping they came from.
-        let name = self
+        // The moved pages keep the name (and file) of the mapping they came
+        // from.
+        let (name, offset) = self
             .overlapping(old, old + 1)
             .next()
-            .map(|(_, r)| r.name.clone())
-            .or_else(|| label.clone())?;
+            .map(|(start, r)| (r.name.clone(), r.from(*start, old).offset))
+            .or_else(|| label.clone().map(|l| (l, None)))?;
         let new = event.ret as u64;
         let new_end = new.saturating_add(page_align(new_len));
         if new == old {
@@ -254,7 +274,7 @@ impl AddressSpace {
         } else if flags & MREMAP_DONTUNMAP == 0 {
             self.punch(old, old_end);
         }
-        self.set(new, new_end, name);
+        self.set(new, new_end, name, offset);
         label
     }
 }
@@ -294,10 +314,7 @@ fn page_size() -> u64 {
 
 /// The address and length of a successful file-backed mmap.
 pub fn file_mmap(event: &Event) -> Option<(u64, u64)> {
-    (event.kind == EventKind::Syscall as u8
-        && event.call == Call::Mmap as u8
-        && event.ret >= 0
-        && event.args[3] & MAP_ANONYMOUS == 0)
+    (event.kind == EventKind::Syscall as u8 && maps_a_file(event.call, &event.args, event.ret))
         .then_some((event.ret as u64, event.args[1]))
 }
 
@@ -464,11 +481,47 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
     }
 
     #[test]
+    fn code_addresses_map_to_file_offsets_through_cuts_and_moves() {
+        let mut space = AddressSpace::from_maps(MAPS);
+        // libc: mapped at 0x7f0000100000 from offset 0.
+        assert_eq!(
+            space.file_offset(0x7f0000100123),
+            Some(("/usr/lib/libc.so.6".into(), 0x123))
+        );
+        assert_eq!(space.file_offset(0x7f0000000123), None, "anonymous");
+        // A hole in it: the part after keeps its offsets.
+        let hole = syscall(Call::Munmap, [0x7f0000110000, 4096, 0, 0, 0, 0], 0);
+        space.apply(&hole, None);
+        assert_eq!(
+            space.file_offset(0x7f0000111010),
+            Some(("/usr/lib/libc.so.6".into(), 0x11010))
+        );
+        // A file mapped from offset 0x3000.
+        let file = syscall(Call::Mmap, [0, 8192, 5, 0x2, 3, 0x3000], 0x7e0000000000);
+        space.apply(&file, Some("/lib/x.so".into()));
+        assert_eq!(
+            space.file_offset(0x7e0000001004),
+            Some(("/lib/x.so".into(), 0x4004))
+        );
+        // Moved elsewhere by mremap: same file, same offsets.
+        let moved = syscall(
+            Call::Mremap,
+            [0x7e0000000000, 8192, 8192, 1, 0, 0],
+            0x7d0000000000,
+        );
+        space.apply(&moved, None);
+        assert_eq!(
+            space.file_offset(0x7d0000001004),
+            Some(("/lib/x.so".into(), 0x4004))
+        );
+    }
+
+    #[test]
     fn many_names_are_summarized() {
         let mut space = AddressSpace::default();
         for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
             let start = 0x10000 * (i as u64 + 1);
-            space.set(start, start + 0x1000, (*name).into());
+            space.set(start, start + 0x1000, (*name).into(), None);
         }
         assert_eq!(space.label(0, 0x100000).as_deref(), Some("a,b,c +2 more"));
     }

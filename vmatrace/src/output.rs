@@ -22,16 +22,26 @@ pub enum Format {
     Json,
 }
 
+/// Which events get a line.
+#[derive(Clone, Copy, Debug)]
+pub struct EventFilter {
+    pub quiet: bool,
+    pub only_flagged: bool,
+}
+
+impl EventFilter {
+    pub fn prints(self, applied: &Applied) -> bool {
+        !self.quiet && (!self.only_flagged || applied.flags.any())
+    }
+}
+
 pub struct Output {
     format: Format,
-    only_flagged: bool,
-    quiet: bool,
+    pub filter: EventFilter,
     color: bool,
     /// Added to a CLOCK_MONOTONIC timestamp to get Unix-epoch nanoseconds.
     clock_offset: i128,
     out: BufWriter<Stdout>,
-    /// The previous status line's figures, by pid.
-    windows: Windows,
 }
 
 impl Output {
@@ -39,12 +49,13 @@ impl Output {
         let stdout = io::stdout();
         Output {
             format,
-            only_flagged,
-            quiet,
+            filter: EventFilter {
+                quiet,
+                only_flagged,
+            },
             color: format == Format::Text && stdout.is_terminal(),
             clock_offset,
             out: BufWriter::with_capacity(64 * 1024, stdout),
-            windows: Windows::default(),
         }
     }
 
@@ -55,7 +66,7 @@ impl Output {
         limit: u64,
         stack: Option<&Stack>,
     ) -> io::Result<()> {
-        if self.quiet || (self.only_flagged && !applied.flags.any()) {
+        if !self.filter.prints(applied) {
             return Ok(());
         }
         match self.format {
@@ -202,22 +213,6 @@ impl Output {
         value
     }
 
-    /// One status line per live process, on stderr.
-    pub fn status(&mut self, processes: &Processes, lost: &LostCounts) {
-        let limit = processes.detector.limit;
-        let now = std::time::Instant::now();
-        let mut err = io::stderr().lock();
-        for state in processes.by_pid.values().filter(|s| !s.exited) {
-            let window = self.windows.next(state, limit, None, now);
-            let _ = writeln!(
-                err,
-                "[vmatrace] {}{}",
-                status_line(state, limit, lost.total()),
-                window.trend()
-            );
-        }
-    }
-
     pub fn summary(&mut self, summary: &Summary) -> io::Result<()> {
         match self.format {
             Format::Json => {
@@ -247,6 +242,30 @@ pub fn status_line(state: &ProcessState, limit: u64, lost: u64) -> String {
         "pid {} ({}, {allocator}): vmas {count}/{limit}{pct} headroom {headroom} peak {} | splits {} enomem {} | lost {lost}",
         state.pid, state.comm, state.peak, state.splits, state.enomem
     )
+}
+
+/// The status lines on stderr, each with the pattern since the previous.
+#[derive(Default)]
+pub struct StatusLines {
+    windows: Windows,
+}
+
+impl StatusLines {
+    /// One status line per live process.
+    pub fn print(&mut self, processes: &Processes, lost: &LostCounts) {
+        let limit = processes.detector.limit;
+        let now = std::time::Instant::now();
+        let mut err = io::stderr().lock();
+        for state in processes.by_pid.values().filter(|s| !s.exited) {
+            let window = self.windows.next(state, limit, None, now);
+            let _ = writeln!(
+                err,
+                "[vmatrace] {}{}",
+                status_line(state, limit, lost.total()),
+                window.trend()
+            );
+        }
+    }
 }
 
 /// Everything the closing summary reports.

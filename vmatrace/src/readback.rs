@@ -53,7 +53,14 @@ fn play(
     mut each: impl FnMut(&Event, &Applied, &Processes, Option<&Stack>),
 ) -> Processes {
     let limit = trace.header.max_map_count;
+    // Stacks are symbolized off the event loop while recording: a Stack
+    // record may come after the first event that names it.
     let mut symbols = Symbols::default();
+    for record in &trace.records {
+        if let Record::Stack(record) = record {
+            symbols.insert(record.pid, record.id, record.stack.clone());
+        }
+    }
     let mut processes = Processes::new(Detector::with_warn_at(limit, trace.header.warn_at));
     for record in &trace.records {
         match record {
@@ -77,7 +84,6 @@ fn play(
                 mapping.start,
                 mapping.path.as_str().into(),
             ),
-            Record::Stack(record) => symbols.insert(record.pid, record.id, record.stack.clone()),
             Record::Event(event) => {
                 let applied = processes.apply(event);
                 let stack = event

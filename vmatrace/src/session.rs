@@ -3,9 +3,9 @@
 //! gone, the time is up, or the user stops it.
 
 use std::{
+    collections::HashSet,
     io::IsTerminal,
     process::ExitStatus,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -24,15 +24,16 @@ use crate::{
     detect::Detector,
     error::{Failure, exit_code},
     kernel, mappings,
-    output::{Format, Output, Summary},
+    output::{EventFilter, Format, Output, StatusLines, Summary},
+    printer::{Destinations, Job, Printer},
     probes::{LostCounts, ProbeConfig, Probes},
     state::Processes,
-    symbols::{Stack, Symbols},
+    symbols::RawStack,
     target::{self, Gated},
     top::Top,
     tracefile::{
         self,
-        format::{Checkpoint, LostRecord, MappingRecord, Record, StackRecord},
+        format::{Checkpoint, LostRecord, MappingRecord, Record},
         writer::Recorder,
     },
 };
@@ -104,7 +105,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         None => None,
     };
 
-    let mut child_exit: Option<oneshot::Receiver<std::io::Result<ExitStatus>>> = None;
+    let mut gated = None;
     let mut command_pid = None;
     match &targets {
         Targets::Pids(_) => {
@@ -124,9 +125,11 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             }
         }
         Targets::Command(argv) => {
-            let gated = Gated::spawn(argv)?;
-            probes.add_target(gated.pid).map_err(Failure::environment)?;
-            let pid = gated.pid;
+            let command = Gated::spawn(argv)?;
+            probes
+                .add_target(command.pid)
+                .map_err(Failure::environment)?;
+            let pid = command.pid;
             command_pid = Some(pid);
             let comm = argv[0]
                 .to_string_lossy()
@@ -135,12 +138,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
                 .unwrap_or("")
                 .to_string();
             processes.attach(pid, comm, None, monotonic_ns());
-            let mut child = gated.release()?;
-            let (tx, rx) = oneshot::channel();
-            std::thread::spawn(move || {
-                let _ = tx.send(child.wait());
-            });
-            child_exit = Some(rx);
+            gated = Some(command);
         }
         Targets::All => {}
     }
@@ -153,30 +151,50 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     } else {
         None
     };
+    let filter = output.filter;
+    let printer = Printer::start(
+        output,
+        limit,
+        Destinations {
+            recording: recorder.as_ref().map(Recorder::sink),
+            sites: top.as_ref().map(Top::sites),
+        },
+    )
+    .map_err(Failure::environment)?;
 
     let mut run = Run {
         ring,
         processes,
-        output,
+        printer: Some(printer),
+        filter,
+        status: StatusLines::default(),
         events: 0,
         malformed: 0,
         command_pid,
         recorder,
         snapshot_execs: targets != Targets::All,
         stacks,
-        symbols: Symbols::default(),
+        seen_stacks: HashSet::new(),
         top,
     };
-    let child_status = run
+    // The command starts last, when everything is ready to follow it: a
+    // short-lived one may be done within a millisecond.
+    let child_exit = match gated {
+        Some(command) => Some(wait_for(command.release()?)),
+        None => None,
+    };
+    let traced = run
         .trace_until_done(&cli, &targets, &probes, child_exit, stop)
-        .await?;
-    run.drain()?;
-    // Back from the full screen before the summary is printed.
+        .await;
+    // Back from the full screen before anything else is printed.
     run.top = None;
+    let child_status = traced?;
+    run.drain()?;
+    let mut output = run.finish_printing()?;
 
     let lost = probes.lost().map_err(Failure::environment)?;
     if let Some(recorder) = run.recorder.take() {
-        let dropped = recorder.dropped;
+        let dropped = recorder.dropped();
         recorder
             .close(lost_record(&lost, monotonic_ns()))
             .map_err(|e| Failure::environment(e.context("closing the trace file")))?;
@@ -193,9 +211,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         events: run.events,
         missing_calls: &probes.missing_calls,
     };
-    run.output
-        .summary(&summary)
-        .context("writing the summary")?;
+    output.summary(&summary).context("writing the summary")?;
     if run.malformed > 0 {
         eprintln!(
             "vmatrace: {} malformed records from the kernel were skipped",
@@ -264,7 +280,10 @@ pub fn monotonic_ns() -> u64 {
 struct Run {
     ring: AsyncFd<RingBuf<MapData>>,
     processes: Processes,
-    output: Output,
+    /// Prints the events (and symbolizes their stacks) on its own thread.
+    printer: Option<Printer>,
+    filter: EventFilter,
+    status: StatusLines,
     events: u64,
     malformed: u64,
     command_pid: Option<u32>,
@@ -274,7 +293,8 @@ struct Run {
     /// its first call after the exec).
     snapshot_execs: bool,
     stacks: StackTraceMap<MapData>,
-    symbols: Symbols,
+    /// The (pid, stack id) pairs already read and handed to the printer.
+    seen_stacks: HashSet<(u32, u32)>,
     /// The live allocator view, with --top.
     top: Option<Top>,
 }
@@ -312,18 +332,22 @@ impl Run {
             } else {
                 0.0
             });
-        let mut status = tokio::time::interval(Duration::from_secs_f64(status_every.max(0.05)));
+        // Intervals that start one period from now: awaiting an interval's
+        // immediate first tick waits for the timer wheel (about 1 ms each),
+        // time in which a short-lived command may have come and gone.
+        let every = |period: Duration| {
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+        };
+        let mut status = every(Duration::from_secs_f64(status_every.max(0.05)));
         // A late refresh (a slow first symbolization) is not made up for
         // with a burst of them.
         status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        status.tick().await; // the first tick is immediate
         let deadline = cli
             .duration
             .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
         let mut child_status = None;
         let mut ticks: u32 = 0;
-        let mut checkpoint = tokio::time::interval(CHECKPOINT_INTERVAL);
-        checkpoint.tick().await; // the first tick is immediate
+        let mut checkpoint = every(CHECKPOINT_INTERVAL);
         loop {
             let wake = tokio::select! {
                 ready = self.ring.readable() => {
@@ -360,7 +384,7 @@ impl Run {
                         Some(top) => top.show(&self.processes, lost.total()).map_err(|e| {
                             Failure::environment(anyhow!(e).context("drawing the --top view"))
                         })?,
-                        None => self.output.status(&self.processes, &lost),
+                        None => self.status.print(&self.processes, &lost),
                     }
                 }
                 Wake::Checkpoint => self.checkpoint(probes),
@@ -423,28 +447,38 @@ impl Run {
         recorder.record(&Record::Checkpoint(Checkpoint { at_ns: now, counts }));
         if let Ok(lost) = probes.lost() {
             let mut record = lost_record(&lost, now);
-            record.recorder_queue_full = recorder.dropped;
+            record.recorder_queue_full = recorder.dropped();
             recorder.record(&Record::Lost(record));
         }
     }
 
-    /// The event's user stack, symbolized now, while the process lives;
-    /// recorded the first time it is seen, so readers have the names.
-    fn stack_of(&mut self, event: &Event) -> Option<Arc<Stack>> {
+    /// The event's user stack, the first time (pid, stack id) is seen: its
+    /// addresses, and the file and offset of each from the process's map
+    /// before the call changed it, so it can be symbolized later, even
+    /// after the process is gone.
+    fn new_stack(&mut self, event: &Event) -> Option<RawStack> {
         let id = event.stack.checked_sub(1)?;
-        let stacks = &self.stacks;
-        let (stack, new) = self.symbols.stack(event.pid, id, || {
-            let trace = stacks.get(&id, 0).ok()?;
-            Some(trace.frames().iter().map(|f| f.ip).collect())
-        })?;
-        if new && let Some(recorder) = self.recorder.as_mut() {
-            recorder.record(&Record::Stack(StackRecord {
-                pid: event.pid,
-                id,
-                stack: (*stack).clone(),
-            }));
+        if !self.seen_stacks.insert((event.pid, id)) {
+            return None;
         }
-        Some(stack)
+        let trace = self.stacks.get(&id, 0).ok()?;
+        let addrs: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
+        let files = self.processes.files_of(event.pid, &addrs);
+        Some(RawStack {
+            pid: event.pid,
+            id,
+            addrs,
+            files,
+        })
+    }
+
+    /// Waits for the printer to print every event; the output comes back
+    /// for the summary.
+    fn finish_printing(&mut self) -> Result<Output, Failure> {
+        let printer = self.printer.take().expect("finished once");
+        printer
+            .finish()
+            .map_err(|e| Failure::environment(anyhow!(e).context("writing events")))
     }
 
     fn drain_quietly(&mut self) {
@@ -465,26 +499,23 @@ impl Run {
         }
     }
 
-    /// Moves every waiting event through state, detectors and outputs.
+    /// Moves every waiting event through state and detectors to the
+    /// recording and the printer.
     fn drain(&mut self) -> Result<(), Failure> {
-        let limit = self.processes.detector.limit;
         while let Some(event) = self.next_event() {
             self.events += 1;
-            // Before the event in the file: readers meet a stack, a
-            // snapshot and a file name first, as the live view did.
-            let stack = self.stack_of(&event);
+            // Before the event in the file: readers meet a snapshot and a
+            // file name first, as the live view did.
             let syscall = event.kind == EventKind::Syscall as u8;
             if syscall && !self.processes.knows_mappings(event.pid) {
                 self.take_snapshot(event.pid, monotonic_ns());
             }
             self.name_mapped_file(&event);
+            let new_stack = self.new_stack(&event);
             if let Some(recorder) = self.recorder.as_mut() {
                 recorder.record(&Record::Event(event));
             }
             let applied = self.processes.apply(&event);
-            if let (Some(top), Some(stack)) = (self.top.as_mut(), stack.as_deref()) {
-                top.add_site(stack, &event, &applied);
-            }
             if event.kind == EventKind::Exec as u8 {
                 if self.snapshot_execs {
                     self.take_snapshot(event.pid, event.exit_ns);
@@ -494,13 +525,30 @@ impl Run {
                         .set_allocator(event.pid, detected.to_string());
                 }
             }
-            self.output
-                .event(&event, &applied, limit, stack.as_deref())
-                .map_err(|e| Failure::environment(anyhow!(e).context("writing events")))?;
+            // Stacks go to the printer whenever someone wants their names:
+            // the event lines, the recording, the --top sites.
+            let stack_wanted = event.stack != 0 && (self.recorder.is_some() || self.top.is_some());
+            if new_stack.is_some() || stack_wanted || self.filter.prints(&applied) {
+                self.print(Job {
+                    event,
+                    applied,
+                    new_stack,
+                })?;
+            }
         }
-        self.output
-            .flush()
-            .map_err(|e| Failure::environment(anyhow!(e).context("writing events")))
+        Ok(())
+    }
+
+    fn print(&mut self, job: Job) -> Result<(), Failure> {
+        let sent = self.printer.as_ref().map(|p| p.send(job));
+        match sent {
+            Some(Ok(())) | None => Ok(()),
+            // It stopped on a write error: that error ends the trace.
+            Some(Err(_)) => Err(self
+                .finish_printing()
+                .err()
+                .unwrap_or_else(|| Failure::environment(anyhow!("the printer stopped")))),
+        }
     }
 
     /// Reads the process's command line and mappings now, into the state
@@ -531,6 +579,15 @@ impl Run {
         }
         self.processes.name_file_mapping(event.pid, start, path);
     }
+}
+
+/// The command's exit status, once it exits.
+fn wait_for(mut child: std::process::Child) -> oneshot::Receiver<std::io::Result<ExitStatus>> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    rx
 }
 
 async fn quit_requested(top: &mut Option<Top>) {

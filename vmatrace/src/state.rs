@@ -203,6 +203,16 @@ impl Processes {
             .is_some_and(|state| state.space.is_seeded())
     }
 
+    /// The file and file offset of each address, by the process's map: what
+    /// symbolizes a stack after the process is gone.
+    pub fn files_of(&self, pid: u32, addrs: &[u64]) -> Vec<Option<(Arc<str>, u64)>> {
+        let space = self.by_pid.get(&pid).map(|s| &s.space);
+        addrs
+            .iter()
+            .map(|addr| space.and_then(|s| s.file_offset(*addr)))
+            .collect()
+    }
+
     /// The file the mmap returning `start` mapped, for when its event is
     /// applied.
     pub fn name_file_mapping(&mut self, pid: u32, start: u64, path: Arc<str>) {

@@ -6,7 +6,10 @@ use std::{collections::HashMap, sync::Arc};
 
 use blazesym::{
     Pid,
-    symbolize::{Input, Symbolized, Symbolizer, source::Process, source::Source},
+    symbolize::{
+        Input, Sym, Symbolized, Symbolizer,
+        source::{Elf, Process, Source},
+    },
 };
 use serde::Serialize;
 
@@ -54,6 +57,17 @@ impl Stack {
     }
 }
 
+/// A user stack as the kernel captured it, with what is needed to
+/// symbolize it after its process has gone: the file and file offset of
+/// each address, from vmatrace's map of the address space.
+#[derive(Clone, Debug)]
+pub struct RawStack {
+    pub pid: u32,
+    pub id: u32,
+    pub addrs: Vec<u64>,
+    pub files: Vec<Option<(Arc<str>, u64)>>,
+}
+
 /// Symbolizes stacks, remembering each (pid, stack id) it has done: the
 /// kernel gives one id to every identical stack.
 pub struct Symbols {
@@ -75,32 +89,26 @@ impl Symbols {
         self.done.get(&(pid, stack_id)).cloned()
     }
 
-    /// The stack `stack_id` of `pid`, its addresses read by `addresses`
-    /// the first time. Returns it and whether it is new.
-    pub fn stack(
-        &mut self,
-        pid: u32,
-        stack_id: u32,
-        addresses: impl FnOnce() -> Option<Vec<u64>>,
-    ) -> Option<(Arc<Stack>, bool)> {
-        if let Some(stack) = self.cached(pid, stack_id) {
-            return Some((stack, false));
-        }
-        let addrs = addresses()?;
-        let stack = Arc::new(Stack::new(self.symbolize(pid, &addrs)));
-        self.done.insert((pid, stack_id), stack.clone());
-        Some((stack, true))
-    }
-
     /// Remembers a stack symbolized elsewhere (read back from a trace).
     pub fn insert(&mut self, pid: u32, stack_id: u32, stack: Stack) {
         self.done.insert((pid, stack_id), Arc::new(stack));
     }
 
-    /// Symbolizes through the live process's /proc entries. The first
-    /// stack in a binary parses its symbols and DWARF (0.4 s for a 5 MB
-    /// debug build here); later ones take microseconds to milliseconds.
-    fn symbolize(&self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
+    /// Symbolizes `raw` and remembers it. Through the live process's /proc
+    /// entries first (which also reach files in other mount namespaces);
+    /// what that cannot name, because the process has exited or unmapped
+    /// the code since, from the files themselves. The first stack in a
+    /// binary parses its symbols and DWARF (0.4 s for a 5 MB debug build
+    /// here); later ones take microseconds to milliseconds.
+    pub fn symbolize(&mut self, raw: &RawStack) -> Arc<Stack> {
+        let mut frames = self.through_process(raw.pid, &raw.addrs);
+        self.fill_from_files(&mut frames, &raw.files);
+        let stack = Arc::new(Stack::new(frames));
+        self.done.insert((raw.pid, raw.id), stack.clone());
+        stack
+    }
+
+    fn through_process(&self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
         let source = Source::Process(Process::new(Pid::from(pid)));
         let symbolized = self
             .symbolizer
@@ -110,33 +118,74 @@ impl Symbols {
             .iter()
             .enumerate()
             .map(|(i, addr)| match symbolized.get(i) {
-                Some(Symbolized::Sym(sym)) => Frame {
-                    addr: *addr,
-                    function: Some(sym.name.to_string()),
-                    offset: sym.offset as u64,
-                    module: sym
-                        .module
-                        .as_ref()
-                        .map(|m| m.to_string_lossy().into_owned()),
-                    file: sym.code_info.as_ref().map(|c| {
-                        let file = c.file.to_string_lossy();
-                        match &c.dir {
-                            Some(dir) => dir.join(&*file).display().to_string(),
-                            None => file.into_owned(),
-                        }
-                    }),
-                    line: sym.code_info.as_ref().and_then(|c| c.line),
-                },
-                _ => Frame {
-                    addr: *addr,
-                    function: None,
-                    offset: 0,
-                    module: None,
-                    file: None,
-                    line: None,
-                },
+                Some(Symbolized::Sym(sym)) => frame_of(*addr, sym, None),
+                _ => Frame::unknown(*addr),
             })
             .collect()
+    }
+
+    /// Names the unnamed frames from (file, offset), one file at a time.
+    fn fill_from_files(&self, frames: &mut [Frame], files: &[Option<(Arc<str>, u64)>]) {
+        let mut by_file: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, frame) in frames.iter().enumerate() {
+            if let (None, Some(Some((path, _)))) = (&frame.function, files.get(i))
+                && path.starts_with('/')
+            {
+                by_file.entry(path).or_default().push(i);
+            }
+        }
+        for (path, indices) in by_file {
+            let offsets: Vec<u64> = indices
+                .iter()
+                .filter_map(|i| files[*i].as_ref().map(|(_, offset)| *offset))
+                .collect();
+            let source = Source::Elf(Elf::new(path));
+            let Ok(symbolized) = self
+                .symbolizer
+                .symbolize(&source, Input::FileOffset(&offsets))
+            else {
+                continue;
+            };
+            for (i, result) in indices.iter().zip(symbolized.iter()) {
+                if let Symbolized::Sym(sym) = result {
+                    frames[*i] = frame_of(frames[*i].addr, sym, Some(path));
+                }
+            }
+        }
+    }
+}
+
+impl Frame {
+    fn unknown(addr: u64) -> Frame {
+        Frame {
+            addr,
+            function: None,
+            offset: 0,
+            module: None,
+            file: None,
+            line: None,
+        }
+    }
+}
+
+fn frame_of(addr: u64, sym: &Sym, module: Option<&str>) -> Frame {
+    Frame {
+        addr,
+        function: Some(sym.name.to_string()),
+        offset: sym.offset as u64,
+        module: sym
+            .module
+            .as_ref()
+            .map(|m| m.to_string_lossy().into_owned())
+            .or_else(|| module.map(str::to_string)),
+        file: sym.code_info.as_ref().map(|c| {
+            let file = c.file.to_string_lossy();
+            match &c.dir {
+                Some(dir) => dir.join(&*file).display().to_string(),
+                None => file.into_owned(),
+            }
+        }),
+        line: sym.code_info.as_ref().and_then(|c| c.line),
     }
 }
 
@@ -204,22 +253,57 @@ mod tests {
         assert!(text.contains("truncated"));
     }
 
+    fn function_names(stack: &Stack) -> Vec<String> {
+        stack
+            .frames
+            .iter()
+            .filter_map(|f| f.function.clone())
+            .collect()
+    }
+
     #[test]
     fn own_stack_symbolizes_to_this_test() {
         let here = own_stack_symbolizes_to_this_test as *const () as u64;
         let mut symbols = Symbols::default();
-        let (stack, new) = symbols
-            .stack(std::process::id(), 1, || Some(vec![here]))
-            .unwrap();
-        assert!(new);
+        let raw = RawStack {
+            pid: std::process::id(),
+            id: 1,
+            addrs: vec![here],
+            files: vec![None],
+        };
+        let stack = symbols.symbolize(&raw);
         assert!(
-            stack.frames.iter().any(|f| f
-                .function
-                .as_deref()
-                .is_some_and(|n| n.contains("own_stack_symbolizes_to_this_test"))),
+            function_names(&stack)
+                .iter()
+                .any(|n| n.contains("own_stack_symbolizes_to_this_test")),
             "{stack:?}"
         );
-        let (_, new) = symbols.stack(std::process::id(), 1, || None).unwrap();
-        assert!(!new, "cached");
+        assert!(symbols.cached(raw.pid, 1).is_some(), "remembered");
+    }
+
+    #[test]
+    fn a_gone_process_is_symbolized_from_its_files() {
+        // This test's own code, named by file and offset, for a pid that
+        // does not exist.
+        let here = a_gone_process_is_symbolized_from_its_files as *const () as u64;
+        let space = crate::mappings::AddressSpace::from_maps(
+            &std::fs::read_to_string("/proc/self/maps").unwrap(),
+        );
+        let file = space.file_offset(here);
+        assert!(file.is_some(), "the test binary is a file mapping");
+        let raw = RawStack {
+            pid: u32::MAX - 1,
+            id: 7,
+            addrs: vec![here],
+            files: vec![file],
+        };
+        let stack = Symbols::default().symbolize(&raw);
+        assert!(
+            function_names(&stack)
+                .iter()
+                .any(|n| n.contains("a_gone_process_is_symbolized_from_its_files")),
+            "{stack:?}"
+        );
+        assert!(stack.frames[0].module.is_some());
     }
 }

@@ -4,7 +4,6 @@
 //! one `{"type":"top"}` line, so it can be logged or piped.
 
 use std::{
-    collections::HashMap,
     io::{self, IsTerminal, Write},
     sync::{
         Arc,
@@ -19,12 +18,10 @@ use ratatui::{
 };
 use serde_json::json;
 use tokio::sync::mpsc;
-use vmatrace_common::Event;
 
 use crate::{
-    sites::Sites,
-    state::{Applied, Processes},
-    symbols::Stack,
+    printer::SharedSites,
+    state::Processes,
     view::{self, Window, Windows},
 };
 
@@ -37,7 +34,8 @@ enum Screen {
 pub struct Top {
     screen: Screen,
     windows: Windows,
-    sites: HashMap<u32, Sites>,
+    /// Filled by the printer, which symbolizes the stacks.
+    sites: SharedSites,
     /// Told when the user asks to quit from the full-screen view.
     quit: Option<mpsc::UnboundedReceiver<()>>,
     keys_done: Arc<AtomicBool>,
@@ -62,19 +60,16 @@ impl Top {
         Ok(Top {
             screen,
             windows: Windows::default(),
-            sites: HashMap::new(),
+            sites: SharedSites::default(),
             quit,
             keys_done,
             started: Instant::now(),
         })
     }
 
-    /// Counts a call with a stack towards its site.
-    pub fn add_site(&mut self, stack: &Stack, event: &Event, applied: &Applied) {
-        self.sites
-            .entry(event.pid)
-            .or_default()
-            .add(stack, event, applied);
+    /// Where the call sites are to be counted.
+    pub fn sites(&self) -> SharedSites {
+        self.sites.clone()
     }
 
     /// Resolves when the user quits the full-screen view; never otherwise.
@@ -93,12 +88,18 @@ impl Top {
     pub fn show(&mut self, processes: &Processes, lost: u64) -> io::Result<()> {
         let limit = processes.detector.limit;
         let now = Instant::now();
-        let windows: Vec<Window> = processes
-            .by_pid
-            .values()
-            .filter(|s| !s.exited)
-            .map(|s| self.windows.next(s, limit, self.sites.get(&s.pid), now))
-            .collect();
+        let windows: Vec<Window> = {
+            let sites = self
+                .sites
+                .lock()
+                .map_err(|_| io::Error::other("the call sites' lock is poisoned"))?;
+            processes
+                .by_pid
+                .values()
+                .filter(|s| !s.exited)
+                .map(|s| self.windows.next(s, limit, sites.get(&s.pid), now))
+                .collect()
+        };
         let windows = view::busiest_first(windows);
         let elapsed = self.started.elapsed().as_secs_f64();
         match &mut self.screen {

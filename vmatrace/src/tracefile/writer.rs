@@ -9,7 +9,11 @@ use std::{
     io::{self, BufWriter, Write},
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::Path,
-    sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -44,11 +48,38 @@ enum RecordRole {
 }
 
 pub struct Recorder {
-    queue: SyncSender<Message>,
+    sink: RecordSink,
     writer: Option<JoinHandle<io::Result<()>>>,
-    /// Records the queue had no room for.
-    pub dropped: u64,
     pub events: u64,
+}
+
+/// Another thread's way into the recording (the printer writes the stacks
+/// it symbolizes).
+#[derive(Clone)]
+pub struct RecordSink {
+    queue: SyncSender<Message>,
+    /// Records the queue had no room for.
+    dropped: Arc<AtomicU64>,
+}
+
+impl RecordSink {
+    /// Queues a record; never waits for the disk.
+    pub fn record(&self, record: &Record) {
+        let role = match record {
+            Record::Event(_) => RecordRole::Event,
+            Record::Process(p) => RecordRole::Process(p.pid),
+            _ => RecordRole::Other,
+        };
+        match self
+            .queue
+            .try_send(Message::Record(format::encode(record), role))
+        {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl Recorder {
@@ -79,43 +110,44 @@ impl Recorder {
             .context("starting the recorder thread")
             .map_err(Failure::environment)?;
         Ok(Recorder {
-            queue,
+            sink: RecordSink {
+                queue,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
             writer: Some(writer),
-            dropped: 0,
             events: 0,
         })
     }
 
     /// Queues a record; never waits for the disk.
     pub fn record(&mut self, record: &Record) {
-        let role = match record {
-            Record::Event(_) => {
-                self.events += 1;
-                RecordRole::Event
-            }
-            Record::Process(p) => RecordRole::Process(p.pid),
-            _ => RecordRole::Other,
-        };
-        match self
-            .queue
-            .try_send(Message::Record(format::encode(record), role))
-        {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped += 1,
+        if matches!(record, Record::Event(_)) {
+            self.events += 1;
         }
+        self.sink.record(record);
+    }
+
+    pub fn sink(&self) -> RecordSink {
+        self.sink.clone()
+    }
+
+    /// Records the queue had no room for, so far.
+    pub fn dropped(&self) -> u64 {
+        self.sink.dropped.load(Ordering::Relaxed)
     }
 
     /// Writes the final lost-events record and the closing record, and waits
     /// until everything is on disk.
     pub fn close(mut self, mut lost: LostRecord) -> anyhow::Result<()> {
-        lost.recorder_queue_full = self.dropped;
+        lost.recorder_queue_full = self.dropped();
         // Blocking here is fine: tracing is over.
-        self.queue
+        self.sink
+            .queue
             .send(Message::Record(
                 format::encode(&Record::Lost(lost)),
                 RecordRole::Other,
             ))
-            .and_then(|_| self.queue.send(Message::Close))
+            .and_then(|_| self.sink.queue.send(Message::Close))
             .map_err(|_| anyhow!("the recorder thread stopped early"))?;
         let writer = self.writer.take().expect("closed once");
         writer
