@@ -631,6 +631,24 @@ fn jemalloc_splits_come_from_its_unmapping_path() {
     assert_eq!(report["processes"][0]["allocator"], "jemalloc (linked in)");
 }
 
+/// The jemalloc workload's glibc twin (the same allocation pattern, glibc
+/// malloc): named glibc, and its SPLITs are a handful where jemalloc's are
+/// hundreds: only while glibc's mmap threshold is still low do adjacent
+/// mmap'd blocks (which the kernel merges into one VMA) get cut when one is
+/// freed.
+#[test]
+fn the_glibc_twin_is_glibc_and_hardly_splits() {
+    let glibc = example_bin("glibc_workload").display().to_string();
+    let finished = Running::vmatrace(&["--json", "-q", "--", &glibc, "40"]).finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_nothing_lost();
+    let summary = &finished.summary()["processes"][0];
+    assert_eq!(summary["allocator"], "glibc malloc", "{summary}");
+    let anon_splits = summary["splits_by_mapping"]["anon"].as_u64().unwrap_or(0);
+    assert!(anon_splits < 30, "{summary}");
+    assert!(summary["calls"]["munmap"].as_u64() > Some(10), "{summary}");
+}
+
 /// One cut in each kind of mapping: every event names what it touched,
 /// file mappings by their path (found while the process lives, even with
 /// the file closed), and a replay of the recording names the same.
