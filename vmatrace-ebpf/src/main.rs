@@ -28,8 +28,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use vmatrace_common::{
-    Call, ENOMEM_RET, Event, EventKind, TARGET_TRACED, capture_stacks, creates, lost,
-    maps_a_file,
+    Call, ENOMEM_RET, Event, EventKind, TARGET_TRACED, capture_stacks, creates, lost, maps_a_file,
 };
 
 // ---------------------------------------------------------------- maps
