@@ -226,6 +226,7 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const STACKS: &str = "STACKS";
     pub const CAPTURE_STACKS: &str = "CAPTURE_STACKS";
+    pub const WARN_AT: &str = "WARN_AT";
 
     pub const TRACE_ALL: &str = "TRACE_ALL";
     pub const FOLLOW_FORKS: &str = "FOLLOW_FORKS";

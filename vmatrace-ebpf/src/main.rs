@@ -87,6 +87,10 @@ static SELF_TGID: Global<u32> = Global::new(0);
 /// Which calls get their user stack captured: a `capture_stacks` value.
 #[unsafe(no_mangle)]
 static CAPTURE_STACKS: Global<u8> = Global::new(capture_stacks::FLAGGED);
+/// The NEAR-LIMIT threshold in VMAs: the call that takes the count across
+/// it gets its stack too.
+#[unsafe(no_mangle)]
+static WARN_AT: Global<i32> = Global::new(i32::MAX);
 #[unsafe(no_mangle)]
 static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
@@ -250,17 +254,20 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
 }
 
 /// The caller's user stack id + 1 if this call wants one: every call with
-/// `--stacks`, else those that split a mapping or failed with ENOMEM (the
-/// same test userspace applies, so a flagged event has its stack).
+/// `--stacks`, else those that split a mapping, failed with ENOMEM, or took
+/// the count across the NEAR-LIMIT threshold (the tests userspace applies,
+/// so a flagged event has its stack).
 #[inline(always)]
 fn user_stack_if_wanted(ctx: &TracePointContext, event: &Event, ret: i64) -> u32 {
     let mode = CAPTURE_STACKS.load();
+    let warn_at = WARN_AT.load();
     let wanted = mode == capture_stacks::ALL
         || (mode == capture_stacks::FLAGGED
             && (ret == ENOMEM_RET
                 || (event.locked != 0
-                    && (event.vmas_after as i64 - event.vmas_before as i64)
-                        > creates(event.call, &event.args))));
+                    && ((event.vmas_after as i64 - event.vmas_before as i64)
+                        > creates(event.call, &event.args)
+                        || (event.vmas_before < warn_at && event.vmas_after >= warn_at)))));
     if !wanted {
         return 0;
     }

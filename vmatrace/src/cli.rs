@@ -169,7 +169,7 @@ pub struct LiveArgs {
     pub only_flagged: bool,
 
     /// Capture and symbolize the user stack of every event, not only of the
-    /// SPLIT and ENOMEM ones.
+    /// flagged ones (SPLIT, ENOMEM, the call that crossed NEAR-LIMIT).
     #[arg(long, conflicts_with = "no_stacks")]
     pub stacks: bool,
 
@@ -185,7 +185,8 @@ pub struct LiveArgs {
     /// every -i seconds (default 1): the count against the limit, growth
     /// and time to the limit, call rates, mmap/munmap size classes, the
     /// share of unmaps that split, the mappings cut and the call sites that
-    /// added VMAs (of calls with a stack: SPLIT/ENOMEM, all with --stacks).
+    /// added VMAs (of calls with a stack: the flagged ones, all with
+    /// --stacks).
     /// Full-screen on a terminal (q quits), text blocks or JSON lines
     /// (--json) otherwise.
     #[arg(long, conflicts_with_all = ["quiet", "only_flagged"])]

@@ -26,6 +26,8 @@ pub struct ProbeConfig {
     pub btf_path: std::path::PathBuf,
     /// A `vmatrace_common::capture_stacks` value.
     pub capture_stacks: u8,
+    /// The NEAR-LIMIT threshold, in VMAs.
+    pub warn_at: u64,
 }
 
 /// The loaded, attached programs. Dropping it detaches them.
@@ -77,6 +79,7 @@ impl Probes {
         let follow = u8::from(config.follow_forks);
         // Wake the reader at a quarter full; it polls every few ms anyway.
         let wakeup_bytes = u64::from(config.ring_buffer_bytes / 4);
+        let warn_at = i32::try_from(config.warn_at).unwrap_or(i32::MAX);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::TRACE_ALL, &trace_all, true)
@@ -89,6 +92,7 @@ impl Probes {
             .override_global(names::NEWTASK_FLAGS_OFFSET, &tp.newtask_clone_flags, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(names::CAPTURE_STACKS, &config.capture_stacks, true)
+            .override_global(names::WARN_AT, &warn_at, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes);
         let ebpf = loader
             .load(EBPF_OBJECT)

@@ -66,7 +66,9 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         terminate: signal(SignalKind::terminate()).context("SIGTERM handler")?,
     };
     let limit = kernel::max_map_count().map_err(Failure::environment)?;
+    let detector = Detector::new(limit, cli.warn_at / 100.0);
     let mut probes = Probes::load(&ProbeConfig {
+        warn_at: detector.warn_at,
         trace_all: targets == Targets::All,
         follow_forks: cli.follow_forks,
         ring_buffer_bytes: cli.buffer_size,
@@ -88,7 +90,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             Failure::environment(anyhow!(e.into_parts().1).context("watching the ring buffer"))
         })?;
 
-    let mut processes = Processes::new(Detector::new(limit, cli.warn_at / 100.0));
+    let mut processes = Processes::new(detector);
     let format = if cli.json { Format::Json } else { Format::Text };
     let clock_offset = kernel::monotonic_to_realtime_offset();
     let output = Output::new(format, cli.only_flagged, cli.quiet || cli.top, clock_offset);

@@ -488,6 +488,44 @@ fn status_lines_report_count_limit_and_losses() {
     assert!(finished.stderr_text().contains("lost events: 0"));
 }
 
+/// The call that takes the count across the NEAR-LIMIT threshold carries
+/// its stack, like SPLIT and ENOMEM: here a plain mmap, one VMA above the
+/// count the process had when vmatrace attached.
+#[test]
+fn the_call_that_crosses_near_limit_has_its_stack() {
+    let mut target = Running::spawn(&workload_bin(), &["mmap", "10", "--wait"]);
+    target.wait_stderr("ready pid=");
+    let pid = target.pid();
+    let count = maps_count(pid);
+    // ceil(limit x percent / 100) = count + 1.
+    let percent = (count as f64 + 0.5) * 100.0 / max_map_count() as f64;
+    let mut trace = Running::vmatrace(&[
+        "--json",
+        "--only-flagged",
+        "--warn-at",
+        &format!("{percent:.6}"),
+        "-p",
+        &pid.to_string(),
+    ]);
+    trace.wait_stderr("vmatrace: tracing");
+    target.send_line();
+    let near = trace.wait_event(|e| has_flag(e, "NEAR-LIMIT"));
+    assert!(target.finish().status.success());
+    let finished = trace.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_nothing_lost();
+    assert_eq!(near["call"], "mmap", "{near}");
+    assert!(!has_flag(&near, "SPLIT"), "{near}");
+    assert_eq!(near["vmas_after"], count + 1, "{near}");
+    let names: Vec<&str> = near["stack"]["frames"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stack: {near}"))
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(names.iter().any(|n| n.contains("mmap_pairs")), "{names:?}");
+}
+
 /// Ctrl-C (SIGINT) ends a trace cleanly: the summary is printed, status 0.
 #[test]
 fn interrupt_prints_the_summary_and_succeeds() {
