@@ -5,6 +5,7 @@
 //! silently.
 
 use std::{
+    collections::VecDeque,
     fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
@@ -44,6 +45,8 @@ enum RecordRole {
     /// A process snapshot: repeated at the head of every new file, so each
     /// file of a rotation stands alone.
     Process(u32),
+    /// A symbolized stack: repeated too, for the events to come that name it.
+    Stack,
     Other,
 }
 
@@ -68,6 +71,7 @@ impl RecordSink {
         let role = match record {
             Record::Event(_) => RecordRole::Event,
             Record::Process(p) => RecordRole::Process(p.pid),
+            Record::Stack(_) => RecordRole::Stack,
             _ => RecordRole::Other,
         };
         match self
@@ -101,6 +105,8 @@ impl Recorder {
             segment_bytes: (max / 2).max(64 * 1024),
             header,
             processes: Vec::new(),
+            stacks: VecDeque::new(),
+            stack_bytes: 0,
         });
         let (queue, incoming) = sync_channel(QUEUE_RECORDS);
         let path = path.to_path_buf();
@@ -209,6 +215,38 @@ struct Rotation {
     header: Bytes,
     /// The newest snapshot of each process, by pid.
     processes: Vec<(u32, Bytes)>,
+    /// The stacks symbolized so far, newest last, within a quarter of a
+    /// file: an event of the new file may name one.
+    stacks: VecDeque<Bytes>,
+    stack_bytes: u64,
+}
+
+impl Rotation {
+    fn keep(&mut self, role: RecordRole, bytes: &Bytes) {
+        match role {
+            RecordRole::Process(pid) => {
+                self.processes.retain(|(p, _)| *p != pid);
+                self.processes.push((pid, bytes.clone()));
+            }
+            RecordRole::Stack => {
+                self.stack_bytes += bytes.len() as u64;
+                self.stacks.push_back(bytes.clone());
+                while self.stack_bytes > self.segment_bytes / 4 {
+                    let Some(oldest) = self.stacks.pop_front() else {
+                        break;
+                    };
+                    self.stack_bytes -= oldest.len() as u64;
+                }
+            }
+            RecordRole::Event | RecordRole::Other => {}
+        }
+    }
+
+    /// What every new file starts with after its header.
+    fn carried(&self) -> Vec<Bytes> {
+        let processes = self.processes.iter().map(|(_, b)| b.clone());
+        processes.chain(self.stacks.iter().cloned()).collect()
+    }
 }
 
 fn write_loop(
@@ -222,10 +260,7 @@ fn write_loop(
         match incoming.recv_timeout(FLUSH_EVERY) {
             Ok(Message::Record(bytes, role)) => {
                 if let Some(rotation) = rotation.as_mut() {
-                    if let RecordRole::Process(pid) = role {
-                        rotation.processes.retain(|(p, _)| *p != pid);
-                        rotation.processes.push((pid, bytes.clone()));
-                    }
+                    rotation.keep(role, &bytes);
                     if segment.bytes + bytes.len() as u64 > rotation.segment_bytes {
                         segment = rotate(&path, segment, rotation)?;
                     }
@@ -249,6 +284,5 @@ fn rotate(path: &Path, full: Segment, rotation: &Rotation) -> io::Result<Segment
     let mut older = path.as_os_str().to_owned();
     older.push(".1");
     std::fs::rename(path, &older)?;
-    let carried: Vec<Bytes> = rotation.processes.iter().map(|(_, b)| b.clone()).collect();
-    Segment::create(path, &rotation.header, &carried)
+    Segment::create(path, &rotation.header, &rotation.carried())
 }
