@@ -517,12 +517,7 @@ fn the_call_that_crosses_near_limit_has_its_stack() {
     assert_eq!(near["call"], "mmap", "{near}");
     assert!(!has_flag(&near, "SPLIT"), "{near}");
     assert_eq!(near["vmas_after"], count + 1, "{near}");
-    let names: Vec<&str> = near["stack"]["frames"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no stack: {near}"))
-        .iter()
-        .filter_map(|f| f["function"].as_str())
-        .collect();
+    let names = stack_functions(&near);
     assert!(names.iter().any(|n| n.contains("mmap_pairs")), "{names:?}");
 }
 
@@ -575,12 +570,7 @@ fn flagged_events_carry_their_symbolized_stack() {
     let finished = run.finish();
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
     assert!(has_flag(&split, "SPLIT"), "{split}");
-    let names: Vec<&str> = split["stack"]["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["function"].as_str())
-        .collect();
+    let names = stack_functions(&split);
     assert!(
         names
             .iter()
@@ -856,12 +846,7 @@ fn a_short_lived_process_keeps_its_names() {
         .iter()
         .find(|e| e["call"] == "munmap" && has_flag(e, "SPLIT"))
         .expect("the SPLIT");
-    let names: Vec<&str> = split["stack"]["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["function"].as_str())
-        .collect();
+    let names = stack_functions(split);
     assert!(
         names
             .iter()

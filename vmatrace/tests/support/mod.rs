@@ -272,6 +272,17 @@ pub fn has_flag(event: &Value, flag: &str) -> bool {
         .is_some_and(|flags| flags.iter().any(|f| f == flag))
 }
 
+/// The function names of an event's stack, innermost first (panics if
+/// the event has no stack).
+pub fn stack_functions(event: &Value) -> Vec<&str> {
+    event["stack"]["frames"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stack: {event}"))
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect()
+}
+
 /// Parses `key=value` pairs out of a workload's report line.
 pub fn field(line: &str, key: &str) -> i64 {
     line.split_whitespace()
