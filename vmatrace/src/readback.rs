@@ -110,6 +110,35 @@ fn last_lost(trace: &Trace) -> LostRecord {
         .unwrap_or_default()
 }
 
+/// Where the trace has gaps: the seconds in which the lost-event totals
+/// (recorded every second) grew, and by how much.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+struct LostGap {
+    from_s: f64,
+    to_s: f64,
+    lost: u64,
+}
+
+fn lost_gaps(trace: &Trace) -> Vec<LostGap> {
+    let header = &trace.header;
+    let mut gaps = Vec::new();
+    let (mut before_ns, mut before_total) = (header.start_ns, 0);
+    for record in &trace.records {
+        if let Record::Lost(lost) = record {
+            let total = lost.total();
+            if total > before_total {
+                gaps.push(LostGap {
+                    from_s: seconds_since_start(header, before_ns),
+                    to_s: seconds_since_start(header, lost.at_ns),
+                    lost: total - before_total,
+                });
+            }
+            (before_ns, before_total) = (lost.at_ns, total.max(before_total));
+        }
+    }
+    gaps
+}
+
 fn seconds_since_start(header: &Header, ns: u64) -> f64 {
     ns.saturating_sub(header.start_ns) as f64 / 1e9
 }
@@ -278,6 +307,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         "limit": limit,
         "lost": lost,
         "lost_total": lost.total(),
+        "lost_gaps": lost_gaps(&trace),
         "processes": per_process,
     });
     let mut report = report;
@@ -328,9 +358,30 @@ fn report_text(report: &Value) -> String {
     if lost == 0 {
         text.push_str("  lost events: 0\n");
     } else {
+        let reasons: Vec<String> = [
+            ("ring_buffer_full", "ring buffer full"),
+            ("inflight_table_full", "in-flight table full"),
+            ("targets_table_full", "target table full"),
+            ("lifecycle_ring_buffer_full", "lifecycle"),
+            ("recorder_queue_full", "recorder queue full"),
+        ]
+        .iter()
+        .filter_map(|(key, name)| {
+            let n = report["lost"][key].as_u64().unwrap_or(0);
+            (n > 0).then(|| format!("{name} {n}"))
+        })
+        .collect();
         text.push_str(&format!(
             "  LOST EVENTS: {lost} ({}): the trace has gaps\n",
-            report["lost"]
+            reasons.join(", ")
+        ));
+    }
+    for gap in report["lost_gaps"].as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "    {} lost between +{:.1} s and +{:.1} s\n",
+            gap["lost"],
+            gap["from_s"].as_f64().unwrap_or(0.0),
+            gap["to_s"].as_f64().unwrap_or(0.0),
         ));
     }
     for p in report["processes"].as_array().into_iter().flatten() {
@@ -500,4 +551,47 @@ pub fn chrome_trace(trace: &Trace) -> Value {
         "otherData": {"vm.max_map_count": header.max_map_count, "hostname": header.hostname, "kernel": header.kernel_release},
         "traceEvents": events,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lost_at(second: u64, ring_buffer_full: u64) -> Record {
+        Record::Lost(LostRecord {
+            at_ns: second * 1_000_000_000,
+            ring_buffer_full,
+            ..LostRecord::default()
+        })
+    }
+
+    #[test]
+    fn lost_gaps_are_the_seconds_the_totals_grew_in() {
+        let trace = Trace {
+            header: Header::default(),
+            records: vec![
+                lost_at(1, 0),
+                lost_at(2, 40),
+                lost_at(3, 40),
+                lost_at(4, 45),
+                lost_at(5, 45),
+            ],
+            ending: Ending::Clean,
+        };
+        assert_eq!(
+            lost_gaps(&trace),
+            vec![
+                LostGap {
+                    from_s: 1.0,
+                    to_s: 2.0,
+                    lost: 40
+                },
+                LostGap {
+                    from_s: 3.0,
+                    to_s: 4.0,
+                    lost: 5
+                },
+            ]
+        );
+    }
 }

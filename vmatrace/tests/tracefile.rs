@@ -439,3 +439,50 @@ fn max_size_rotates_and_keeps_the_newest() {
     assert_eq!(code, 0);
     assert_eq!(report["complete"], true);
 }
+
+/// A ring buffer far too small for the rate: events are lost, and every
+/// one is counted: the live run exits 3 with the total in its summary, the
+/// recording holds the same total, and the report says in which seconds.
+#[test]
+fn lost_events_are_counted_reported_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lossy.vmat").display().to_string();
+    let workload = workload();
+    let finished = run_vmatrace(&[
+        "--json",
+        "-q",
+        "--buffer-size",
+        "4096",
+        "-o",
+        &file,
+        "--",
+        &workload,
+        "split-churn",
+        "100000",
+    ]);
+    assert_eq!(finished.code(), 3, "{}", finished.stderr_text());
+    let summary: Value = serde_json::from_str(finished.stdout.last().unwrap()).unwrap();
+    let lost = summary["lost_total"].as_u64().unwrap();
+    assert!(lost > 0, "{summary}");
+    assert!(
+        finished.stderr_text().contains("events were lost"),
+        "{}",
+        finished.stderr_text()
+    );
+
+    let (code, report) = report_json(Path::new(&file));
+    assert_eq!(code, 0);
+    assert_eq!(
+        report["lost_total"].as_u64(),
+        Some(lost),
+        "{}",
+        report["lost"]
+    );
+    let in_gaps: u64 = report["lost_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["lost"].as_u64().unwrap())
+        .sum();
+    assert_eq!(in_gaps, lost, "{}", report["lost_gaps"]);
+}
