@@ -47,36 +47,59 @@ const LIBRARIES: &[(&str, Allocator)] = &[
     ("libmimalloc", Allocator::Mimalloc),
 ];
 
+impl Detected {
+    /// Whether `other`, found later in the same address space, says more:
+    /// an allocator library beats one linked in, which beats glibc, which
+    /// beats not knowing.
+    pub fn is_outranked_by(self, other: Detected) -> bool {
+        let rank = |d: Detected| match (d.allocator, d.linked_in) {
+            (Allocator::Unknown, _) => 0,
+            (Allocator::Glibc, _) => 1,
+            (_, true) => 2,
+            (_, false) => 3,
+        };
+        rank(other) > rank(self)
+    }
+}
+
+/// The allocator a shared library the process mapped stands for, if any:
+/// an allocator library, or the C library (glibc malloc, unless more is
+/// known).
+pub fn of_library(path: &str) -> Option<Detected> {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let allocator = LIBRARIES
+        .iter()
+        .find(|(library, _)| file.starts_with(library))
+        .map(|(_, allocator)| *allocator)
+        .or_else(|| file.starts_with("libc.so").then_some(Allocator::Glibc))?;
+    Some(Detected {
+        allocator,
+        linked_in: false,
+    })
+}
+
 /// Detects the allocator from a `/proc/PID/maps` text and the executable.
 pub fn detect(maps: &str, exe: Option<&Path>) -> Detected {
-    let paths = || maps.lines().filter_map(|l| l.split_whitespace().nth(5));
-    for (library, allocator) in LIBRARIES {
-        if paths().any(|p| p.rsplit('/').next().is_some_and(|f| f.starts_with(library))) {
-            return Detected {
-                allocator: *allocator,
-                linked_in: false,
-            };
-        }
-    }
+    let mut best = Detected {
+        allocator: Allocator::Unknown,
+        linked_in: false,
+    };
     if let Some(allocator) = exe.and_then(linked_in_allocator) {
-        return Detected {
+        best = Detected {
             allocator,
             linked_in: true,
         };
     }
-    let glibc = paths().any(|p| {
-        p.rsplit('/')
-            .next()
-            .is_some_and(|f| f.starts_with("libc.so"))
-    });
-    Detected {
-        allocator: if glibc {
-            Allocator::Glibc
-        } else {
-            Allocator::Unknown
-        },
-        linked_in: false,
+    let libraries = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter_map(of_library);
+    for found in libraries {
+        if best.is_outranked_by(found) {
+            best = found;
+        }
     }
+    best
 }
 
 /// An allocator whose entry points the executable defines itself.
@@ -120,6 +143,22 @@ mod tests {
 7f0000000000-7f0000028000 r--p 00000000 fe:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
 ";
+
+    #[test]
+    fn later_libraries_say_more_than_earlier_guesses() {
+        let unknown = detect("", None);
+        let glibc = of_library("/usr/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        let jemalloc = of_library("/usr/lib/libjemalloc.so.2").unwrap();
+        let linked = Detected {
+            allocator: Allocator::Jemalloc,
+            linked_in: true,
+        };
+        assert!(unknown.is_outranked_by(glibc));
+        assert!(glibc.is_outranked_by(linked));
+        assert!(linked.is_outranked_by(jemalloc));
+        assert!(!linked.is_outranked_by(glibc), "libc comes with everything");
+        assert_eq!(of_library("/usr/lib/libz.so.1"), None);
+    }
 
     #[test]
     fn libraries_in_the_maps_name_the_allocator() {

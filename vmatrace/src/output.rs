@@ -237,7 +237,9 @@ pub fn status_line(state: &ProcessState, limit: u64, lost: u64) -> String {
     let headroom = state
         .headroom(limit)
         .map_or("?".to_string(), |h| h.to_string());
-    let allocator = state.allocator.as_deref().unwrap_or("allocator unknown");
+    let allocator = state
+        .allocator
+        .map_or("allocator unknown".to_string(), |a| a.to_string());
     format!(
         "pid {} ({}, {allocator}): vmas {count}/{limit}{pct} headroom {headroom} peak {} | splits {} enomem {} | lost {lost}",
         state.pid, state.comm, state.peak, state.splits, state.enomem
@@ -256,6 +258,8 @@ impl StatusLines {
         let limit = processes.detector.limit;
         let now = std::time::Instant::now();
         let mut err = io::stderr().lock();
+        self.windows
+            .retain(|pid| processes.by_pid.get(&pid).is_some_and(|s| !s.exited));
         for state in processes.by_pid.values().filter(|s| !s.exited) {
             let window = self.windows.next(state, limit, None, now);
             let _ = writeln!(

@@ -75,8 +75,7 @@ fn play(
                         .next()
                         .and_then(|l| l.split_whitespace().nth(5));
                     let exe = exe.map(Path::new).filter(|p| p.is_file());
-                    processes
-                        .set_allocator(info.pid, allocator::detect(&info.maps, exe).to_string());
+                    processes.set_allocator(info.pid, allocator::detect(&info.maps, exe));
                 }
             }
             Record::Mapping(mapping) => processes.name_file_mapping(
@@ -273,7 +272,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
             json!({
                 "pid": state.pid,
                 "comm": state.comm,
-                "allocator": state.allocator,
+                "allocator": state.allocator.map(|a| a.to_string()),
                 "vmas_start": e.first_count.or(state.count_at_attach.map(|c| c as i64)),
                 "vmas_peak": state.peak,
                 "vmas_peak_at_s": seconds_since_start(header, state.peak_ns),

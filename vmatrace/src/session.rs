@@ -73,13 +73,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         follow_forks: cli.follow_forks,
         ring_buffer_bytes: cli.buffer_size,
         btf_path: cli.btf.clone(),
-        capture_stacks: if cli.no_stacks {
-            capture_stacks::NONE
-        } else if cli.stacks {
-            capture_stacks::ALL
-        } else {
-            capture_stacks::FLAGGED
-        },
+        capture_stacks: stack_mode(&cli),
     })?;
     let stacks = probes.take_stacks().map_err(Failure::environment)?;
     let events = probes.take_events().map_err(Failure::environment)?;
@@ -108,42 +102,12 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     };
 
     let mut gated = None;
-    let mut command_pid = None;
     match &targets {
-        Targets::Pids(_) => {
-            for info in attached {
-                probes.add_target(info.pid).map_err(Failure::environment)?;
-                // Counted again now that the probes see every change.
-                let count = target::maps_count(info.pid).ok().or(info.count);
-                processes.attach(info.pid, info.comm, count, monotonic_ns());
-                if let Some(detected) = allocator::detect_pid(info.pid) {
-                    processes.set_allocator(info.pid, detected.to_string());
-                }
-                let snapshot = tracefile::snapshot_process(info.pid, monotonic_ns());
-                processes.seed_mappings(info.pid, &snapshot.maps);
-                if let Some(recorder) = recorder.as_mut() {
-                    recorder.record(&Record::Process(snapshot));
-                }
-            }
-        }
-        Targets::Command(argv) => {
-            let command = Gated::spawn(argv)?;
-            probes
-                .add_target(command.pid)
-                .map_err(Failure::environment)?;
-            let pid = command.pid;
-            command_pid = Some(pid);
-            let comm = argv[0]
-                .to_string_lossy()
-                .rsplit('/')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            processes.attach(pid, comm, None, monotonic_ns());
-            gated = Some(command);
-        }
+        Targets::Pids(_) => attach_pids(attached, &mut probes, &mut processes, recorder.as_mut())?,
+        Targets::Command(argv) => gated = Some(gate_command(argv, &mut probes, &mut processes)?),
         Targets::All => {}
     }
+    let command_pid = gated.as_ref().map(|command| command.pid);
     let started = Instant::now();
     eprintln!("{}", banner(&targets, &processes, limit));
     let top = if cli.top {
@@ -221,6 +185,61 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         );
     }
     Ok(exit_status(lost, child_status))
+}
+
+fn stack_mode(cli: &LiveArgs) -> u8 {
+    if cli.no_stacks {
+        capture_stacks::NONE
+    } else if cli.stacks {
+        capture_stacks::ALL
+    } else {
+        capture_stacks::FLAGGED
+    }
+}
+
+/// Starts following running processes: the probes, then each one's count,
+/// allocator and mappings, read once the probes see every change.
+fn attach_pids(
+    attached: Vec<target::TargetInfo>,
+    probes: &mut Probes,
+    processes: &mut Processes,
+    mut recorder: Option<&mut Recorder>,
+) -> Result<(), Failure> {
+    for info in attached {
+        probes.add_target(info.pid).map_err(Failure::environment)?;
+        let count = target::maps_count(info.pid).ok().or(info.count);
+        processes.attach(info.pid, info.comm, count, monotonic_ns());
+        if let Some(detected) = allocator::detect_pid(info.pid) {
+            processes.set_allocator(info.pid, detected);
+        }
+        let snapshot = tracefile::snapshot_process(info.pid, monotonic_ns());
+        processes.seed_mappings(info.pid, &snapshot.maps);
+        if let Some(recorder) = recorder.as_deref_mut() {
+            recorder.record(&Record::Process(snapshot));
+        }
+    }
+    Ok(())
+}
+
+/// Forks the command, held before its exec until the event loop is ready,
+/// and traces it from there.
+fn gate_command(
+    argv: &[std::ffi::OsString],
+    probes: &mut Probes,
+    processes: &mut Processes,
+) -> Result<Gated, Failure> {
+    let command = Gated::spawn(argv)?;
+    probes
+        .add_target(command.pid)
+        .map_err(Failure::environment)?;
+    let comm = argv[0]
+        .to_string_lossy()
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    processes.attach(command.pid, comm, None, monotonic_ns());
+    Ok(command)
 }
 
 fn exit_status(lost: LostCounts, child: Option<ExitStatus>) -> i32 {
@@ -523,8 +542,7 @@ impl Run {
                     self.take_snapshot(event.pid, event.exit_ns);
                 }
                 if let Some(detected) = allocator::detect_pid(event.pid) {
-                    self.processes
-                        .set_allocator(event.pid, detected.to_string());
+                    self.processes.set_allocator(event.pid, detected);
                 }
             }
             // Stacks go to the printer whenever someone wants their names:

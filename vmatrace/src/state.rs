@@ -9,6 +9,7 @@ use serde::Serialize;
 use vmatrace_common::{Call, Event, EventKind};
 
 use crate::{
+    allocator::{self, Detected},
     detect::{Detector, Flags},
     mappings::AddressSpace,
     syscalls,
@@ -20,8 +21,9 @@ use crate::{
 pub struct ProcessState {
     pub pid: u32,
     pub comm: String,
-    /// The allocator the process uses, when known.
-    pub allocator: Option<String>,
+    /// The allocator the process uses, as far as known.
+    #[serde(serialize_with = "as_text")]
+    pub allocator: Option<Detected>,
     /// The count read from /proc/PID/maps when tracing began, if it did.
     pub count_at_attach: Option<u64>,
     /// The kernel's `map_count`, as of the newest reading (`count_ns`).
@@ -216,6 +218,7 @@ impl Processes {
     /// The file the mmap returning `start` mapped, for when its event is
     /// applied.
     pub fn name_file_mapping(&mut self, pid: u32, start: u64, path: Arc<str>) {
+        self.note_library(pid, &path);
         self.file_names.insert((pid, start), path);
     }
 
@@ -256,6 +259,7 @@ impl Processes {
             state.count = None;
             state.peak = 0;
             state.space = AddressSpace::default();
+            state.allocator = None;
         }
         let mapping = state.space.apply(event, file_name);
         let (flags, above) = detector.inspect(event, state.above_warn);
@@ -301,8 +305,23 @@ impl Processes {
         }
     }
 
-    pub fn set_allocator(&mut self, pid: u32, allocator: String) {
+    pub fn set_allocator(&mut self, pid: u32, allocator: Detected) {
         self.entry(pid).allocator = Some(allocator);
+    }
+
+    /// Takes in a library the process mapped: the allocator may show only
+    /// now (the C library is mapped after the exec snapshot was read).
+    fn note_library(&mut self, pid: u32, path: &str) {
+        let Some(found) = allocator::of_library(path) else {
+            return;
+        };
+        let state = self.entry(pid);
+        if state
+            .allocator
+            .is_none_or(|known| known.is_outranked_by(found))
+        {
+            state.allocator = Some(found);
+        }
     }
 
     pub fn mark_exited(&mut self, pid: u32) {
@@ -313,6 +332,16 @@ impl Processes {
 
     pub fn all_exited(&self) -> bool {
         self.by_pid.values().all(|s| s.exited)
+    }
+}
+
+fn as_text<S: serde::Serializer>(
+    allocator: &Option<Detected>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match allocator {
+        Some(detected) => serializer.collect_str(detected),
+        None => serializer.serialize_none(),
     }
 }
 

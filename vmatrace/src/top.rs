@@ -88,6 +88,8 @@ impl Top {
     pub fn show(&mut self, processes: &Processes, lost: u64) -> io::Result<()> {
         let limit = processes.detector.limit;
         let now = Instant::now();
+        self.windows
+            .retain(|pid| processes.by_pid.get(&pid).is_some_and(|s| !s.exited));
         let windows: Vec<Window> = {
             let sites = self
                 .sites

@@ -144,6 +144,12 @@ impl Windows {
         window(state, limit, sites, &before, &current, growth)
     }
 
+    /// Forgets the processes that are gone (`live` holds the others).
+    pub fn retain(&mut self, live: impl Fn(u32) -> bool) {
+        self.previous.retain(|pid, _| live(*pid));
+        self.counts.retain(|pid, _| live(*pid));
+    }
+
     /// VMAs per second since the oldest count within the horizon, and over
     /// how many seconds.
     fn growth(&mut self, pid: u32, count: Option<i64>, now: Instant) -> Option<(f64, f64)> {
@@ -203,7 +209,7 @@ fn window(
     Window {
         pid: state.pid,
         comm: state.comm.clone(),
-        allocator: state.allocator.clone(),
+        allocator: state.allocator.map(|a| a.to_string()),
         vmas: state.count,
         limit,
         headroom: state.headroom(limit),
@@ -499,7 +505,10 @@ mod tests {
     fn state(count: i64, munmaps: u64, splits: u64) -> ProcessState {
         let mut state = ProcessState::new(42);
         state.comm = "mysqld".into();
-        state.allocator = Some("jemalloc".into());
+        state.allocator = Some(crate::allocator::Detected {
+            allocator: crate::allocator::Allocator::Jemalloc,
+            linked_in: false,
+        });
         state.count = Some(count);
         state.peak = count;
         state.calls.insert("mmap", munmaps / 2);
