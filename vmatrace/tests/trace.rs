@@ -759,7 +759,7 @@ fn every_event_names_the_mapping_it_touched() {
 /// cut and the site that cut it.
 #[test]
 fn top_shows_the_allocator_pattern_live() {
-    let finished = Running::vmatrace(&[
+    let mut run = Running::vmatrace(&[
         "--top",
         "--json",
         "-i",
@@ -768,10 +768,22 @@ fn top_shows_the_allocator_pattern_live() {
         &workload(),
         "split-churn",
         "100000",
-    ])
-    .finish();
+        "--pause",
+    ]);
+    // Sites come from symbolized stacks, which the printer thread catches
+    // up with: in time the churn's own function comes out on top.
+    let caught_up = run.wait_event(|v| {
+        v["type"] == "top"
+            && v["processes"][0]["top_sites"][0]["site"]
+                .as_str()
+                .is_some_and(|s| s.contains("split_churn"))
+    });
+    run.send_line();
+    let finished = run.finish();
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
     finished.assert_nothing_lost();
+    let site = &caught_up["processes"][0]["top_sites"][0];
+    assert_eq!(site["splits"], site["vmas_added"], "{site}");
     let json = finished.json();
     assert!(
         json.iter()
@@ -798,19 +810,6 @@ fn top_shows_the_allocator_pattern_live() {
     assert_eq!(busy["munmap_sizes"][0]["up_to"], 4096, "{busy}");
     assert_eq!(busy["mmap_sizes"][0]["up_to"], 16384, "{busy}");
     assert_eq!(busy["splits_by_mapping"][0][0], "anon", "{busy}");
-    // Sites come from symbolized stacks, which the printer thread catches
-    // up with: the churn's own function comes out on top.
-    let site = windows
-        .iter()
-        .rev()
-        .map(|w| &w["top_sites"][0])
-        .find(|site| {
-            site["site"]
-                .as_str()
-                .is_some_and(|s| s.contains("split_churn"))
-        })
-        .unwrap_or_else(|| panic!("split_churn never on top: {windows:#?}"));
-    assert_eq!(site["splits"], site["vmas_added"], "{site}");
 }
 
 /// A process that exits 100 ms after its SPLIT, long before its first
