@@ -65,16 +65,23 @@ impl Sites {
     }
 }
 
-/// The function of the first frame outside libc and the loader.
+/// The first frame outside libc and the loader: where the program (or
+/// its allocator) made the call. Frames nothing is known of (a walk through
+/// code without frame pointers ends in such) are passed over; a stack
+/// entirely inside libc and the loader (the loader's own mappings) is
+/// named by its outermost known frame.
 fn site_of(stack: &Stack) -> String {
-    stack
-        .frames
-        .iter()
+    let known = || stack.frames.iter().filter(|f| f.module.is_some());
+    known()
         .find(|f| !f.module.as_deref().is_some_and(is_libc_or_loader))
-        .map(|f| {
-            f.function
-                .clone()
-                .unwrap_or_else(|| format!("{:#x}", f.addr))
+        .or_else(|| known().next_back())
+        .map(|f| match (&f.function, &f.module) {
+            (Some(function), _) => function.clone(),
+            (None, Some(module)) => {
+                let file = module.rsplit('/').next().unwrap_or(module);
+                format!("{file}@{:#x}", f.addr)
+            }
+            (None, None) => format!("{:#x}", f.addr),
         })
         .unwrap_or_else(|| "??".into())
 }
@@ -148,5 +155,20 @@ mod tests {
         assert_eq!(top[1].site, "free_whole");
         assert_eq!(top[1].stats.vmas_added, 0);
         assert_eq!(sites.top(1).len(), 1);
+    }
+
+    #[test]
+    fn unknown_frames_are_passed_over_and_loader_stacks_named_inside() {
+        let loader = "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
+        let mut garbage = frame("x", "");
+        garbage.function = None;
+        garbage.module = None;
+        let stack = Stack::new(vec![
+            frame("__mmap64", loader),
+            frame("_dl_map_object", loader),
+            garbage,
+        ]);
+        assert_eq!(site_of(&stack), "_dl_map_object");
+        assert_eq!(site_of(&Stack::new(Vec::new())), "??");
     }
 }
