@@ -21,7 +21,7 @@ use crate::{
     output::{Format, Output, human_bytes},
     plot,
     sites::Sites,
-    state::{Applied, Processes, comm_str},
+    state::{Applied, ProcessState, Processes, comm_str},
     symbols::{self, Stack, Symbols},
     syscalls,
     tracefile::{
@@ -188,130 +188,114 @@ struct Extra {
     marks: Vec<(f64, i64, &'static str)>,
 }
 
-pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
-    let trace = load(&args.file)?;
-    let header = &trace.header;
-    let limit = header.max_map_count;
-    let text_output = Output::new(Format::Text, false, true, header.clock_offset_ns as i128);
-    let mut extra: BTreeMap<u32, Extra> = BTreeMap::new();
-    let mut first_ns = None;
-    let mut last_ns = 0;
-    let mut sites = Sites::default();
-    let processes = play(&trace, |event, applied, processes, stack| {
-        first_ns.get_or_insert(event.exit_ns);
-        last_ns = last_ns.max(event.exit_ns);
-        let e = extra.entry(event.pid).or_default();
+/// What a report gathers while the events are replayed.
+struct Gathered<'a> {
+    header: &'a Header,
+    /// Formats the flagged events' lines as the live view did.
+    lines: Output,
+    extra: BTreeMap<u32, Extra>,
+    sites: Sites,
+    first_ns: Option<u64>,
+    last_ns: u64,
+}
+
+impl Gathered<'_> {
+    fn observe(
+        &mut self,
+        event: &Event,
+        applied: &Applied,
+        processes: &Processes,
+        stack: Option<&Stack>,
+    ) {
+        let header = self.header;
+        self.first_ns.get_or_insert(event.exit_ns);
+        self.last_ns = self.last_ns.max(event.exit_ns);
+        let e = self.extra.entry(event.pid).or_default();
         if e.first_count.is_none() {
             e.first_count = processes.by_pid.get(&event.pid).and_then(|s| s.count);
         }
         if let Some(count) = applied.count
             && e.counts.last().is_none_or(|last| last.1 != count)
         {
-            e.counts.push((
-                seconds_since_start(header, event.count_ns.max(event.exit_ns)),
-                count,
-            ));
+            let at = seconds_since_start(header, event.count_ns.max(event.exit_ns));
+            e.counts.push((at, count));
         }
         if event.kind != EventKind::Syscall as u8 {
             return;
         }
         if let Some(stack) = stack {
-            sites.add(stack, event, applied);
+            self.sites.add(stack, event, applied);
         }
         let second = event.exit_ns.saturating_sub(header.start_ns) / 1_000_000_000;
         *e.calls_per_second.entry(second).or_default() += 1;
         if applied.flags.any() {
-            let line = text_output.text_line(event, applied, limit);
+            let line = self.lines.text_line(event, applied, header.max_map_count);
             let at = seconds_since_start(header, event.exit_ns);
             let count = i64::from(event.vmas_after);
-            e.marks.extend(
-                applied
-                    .flags
-                    .names()
-                    .into_iter()
-                    .map(|flag| (at, count, flag)),
-            );
+            let flags = applied.flags.names();
+            e.marks.extend(flags.iter().map(|flag| (at, count, *flag)));
             let line = match stack {
                 Some(stack) => format!("{line}\n{}", symbols::format_stack(stack).trim_end()),
                 None => line,
             };
-            e.flagged.push((at, line, applied.flags.names()));
+            e.flagged.push((at, line, flags));
         }
+    }
+
+    fn duration_s(&self) -> f64 {
+        let first = self.first_ns.unwrap_or(self.last_ns);
+        self.last_ns.saturating_sub(first) as f64 / 1e9
+    }
+}
+
+pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
+    let trace = load(&args.file)?;
+    let header = &trace.header;
+    let limit = header.max_map_count;
+    let mut gathered = Gathered {
+        header,
+        lines: Output::new(Format::Text, false, true, header.clock_offset_ns as i128),
+        extra: BTreeMap::new(),
+        sites: Sites::default(),
+        first_ns: None,
+        last_ns: 0,
+    };
+    let processes = play(&trace, |event, applied, processes, stack| {
+        gathered.observe(event, applied, processes, stack)
     });
+    if let Some(svg) = &args.plot {
+        draw_counts(svg, &args.file, limit, &processes, &gathered.extra)?;
+    }
     let lost = last_lost(&trace);
-    let duration = last_ns.saturating_sub(first_ns.unwrap_or(last_ns)) as f64 / 1e9;
     let events = trace
         .records
         .iter()
         .filter(|r| matches!(r, Record::Event(_)))
         .count();
-
-    if let Some(svg) = &args.plot {
-        let series: Vec<plot::Series> = processes
-            .by_pid
-            .values()
-            .filter_map(|state| {
-                let e = extra.get(&state.pid)?;
-                (!e.counts.is_empty()).then(|| plot::Series {
-                    label: format!("{} ({})", state.pid, state.comm),
-                    points: e.counts.clone(),
-                    flagged: e.marks.clone(),
-                })
-            })
-            .collect();
-        let title = format!("VMA count per process: {}", args.file.display());
-        plot::draw(svg, &title, limit, &series)
-            .map_err(|e| Failure::environment(e.context(format!("drawing {}", svg.display()))))?;
-    }
     let per_process: Vec<Value> = processes
         .by_pid
         .values()
         .map(|state| {
-            let e = extra.remove(&state.pid).unwrap_or_default();
-            let busiest = e.calls_per_second.iter().max_by_key(|(s, n)| (**n, std::cmp::Reverse(**s)));
-            json!({
-                "pid": state.pid,
-                "comm": state.comm,
-                "allocator": state.allocator.map(|a| a.to_string()),
-                "vmas_start": e.first_count.or(state.count_at_attach.map(|c| c as i64)),
-                "vmas_peak": state.peak,
-                "vmas_peak_at_s": seconds_since_start(header, state.peak_ns),
-                "vmas_final": state.count,
-                "headroom": state.headroom(limit),
-                "calls": state.calls,
-                "bytes_by_call": state.bytes_by_call,
-                "failed_calls": state.failed_calls,
-                "bytes_mapped": state.bytes_mapped,
-                "bytes_unmapped": state.bytes_unmapped,
-                "splits": state.splits,
-                "splits_by_mapping": state.splits_by_mapping,
-                "enomem": state.enomem,
-                "near_limit": state.near_limit,
-                "exited": state.exited,
-                "busiest_second": busiest.map(|(s, n)| json!({"from_s": s, "calls": n})),
-                "mmap_size_histogram": state.mmap_sizes.iter().map(|(b, n)| json!({"up_to_bytes": b, "calls": n})).collect::<Vec<_>>(),
-                "munmap_size_histogram": state.munmap_sizes.iter().map(|(b, n)| json!({"up_to_bytes": b, "calls": n})).collect::<Vec<_>>(),
-                "flagged": e.flagged.iter().map(|(at, line, flags)| json!({"at_s": at, "flags": flags, "line": line})).collect::<Vec<_>>(),
-            })
+            let extra = gathered.extra.remove(&state.pid).unwrap_or_default();
+            process_json(state, &extra, header)
         })
         .collect();
-    let report = json!({
+    let mut report = json!({
         "type": "report",
         "file": args.file.display().to_string(),
         "header": header,
         "ending": trace.ending.to_string(),
         "complete": trace.ending == Ending::Clean,
         "events": events,
-        "duration_s": duration,
+        "duration_s": gathered.duration_s(),
         "limit": limit,
         "lost": lost,
         "lost_total": lost.total(),
         "lost_gaps": lost_gaps(&trace),
         "processes": per_process,
     });
-    let mut report = report;
     if let Some(n) = args.top_sites {
-        report["top_sites"] = json!(sites.top(n));
+        report["top_sites"] = json!(gathered.sites.top(n));
     }
     let mut out = io::stdout().lock();
     if args.json {
@@ -322,6 +306,75 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     }
     out.flush().map_err(write_error)?;
     Ok(finish(&trace, &args.file))
+}
+
+/// The VMA count of every process over time, as an SVG plot.
+fn draw_counts(
+    svg: &Path,
+    file: &Path,
+    limit: u64,
+    processes: &Processes,
+    extra: &BTreeMap<u32, Extra>,
+) -> Result<(), Failure> {
+    let series: Vec<plot::Series> = processes
+        .by_pid
+        .values()
+        .filter_map(|state| {
+            let e = extra.get(&state.pid)?;
+            (!e.counts.is_empty()).then(|| plot::Series {
+                label: format!("{} ({})", state.pid, state.comm),
+                points: e.counts.clone(),
+                flagged: e.marks.clone(),
+            })
+        })
+        .collect();
+    let title = format!("VMA count per process: {}", file.display());
+    plot::draw(svg, &title, limit, &series)
+        .map_err(|e| Failure::environment(e.context(format!("drawing {}", svg.display()))))
+}
+
+fn size_histogram(sizes: &BTreeMap<u64, u64>) -> Vec<Value> {
+    sizes
+        .iter()
+        .map(|(bucket, calls)| json!({"up_to_bytes": bucket, "calls": calls}))
+        .collect()
+}
+
+/// One process's part of the report.
+fn process_json(state: &ProcessState, e: &Extra, header: &Header) -> Value {
+    let limit = header.max_map_count;
+    let busiest = e
+        .calls_per_second
+        .iter()
+        .max_by_key(|(s, n)| (**n, std::cmp::Reverse(**s)));
+    json!({
+        "pid": state.pid,
+        "comm": state.comm,
+        "allocator": state.allocator.map(|a| a.to_string()),
+        "vmas_start": e.first_count.or(state.count_at_attach.map(|c| c as i64)),
+        "vmas_peak": state.peak,
+        "vmas_peak_at_s": seconds_since_start(header, state.peak_ns),
+        "vmas_final": state.count,
+        "headroom": state.headroom(limit),
+        "calls": state.calls,
+        "bytes_by_call": state.bytes_by_call,
+        "failed_calls": state.failed_calls,
+        "bytes_mapped": state.bytes_mapped,
+        "bytes_unmapped": state.bytes_unmapped,
+        "splits": state.splits,
+        "splits_by_mapping": state.splits_by_mapping,
+        "enomem": state.enomem,
+        "near_limit": state.near_limit,
+        "exited": state.exited,
+        "busiest_second": busiest.map(|(s, n)| json!({"from_s": s, "calls": n})),
+        "mmap_size_histogram": size_histogram(&state.mmap_sizes),
+        "munmap_size_histogram": size_histogram(&state.munmap_sizes),
+        "flagged": e
+            .flagged
+            .iter()
+            .map(|(at, line, flags)| json!({"at_s": at, "flags": flags, "line": line}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 /// At most this many flagged events per process in the text report.
@@ -340,6 +393,16 @@ fn report_text(report: &Value) -> String {
         report["limit"],
         report["ending"].as_str().unwrap_or(""),
     );
+    text.push_str(&sites_text(report));
+    text.push_str(&lost_text(report));
+    for p in report["processes"].as_array().into_iter().flatten() {
+        text.push_str(&process_text(p, &report["limit"]));
+    }
+    text
+}
+
+fn sites_text(report: &Value) -> String {
+    let mut text = String::new();
     if let Some(sites) = report["top_sites"].as_array() {
         text.push_str("  top call sites by VMAs added:\n");
         for s in sites {
@@ -353,6 +416,11 @@ fn report_text(report: &Value) -> String {
             ));
         }
     }
+    text
+}
+
+fn lost_text(report: &Value) -> String {
+    let mut text = String::new();
     let lost = report["lost_total"].as_u64().unwrap_or(0);
     if lost == 0 {
         text.push_str("  lost events: 0\n");
@@ -383,93 +451,96 @@ fn report_text(report: &Value) -> String {
             gap["to_s"].as_f64().unwrap_or(0.0),
         ));
     }
-    for p in report["processes"].as_array().into_iter().flatten() {
-        let num = |key: &str| p[key].as_i64().map_or("?".to_string(), |v| v.to_string());
+    text
+}
+
+fn process_text(p: &Value, limit: &Value) -> String {
+    let mut text = String::new();
+    let num = |key: &str| p[key].as_i64().map_or("?".to_string(), |v| v.to_string());
+    text.push_str(&format!(
+        "\npid {} ({}){}\n  allocator: {}\n  vmas: start {}, peak {} at +{:.3} s, final {}; limit {}, headroom {}\n",
+        p["pid"],
+        p["comm"].as_str().unwrap_or(""),
+        if p["exited"] == true { ", exited" } else { "" },
+        p["allocator"].as_str().unwrap_or("unknown"),
+        num("vmas_start"),
+        num("vmas_peak"),
+        p["vmas_peak_at_s"].as_f64().unwrap_or(0.0),
+        num("vmas_final"),
+        limit,
+        num("headroom"),
+    ));
+    let calls: Vec<String> = p["calls"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let bytes = &p["bytes_by_call"][k];
+            let moved = |key: &str| bytes[key].as_u64().unwrap_or(0);
+            match (moved("mapped"), moved("unmapped")) {
+                (0, 0) => format!("{k} {v}"),
+                (m, 0) => format!("{k} {v} (+{})", human_bytes(m)),
+                (0, u) => format!("{k} {v} (-{})", human_bytes(u)),
+                (m, u) => format!("{k} {v} (+{} -{})", human_bytes(m), human_bytes(u)),
+            }
+        })
+        .collect();
+    text.push_str(&format!(
+        "  calls: {} ({} failed); mapped {}, unmapped {}\n  SPLIT {}, ENOMEM {}, NEAR-LIMIT {}\n",
+        calls.join(", "),
+        p["failed_calls"],
+        human_bytes(p["bytes_mapped"].as_u64().unwrap_or(0)),
+        human_bytes(p["bytes_unmapped"].as_u64().unwrap_or(0)),
+        p["splits"],
+        p["enomem"],
+        p["near_limit"],
+    ));
+    let by_mapping: std::collections::BTreeMap<String, u64> =
+        serde_json::from_value(p["splits_by_mapping"].clone()).unwrap_or_default();
+    if !by_mapping.is_empty() {
         text.push_str(&format!(
-            "\npid {} ({}){}\n  allocator: {}\n  vmas: start {}, peak {} at +{:.3} s, final {}; limit {}, headroom {}\n",
-            p["pid"],
-            p["comm"].as_str().unwrap_or(""),
-            if p["exited"] == true { ", exited" } else { "" },
-            p["allocator"].as_str().unwrap_or("unknown"),
-            num("vmas_start"),
-            num("vmas_peak"),
-            p["vmas_peak_at_s"].as_f64().unwrap_or(0.0),
-            num("vmas_final"),
-            report["limit"],
-            num("headroom"),
+            "  SPLITs by mapping: {}\n",
+            crate::output::splits_by_mapping(&by_mapping)
         ));
-        let calls: Vec<String> = p["calls"]
-            .as_object()
+    }
+    if let Some(busiest) = p["busiest_second"].as_object() {
+        text.push_str(&format!(
+            "  busiest second: +{} s with {} calls\n",
+            busiest["from_s"], busiest["calls"]
+        ));
+    }
+    for (key, name) in [
+        ("mmap_size_histogram", "mmap"),
+        ("munmap_size_histogram", "munmap"),
+    ] {
+        let sizes: Vec<String> = p[key]
+            .as_array()
             .into_iter()
             .flatten()
-            .map(|(k, v)| {
-                let bytes = &p["bytes_by_call"][k];
-                let moved = |key: &str| bytes[key].as_u64().unwrap_or(0);
-                match (moved("mapped"), moved("unmapped")) {
-                    (0, 0) => format!("{k} {v}"),
-                    (m, 0) => format!("{k} {v} (+{})", human_bytes(m)),
-                    (0, u) => format!("{k} {v} (-{})", human_bytes(u)),
-                    (m, u) => format!("{k} {v} (+{} -{})", human_bytes(m), human_bytes(u)),
-                }
+            .map(|b| {
+                format!(
+                    "<={} {}",
+                    human_bytes(b["up_to_bytes"].as_u64().unwrap_or(0)),
+                    b["calls"]
+                )
             })
             .collect();
+        if !sizes.is_empty() {
+            text.push_str(&format!("  {name} sizes: {}\n", sizes.join(", ")));
+        }
+    }
+    let flagged = p["flagged"].as_array().cloned().unwrap_or_default();
+    if !flagged.is_empty() {
         text.push_str(&format!(
-            "  calls: {} ({} failed); mapped {}, unmapped {}\n  SPLIT {}, ENOMEM {}, NEAR-LIMIT {}\n",
-            calls.join(", "),
-            p["failed_calls"],
-            human_bytes(p["bytes_mapped"].as_u64().unwrap_or(0)),
-            human_bytes(p["bytes_unmapped"].as_u64().unwrap_or(0)),
-            p["splits"],
-            p["enomem"],
-            p["near_limit"],
+            "  flagged events ({}, first {FLAGGED_SHOWN}):\n",
+            flagged.len()
         ));
-        let by_mapping: std::collections::BTreeMap<String, u64> =
-            serde_json::from_value(p["splits_by_mapping"].clone()).unwrap_or_default();
-        if !by_mapping.is_empty() {
+        for f in flagged.iter().take(FLAGGED_SHOWN) {
             text.push_str(&format!(
-                "  SPLITs by mapping: {}\n",
-                crate::output::splits_by_mapping(&by_mapping)
+                "    +{:.6} s {}\n",
+                f["at_s"].as_f64().unwrap_or(0.0),
+                f["line"].as_str().unwrap_or("")
             ));
-        }
-        if let Some(busiest) = p["busiest_second"].as_object() {
-            text.push_str(&format!(
-                "  busiest second: +{} s with {} calls\n",
-                busiest["from_s"], busiest["calls"]
-            ));
-        }
-        for (key, name) in [
-            ("mmap_size_histogram", "mmap"),
-            ("munmap_size_histogram", "munmap"),
-        ] {
-            let sizes: Vec<String> = p[key]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|b| {
-                    format!(
-                        "<={} {}",
-                        human_bytes(b["up_to_bytes"].as_u64().unwrap_or(0)),
-                        b["calls"]
-                    )
-                })
-                .collect();
-            if !sizes.is_empty() {
-                text.push_str(&format!("  {name} sizes: {}\n", sizes.join(", ")));
-            }
-        }
-        let flagged = p["flagged"].as_array().cloned().unwrap_or_default();
-        if !flagged.is_empty() {
-            text.push_str(&format!(
-                "  flagged events ({}, first {FLAGGED_SHOWN}):\n",
-                flagged.len()
-            ));
-            for f in flagged.iter().take(FLAGGED_SHOWN) {
-                text.push_str(&format!(
-                    "    +{:.6} s {}\n",
-                    f["at_s"].as_f64().unwrap_or(0.0),
-                    f["line"].as_str().unwrap_or("")
-                ));
-            }
         }
     }
     text
