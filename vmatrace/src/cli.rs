@@ -196,7 +196,8 @@ pub struct LiveArgs {
     #[arg(long, value_name = "PERCENT", default_value = "90", value_parser = parse_percent)]
     pub warn_at: f64,
 
-    /// Seconds between status lines on stderr [default: 1 on a terminal, none otherwise; 0: none].
+    /// Seconds between status lines on stderr, or between --top refreshes
+    /// [default: 1 on a terminal or with --top, none otherwise; 0: none].
     #[arg(short = 'i', long, value_name = "SECONDS")]
     pub interval: Option<f64>,
 
