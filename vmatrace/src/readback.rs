@@ -610,7 +610,7 @@ pub fn chrome_trace(trace: &Trace) -> Value {
             "pid": event.pid, "tid": event.tid,
             "ts": micros(event.enter_ns),
             "dur": event.exit_ns.saturating_sub(event.enter_ns) as f64 / 1000.0,
-            "args": {"args": syscalls::format_args(call, &event.args), "ret": syscalls::format_result(call, event.ret), "vmas": event.vmas_after},
+            "args": {"args": syscalls::format_args(call, &event.args), "ret": syscalls::format_result(call, event.ret), "vmas": event.vmas_after, "mapping": applied.mapping.as_deref()},
         }));
         for flag in applied.flags.names() {
             events.push(json!({"ph": "i", "s": "p", "name": flag, "cat": "flag", "pid": event.pid, "tid": event.tid, "ts": micros(event.exit_ns)}));
