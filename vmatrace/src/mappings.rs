@@ -1,11 +1,13 @@
 //! Each traced process's address space as vmatrace sees it: seeded from a
 //! `/proc/PID/maps` snapshot and kept current by the events since, so every
 //! event can name the mapping it touched: `[heap]`, `[stack]`, `anon`, or
-//! the file behind it.
+//! the file behind it, and every code address can be turned into a file
+//! and file offset, to symbolize a stack after the process is gone.
 //!
-//! Only names are kept, not the kernel's VMA boundaries (the count comes
-//! from the kernel itself): neighbouring regions of one name need not be
-//! merged, and a range no snapshot or event covered has no name.
+//! Only names and file offsets are kept, not the kernel's VMA boundaries
+//! (the count comes from the kernel itself): neighbouring regions of one
+//! name need not be merged, and a range no snapshot or event covered has
+//! no name.
 
 use std::{collections::BTreeMap, io::BufReader, sync::Arc};
 
