@@ -153,7 +153,9 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         .trace_until_done(&cli, &targets, &probes, child_exit, stop)
         .await;
     // Back from the full screen before anything else is printed.
-    run.top = None;
+    if let Some(top) = run.top.take() {
+        top.close();
+    }
     let child_status = traced?;
     run.drain()?;
     let mut output = run.finish_printing()?;

@@ -40,6 +40,8 @@ pub struct Top {
     quit: Option<mpsc::UnboundedReceiver<()>>,
     keys_done: Arc<AtomicBool>,
     started: Instant,
+    /// The full screen's last picture, left as text when it closes.
+    last_drawn: Vec<Window>,
 }
 
 impl Top {
@@ -64,6 +66,7 @@ impl Top {
             quit,
             keys_done,
             started: Instant::now(),
+            last_drawn: Vec::new(),
         })
     }
 
@@ -110,6 +113,7 @@ impl Top {
                     " vmatrace top · {elapsed:.0} s · vm.max_map_count {limit} · lost events {lost} · q quits"
                 );
                 terminal.draw(|frame| view::draw(frame, &windows, &footer))?;
+                self.last_drawn = windows;
             }
             Screen::Text => {
                 let mut out = io::stdout().lock();
@@ -140,12 +144,34 @@ impl Top {
     }
 }
 
-impl Drop for Top {
-    fn drop(&mut self) {
+impl Top {
+    /// Leaves the full screen, and keeps its last picture on the terminal
+    /// as text: the view does not vanish with the traced process.
+    pub fn close(mut self) {
+        self.leave_screen();
+        if self.last_drawn.is_empty() {
+            return;
+        }
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "--- vmatrace top, the last view ---");
+        for window in &self.last_drawn {
+            let _ = write!(out, "{}", window.to_text());
+        }
+        let _ = out.flush();
+    }
+
+    fn leave_screen(&mut self) {
         self.keys_done.store(true, Ordering::Relaxed);
         if matches!(self.screen, Screen::Terminal(_)) {
             ratatui::restore();
+            self.screen = Screen::Text;
         }
+    }
+}
+
+impl Drop for Top {
+    fn drop(&mut self) {
+        self.leave_screen();
     }
 }
 
