@@ -865,3 +865,99 @@ fn a_short_lived_process_keeps_its_names() {
         replay.stdout
     );
 }
+
+/// `--top` on a real terminal (a pseudo-terminal of 120 x 40): it takes
+/// the full screen, draws, quits on `q` with status 0, and leaves its last
+/// picture behind as text.
+#[test]
+fn top_takes_the_terminal_and_q_quits() {
+    use std::{
+        io::{Read, Write},
+        os::fd::{FromRawFd, OwnedFd},
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    let mut target = Running::spawn(&workload_bin(), &["churn", "3000000", "--wait"]);
+    target.wait_stderr("ready pid=");
+    let pid = target.pid();
+    target.send_line();
+
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two new descriptors; the name buffer and
+    // termios are left to the defaults (null).
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut vmatrace = Command::new(vmatrace_bin())
+        .args(["--top", "-i", "0.2", "-p", &pid.to_string()])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut terminal = std::fs::File::from(master);
+    let mut reader = terminal.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut quit_sent = false;
+    let status = loop {
+        while let Ok(chunk) = rx.try_recv() {
+            screen.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&screen);
+        // A frame with the footer drawn (ratatui moves the cursor over
+        // blanks, so words are looked for one by one).
+        if !quit_sent && text.contains("\x1b[?1049h") && text.contains("quits") {
+            terminal.write_all(b"q").unwrap();
+            quit_sent = true;
+        }
+        if let Some(status) = vmatrace.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = vmatrace.kill();
+            panic!("--top did not quit; the terminal showed:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    while let Ok(chunk) = rx.try_recv() {
+        screen.extend_from_slice(&chunk);
+    }
+    let _ = target.child.kill();
+    let text = String::from_utf8_lossy(&screen);
+    assert!(quit_sent, "no frame was drawn:\n{text}");
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("\x1b[?1049l"), "the full screen was left");
+    let last = text
+        .split("the last view")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no last view:\n{text}"));
+    assert!(last.contains(&format!("pid {pid} (workload")), "{last}");
+    assert!(last.contains("unmaps split"), "{last}");
+}
