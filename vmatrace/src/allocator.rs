@@ -128,12 +128,6 @@ fn linked_in_allocator(exe: &Path) -> Option<Allocator> {
     found
 }
 
-/// The allocator of a live process.
-pub fn detect_pid(pid: u32) -> Option<Detected> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    Some(detect(&maps, Some(Path::new(&format!("/proc/{pid}/exe")))))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +167,8 @@ mod tests {
 
     #[test]
     fn this_test_binary_uses_glibc() {
-        let detected = detect_pid(std::process::id()).expect("own maps");
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("own maps");
+        let detected = detect(&maps, Some(Path::new("/proc/self/exe")));
         assert_eq!(detected.allocator, Allocator::Glibc, "{detected}");
     }
 }

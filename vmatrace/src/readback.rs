@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use vmatrace_common::{Call, Event, EventKind};
 
 use crate::{
-    allocator,
     cli::{ExportArgs, ExportFormat, ReplayArgs, ReportArgs},
     detect::Detector,
     error::Failure,
@@ -65,18 +64,16 @@ fn play(
     for record in &trace.records {
         match record {
             Record::Process(info) => {
-                processes.snapshot(info);
-                if !info.maps.is_empty() {
-                    // The executable is the first mapping; read it if this
-                    // machine has it, for allocators linked into it.
-                    let exe = info
-                        .maps
-                        .lines()
-                        .next()
-                        .and_then(|l| l.split_whitespace().nth(5));
-                    let exe = exe.map(Path::new).filter(|p| p.is_file());
-                    processes.set_allocator(info.pid, allocator::detect(&info.maps, exe));
-                }
+                // The executable is the first mapping; read it if this
+                // machine has it, for allocators linked into it.
+                let exe = info
+                    .maps
+                    .lines()
+                    .next()
+                    .and_then(|l| l.split_whitespace().nth(5))
+                    .map(Path::new)
+                    .filter(|p| p.is_file());
+                processes.snapshot(info, exe);
             }
             Record::Mapping(mapping) => processes.name_file_mapping(
                 mapping.pid,

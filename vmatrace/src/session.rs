@@ -19,7 +19,6 @@ use tokio::{
 use vmatrace_common::{EVENT_SIZE, Event, EventKind, capture_stacks};
 
 use crate::{
-    allocator,
     cli::{LiveArgs, Targets},
     detect::Detector,
     error::{Failure, exit_code},
@@ -27,7 +26,7 @@ use crate::{
     output::{EventFilter, Format, Output, StatusLines, Summary},
     printer::{Destinations, Job, Printer},
     probes::{LostCounts, ProbeConfig, Probes},
-    state::Processes,
+    state::{Processes, program_name},
     symbols::RawStack,
     target::{self, Gated},
     top::Top,
@@ -189,6 +188,10 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     Ok(exit_status(lost, child_status))
 }
 
+fn executable_of(pid: u32) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/{pid}/exe"))
+}
+
 fn stack_mode(cli: &LiveArgs) -> u8 {
     if cli.no_stacks {
         capture_stacks::NONE
@@ -209,13 +212,9 @@ fn attach_pids(
 ) -> Result<(), Failure> {
     for info in attached {
         probes.add_target(info.pid).map_err(Failure::environment)?;
-        let count = target::maps_count(info.pid).ok().or(info.count);
-        processes.attach(info.pid, info.comm, count, monotonic_ns());
-        if let Some(detected) = allocator::detect_pid(info.pid) {
-            processes.set_allocator(info.pid, detected);
-        }
+        processes.attach(info.pid, info.comm, info.count, monotonic_ns());
         let snapshot = tracefile::snapshot_process(info.pid, monotonic_ns());
-        processes.seed_mappings(info.pid, &snapshot.maps);
+        processes.snapshot(&snapshot, Some(&executable_of(info.pid)));
         if let Some(recorder) = recorder.as_deref_mut() {
             recorder.record(&Record::Process(snapshot));
         }
@@ -234,12 +233,7 @@ fn gate_command(
     probes
         .add_target(command.pid)
         .map_err(Failure::environment)?;
-    let comm = argv[0]
-        .to_string_lossy()
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let comm = program_name(&argv[0].to_string_lossy());
     processes.attach(command.pid, comm, None, monotonic_ns());
     Ok(command)
 }
@@ -539,13 +533,8 @@ impl Run {
                 recorder.record(&Record::Event(event));
             }
             let applied = self.processes.apply(&event);
-            if event.kind == EventKind::Exec as u8 {
-                if self.snapshot_execs {
-                    self.take_snapshot(event.pid, event.exit_ns);
-                }
-                if let Some(detected) = allocator::detect_pid(event.pid) {
-                    self.processes.set_allocator(event.pid, detected);
-                }
+            if event.kind == EventKind::Exec as u8 && self.snapshot_execs {
+                self.take_snapshot(event.pid, event.exit_ns);
             }
             // Stacks go to the printer whenever someone wants their names:
             // the event lines, the recording, the --top sites.
@@ -577,7 +566,8 @@ impl Run {
     /// and the recording.
     fn take_snapshot(&mut self, pid: u32, at_ns: u64) {
         let snapshot = tracefile::snapshot_process(pid, at_ns);
-        self.processes.snapshot(&snapshot);
+        self.processes
+            .snapshot(&snapshot, Some(&executable_of(pid)));
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.record(&Record::Process(snapshot));
         }

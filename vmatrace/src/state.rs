@@ -2,6 +2,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    path::Path,
     sync::Arc,
 };
 
@@ -181,21 +182,21 @@ impl Processes {
         self.entry(pid).space = AddressSpace::from_maps(maps);
     }
 
-    /// Takes in a process as a snapshot found it (after an exec, at first
-    /// sight, or from a recording): its name, count and mappings.
-    pub fn snapshot(&mut self, info: &ProcessInfo) {
-        let comm = info
-            .cmdline
-            .split_whitespace()
-            .next()
-            .and_then(|arg0| arg0.rsplit('/').next())
-            .unwrap_or("")
-            .chars()
-            .take(15)
-            .collect();
+    /// Takes in a process as a snapshot found it (at attach, after an exec,
+    /// at first sight, or from a recording): its count, mappings and
+    /// allocator (`exe`: its executable, for an allocator linked in), and a
+    /// name from its command line if it has none yet.
+    pub fn snapshot(&mut self, info: &ProcessInfo, exe: Option<&Path>) {
+        let known = self.by_pid.get(&info.pid).map(|s| s.comm.clone());
+        let comm = known
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| program_name(info.cmdline.split_whitespace().next().unwrap_or("")));
         let count = (!info.maps.is_empty()).then(|| maps_snapshot_count(&info.maps));
         self.attach(info.pid, comm, count, info.at_ns);
         self.seed_mappings(info.pid, &info.maps);
+        if !info.maps.is_empty() {
+            self.set_allocator(info.pid, allocator::detect(&info.maps, exe));
+        }
     }
 
     /// Whether a snapshot named the process's mappings since its last exec.
@@ -343,6 +344,17 @@ fn as_text<S: serde::Serializer>(
         Some(detected) => serializer.collect_str(detected),
         None => serializer.serialize_none(),
     }
+}
+
+/// A program's name as the kernel keeps it (`comm`): the file name of its
+/// path, at most 15 bytes.
+pub fn program_name(path: &str) -> String {
+    path.rsplit('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(15)
+        .collect()
 }
 
 pub fn comm_str(comm: &[u8]) -> String {

@@ -41,8 +41,7 @@ fn incident_every_split_flagged_then_enomem_at_the_limit() {
     let maps = maps_count(pid);
     run.send_line();
     let finished = run.finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
 
     let report = finished
         .stderr
@@ -131,8 +130,7 @@ fn glibc_malloc_of_129k_blocks_never_splits() {
     let target = target.finish();
     assert!(target.status.success());
     let finished = trace.finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
 
     let events = finished.events();
     let big = |e: &&Value| e["args"]["length"].as_u64().unwrap_or(0) >= 129 * 1024;
@@ -161,8 +159,7 @@ fn glibc_malloc_of_129k_blocks_never_splits() {
 fn concurrent_threads_get_exact_split_flags() {
     let finished =
         Running::vmatrace(&["--json", "--", &workload(), "threads", "4", "400"]).finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
     let report = finished
         .stderr
         .iter()
@@ -230,8 +227,7 @@ fn attach_to_running_processes_that_exit_mid_trace() {
     second.send_line();
     assert!(second.finish().status.success());
     let finished = trace.finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
     let summary = finished.summary();
     for (pid, pairs) in [(p1, 50), (p2, 70)] {
         let process = process_summary(&summary, pid);
@@ -446,8 +442,7 @@ fn all_mode_sees_other_processes_until_the_duration_ends() {
     let pid = target.pid();
     assert!(target.finish().status.success());
     let finished = trace.finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
     let events = finished.events();
     let munmaps = pid_events(&events, pid)
         .filter(|e| e["call"] == "munmap")
@@ -512,8 +507,7 @@ fn the_call_that_crosses_near_limit_has_its_stack() {
     let near = trace.wait_event(|e| has_flag(e, "NEAR-LIMIT"));
     assert!(target.finish().status.success());
     let finished = trace.finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
     assert_eq!(near["call"], "mmap", "{near}");
     assert!(!has_flag(&near, "SPLIT"), "{near}");
     assert_eq!(near["vmas_after"], count + 1, "{near}");
@@ -637,8 +631,7 @@ fn jemalloc_splits_come_from_its_unmapping_path() {
     });
     run.send_line();
     let finished = run.finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
     assert!(has_flag(&split, "SPLIT"));
     let pid = split["pid"].as_u64().unwrap() as u32;
     let summary = process_summary(&finished.summary(), pid);
@@ -668,8 +661,7 @@ fn jemalloc_splits_come_from_its_unmapping_path() {
 fn the_glibc_twin_is_glibc_and_hardly_splits() {
     let glibc = example_bin("glibc_workload").display().to_string();
     let finished = Running::vmatrace(&["--json", "-q", "--", &glibc, "40"]).finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
     let summary = &finished.summary()["processes"][0];
     assert_eq!(summary["allocator"], "glibc malloc", "{summary}");
     let anon_splits = summary["splits_by_mapping"]["anon"].as_u64().unwrap_or(0);
@@ -701,8 +693,7 @@ fn every_event_names_the_mapping_it_touched() {
     run.wait_event(|e| e["call"] == "mprotect" && e["args"]["addr"] == stack_at);
     run.send_line();
     let finished = run.finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
     let exe = std::fs::canonicalize(workload_bin())
         .unwrap()
         .display()
@@ -780,8 +771,7 @@ fn top_shows_the_allocator_pattern_live() {
     });
     run.send_line();
     let finished = run.finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
     let site = &caught_up["processes"][0]["top_sites"][0];
     assert_eq!(site["splits"], site["vmas_added"], "{site}");
     let json = finished.json();
@@ -831,8 +821,7 @@ fn a_short_lived_process_keeps_its_names() {
         "--linger",
     ])
     .finish();
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    finished.assert_nothing_lost();
+    finished.assert_complete();
     let events = finished.events();
     let libc_map = events
         .iter()

@@ -242,6 +242,12 @@ impl Finished {
         last
     }
 
+    /// Asserts the trace ended with status 0 and lost nothing.
+    pub fn assert_complete(&self) {
+        assert_eq!(self.code(), 0, "{}", self.stderr_text());
+        self.assert_nothing_lost();
+    }
+
     /// Asserts the run lost nothing, the fifth promise of every test.
     pub fn assert_nothing_lost(&self) {
         let summary = self.summary();
