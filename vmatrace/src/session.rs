@@ -536,10 +536,11 @@ impl Run {
             if event.kind == EventKind::Exec as u8 && self.snapshot_execs {
                 self.take_snapshot(event.pid, event.exit_ns);
             }
-            // Stacks go to the printer whenever someone wants their names:
-            // the event lines, the recording, the --top sites.
-            let stack_wanted = event.stack != 0 && (self.recorder.is_some() || self.top.is_some());
-            if new_stack.is_some() || stack_wanted || self.filter.prints(&applied) {
+            // The printer gets what it prints, every new stack (to name it,
+            // for the lines and the recording), and with --top every call
+            // with a stack (its sites).
+            let counts_for_sites = event.stack != 0 && self.top.is_some();
+            if new_stack.is_some() || counts_for_sites || self.filter.prints(&applied) {
                 self.print(Job {
                     event,
                     applied,
