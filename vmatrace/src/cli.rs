@@ -4,7 +4,7 @@ use std::{ffi::OsString, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::kernel::DEFAULT_BTF_PATH;
+use crate::kernel::btf::DEFAULT_BTF_PATH;
 
 const ABOUT: &str = "Trace the calls that create, split and remove memory mappings (VMAs), \
 with the kernel's own live VMA count per process against vm.max_map_count.";

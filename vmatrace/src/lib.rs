@@ -1,27 +1,32 @@
 //! vmatrace: live, exact VMA counts per process, and the calls that split
 //! mappings or fail with ENOMEM at `vm.max_map_count`, traced with eBPF.
 //!
-//! Events flow from the kernel ([`probes`]) through per-process [`state`]
-//! and the [`detect`]ors to the [`output`]s; a [`session`] runs that loop
-//! for the [`target`]s named on the [`cli`].
+//! The folders follow the data, from the kernel to the reader:
+//!
+//! - [`kernel`]: what the running kernel offers (BTF offsets, tracefs, the
+//!   limit) and vmatrace's probes in it: loading, attaching, lost counts.
+//! - [`trace`]: the live session: the [`cli`]'s targets, the event loop that
+//!   drains the ring buffer, and the printer thread.
+//! - [`model`]: what the events mean: per-process state and address space,
+//!   the detectors (SPLIT, ENOMEM, NEAR-LIMIT), call decoding, the
+//!   allocator, call sites, rate windows. Pure analysis, shared by the live
+//!   session and the readers of recordings.
+//! - [`stacks`]: user stacks, from the kernel's addresses to named frames.
+//! - [`output`]: what a person or a script reads: event lines, JSON,
+//!   status lines, the summary, `--top`, plots.
+//! - [`tracefile`]: the recording format, its writer and its reader.
+//! - [`readback`]: `replay`, `report` and `export` of recordings.
+//!
+//! Dependencies point down this list's reverse: `kernel` and `stacks` know
+//! nothing of the rest, `model` builds on them, `tracefile` and `output` on
+//! `model`, and `trace` and `readback` tie everything together.
 
-pub mod allocator;
 pub mod cli;
-pub mod detect;
 pub mod error;
 pub mod kernel;
-pub mod mappings;
+pub mod model;
 pub mod output;
-pub mod plot;
-pub mod printer;
-pub mod probes;
 pub mod readback;
-pub mod session;
-pub mod sites;
-pub mod state;
-pub mod symbols;
-pub mod syscalls;
-pub mod target;
-pub mod top;
+pub mod stacks;
+pub mod trace;
 pub mod tracefile;
-pub mod view;

@@ -2,7 +2,7 @@ use clap::Parser;
 use vmatrace::{
     cli::{Cli, Command, LiveArgs},
     error::{Failure, exit_code},
-    readback, session,
+    readback, trace,
 };
 
 fn main() {
@@ -52,5 +52,5 @@ fn trace(live: LiveArgs) -> Result<i32, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::environment(anyhow::anyhow!(e).context("starting the runtime")))?;
-    runtime.block_on(session::run(live))
+    runtime.block_on(trace::run(live))
 }

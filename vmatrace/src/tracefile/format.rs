@@ -7,7 +7,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use vmatrace_common::{EVENT_SIZE, Event};
 
-use crate::symbols::{Frame, Stack};
+pub use crate::model::snapshot::ProcessInfo;
+use crate::stacks::symbols::{Frame, Stack};
 
 pub const MAGIC: &[u8; 8] = b"VMATRACE";
 /// 2 added the Mapping record; version 1 files read the same otherwise.
@@ -68,17 +69,6 @@ pub struct Header {
     pub mm_map_count_offset: u64,
     /// The command line vmatrace ran with.
     pub command_line: String,
-}
-
-/// A traced process as recording found it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ProcessInfo {
-    pub pid: u32,
-    /// CLOCK_MONOTONIC ns of the snapshot.
-    pub at_ns: u64,
-    pub cmdline: String,
-    /// /proc/PID/maps at that moment (may be empty if unreadable).
-    pub maps: String,
 }
 
 /// Lost-event totals so far, by reason (see `probes::LostCounts`).

@@ -4,72 +4,13 @@ pub mod format;
 pub mod reader;
 pub mod writer;
 
-use std::path::Path;
-
-use crate::{detect::Detector, kernel};
-use format::{Header, ProcessInfo};
-
-/// The header of a recording made now on this machine, with the limit and
-/// threshold the run's detectors use.
-pub fn local_header(
-    offsets: kernel::StructOffsets,
-    detector: &Detector,
-    start_ns: u64,
-    clock_offset_ns: i64,
-) -> Header {
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    Header {
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        hostname: read("/proc/sys/kernel/hostname"),
-        kernel_release: read("/proc/sys/kernel/osrelease"),
-        max_map_count: detector.limit,
-        warn_at: detector.warn_at,
-        clock_offset_ns,
-        start_ns,
-        task_mm_offset: offsets.task_mm,
-        mm_map_count_offset: offsets.mm_map_count,
-        command_line: std::env::args().collect::<Vec<_>>().join(" "),
-    }
-}
-
-/// A snapshot of a live process: its command line and /proc/PID/maps.
-pub fn snapshot_process(pid: u32, at_ns: u64) -> ProcessInfo {
-    let proc = Path::new("/proc").join(pid.to_string());
-    let cmdline = std::fs::read(proc.join("cmdline"))
-        .map(|bytes| {
-            bytes
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
-    ProcessInfo {
-        pid,
-        at_ns,
-        cmdline,
-        maps: std::fs::read_to_string(proc.join("maps")).unwrap_or_default(),
-    }
-}
-
-/// VMAs in a maps snapshot, counted as the kernel counts them.
-pub fn maps_snapshot_count(maps: &str) -> u64 {
-    maps.lines().filter(|l| !l.ends_with("[vsyscall]")).count() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use vmatrace_common::{Call, Event, EventKind};
 
     use super::{
-        format::{self, Checkpoint, LostRecord, Record},
+        format::{self, Checkpoint, Header, LostRecord, ProcessInfo, Record},
         reader::{self, Ending},
-        *,
     };
 
     fn sample_trace() -> Vec<u8> {

@@ -4,12 +4,8 @@
 //! symbolize; a terminal or a pipe may be slow to take lines).
 
 use std::{
-    collections::HashMap,
     io,
-    sync::{
-        Arc, Mutex,
-        mpsc::{Receiver, SyncSender, TryRecvError, sync_channel},
-    },
+    sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel},
     thread::JoinHandle,
 };
 
@@ -17,10 +13,10 @@ use anyhow::Context;
 use vmatrace_common::Event;
 
 use crate::{
+    model::processes::Applied,
+    model::sites::SharedSites,
     output::Output,
-    sites::Sites,
-    state::Applied,
-    symbols::{RawStack, Symbols},
+    stacks::symbols::{RawStack, Symbols},
     tracefile::{
         format::{Record, StackRecord},
         writer::RecordSink,
@@ -30,9 +26,6 @@ use crate::{
 /// Events waiting for the printer, at most (about 50 MB): beyond that the
 /// reader waits, and the ring buffer takes up the slack.
 const QUEUE_JOBS: usize = 1 << 18;
-
-/// Call sites by pid, shared with the `--top` view.
-pub type SharedSites = Arc<Mutex<HashMap<u32, Sites>>>;
 
 /// One event for the printer, with its stack if it is the first event
 /// to name it.

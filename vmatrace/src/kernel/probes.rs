@@ -11,7 +11,8 @@ use aya::{
 };
 use vmatrace_common::{Call, TARGET_TRACED, lost, names};
 
-use crate::{error::Failure, kernel};
+use super::{btf, tracefs};
+use crate::error::Failure;
 
 /// The eBPF object built from `vmatrace-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] =
@@ -34,7 +35,7 @@ pub struct ProbeConfig {
 pub struct Probes {
     ebpf: Ebpf,
     /// The kernel offsets the programs were loaded with.
-    pub offsets: kernel::StructOffsets,
+    pub offsets: btf::StructOffsets,
     /// Calls whose tracepoints this kernel does not have.
     pub missing_calls: Vec<Call>,
 }
@@ -70,9 +71,9 @@ impl Probes {
             )));
         }
         require_privileges()?;
-        let offsets = kernel::struct_offsets(&config.btf_path)?;
-        let tracefs = kernel::ensure_tracefs()?;
-        let tp = kernel::tracepoint_offsets(&tracefs)?;
+        let offsets = btf::struct_offsets(&config.btf_path)?;
+        let tracefs = tracefs::ensure_tracefs()?;
+        let tp = tracefs::tracepoint_offsets(&tracefs)?;
 
         let self_tgid = std::process::id();
         let trace_all = u8::from(config.trace_all);

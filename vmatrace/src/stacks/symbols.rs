@@ -286,7 +286,7 @@ mod tests {
         // This test's own code, named by file and offset, for a pid that
         // does not exist.
         let here = a_gone_process_is_symbolized_from_its_files as *const () as u64;
-        let space = crate::mappings::AddressSpace::from_maps(
+        let space = crate::model::address_space::AddressSpace::from_maps(
             &std::fs::read_to_string("/proc/self/maps").unwrap(),
         );
         let file = space.file_offset(here);

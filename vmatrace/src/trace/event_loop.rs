@@ -1,38 +1,29 @@
-//! One tracing run: set up the targets, then move events from the kernel
-//! through the state and detectors to the outputs until the targets are
-//! gone, the time is up, or the user stops it.
+//! The event loop: drain the ring buffer, move each event through the
+//! state and detectors to the recording and the printer, and wake for
+//! status lines, checkpoints, signals and the command's exit.
 
-use std::{
-    collections::HashSet,
-    io::IsTerminal,
-    process::ExitStatus,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, io::IsTerminal, process::ExitStatus, time::Duration};
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use aya::maps::{MapData, RingBuf, StackTraceMap};
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
-    sync::oneshot,
-};
-use vmatrace_common::{EVENT_SIZE, Event, EventKind, capture_stacks};
+use tokio::{io::unix::AsyncFd, sync::oneshot};
+use vmatrace_common::{EVENT_SIZE, Event, EventKind};
 
+use super::{
+    executable_of,
+    printer::{Job, Printer},
+    recording::lost_record,
+    targets,
+};
 use crate::{
     cli::{LiveArgs, Targets},
-    detect::Detector,
-    error::{Failure, exit_code},
-    kernel, mappings,
-    output::{EventFilter, Format, Output, StatusLines, Summary},
-    printer::{Destinations, Job, Printer},
-    probes::{LostCounts, ProbeConfig, Probes},
-    state::{Processes, program_name},
-    symbols::RawStack,
-    target::{self, Gated},
-    top::Top,
+    error::Failure,
+    kernel::{monotonic_ns, probes::Probes},
+    model::{address_space, processes::Processes, snapshot::snapshot_process},
+    output::{EventFilter, Output, status::StatusLines, top::Top},
+    stacks::symbols::RawStack,
     tracefile::{
-        self,
-        format::{Checkpoint, LostRecord, MappingRecord, Record},
+        format::{Checkpoint, MappingRecord, Record},
         writer::Recorder,
     },
 };
@@ -48,278 +39,32 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Poll ticks between checks that the targets are still alive (250 ms).
 const LIVENESS_TICKS: u32 = 25;
 
-pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
-    let targets = cli.targets().map_err(|e| Failure::usage(anyhow!(e)))?;
-    // Bad pids are found before anything is loaded.
-    let attached: Vec<target::TargetInfo> = match &targets {
-        Targets::Pids(pids) => pids
-            .iter()
-            .map(|pid| target::inspect_pid(*pid))
-            .collect::<Result<_, _>>()?,
-        _ => Vec::new(),
-    };
-    // From here on, Ctrl-C and SIGTERM end the trace with its summary
-    // (and a closed trace file), however early they come.
-    let stop = Stop {
-        interrupt: signal(SignalKind::interrupt()).context("SIGINT handler")?,
-        terminate: signal(SignalKind::terminate()).context("SIGTERM handler")?,
-    };
-    let limit = kernel::max_map_count().map_err(Failure::environment)?;
-    let detector = Detector::new(limit, cli.warn_at / 100.0);
-    let mut probes = Probes::load(&ProbeConfig {
-        warn_at: detector.warn_at,
-        trace_all: targets == Targets::All,
-        follow_forks: cli.follow_forks,
-        ring_buffer_bytes: cli.buffer_size,
-        btf_path: cli.btf.clone(),
-        capture_stacks: stack_mode(&cli),
-    })?;
-    let stacks = probes.take_stacks().map_err(Failure::environment)?;
-    let events = probes.take_events().map_err(Failure::environment)?;
-    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for
-    // as long as it is registered.
-    let ring =
-        unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }.map_err(|e| {
-            Failure::environment(anyhow!(e.into_parts().1).context("watching the ring buffer"))
-        })?;
-
-    let mut processes = Processes::new(detector);
-    let format = if cli.json { Format::Json } else { Format::Text };
-    let clock_offset = kernel::monotonic_to_realtime_offset();
-    let output = Output::new(format, cli.only_flagged, cli.quiet || cli.top, clock_offset);
-    let mut recorder = match &cli.output {
-        Some(path) => {
-            let header = tracefile::local_header(
-                probes.offsets,
-                &processes.detector,
-                monotonic_ns(),
-                clock_offset as i64,
-            );
-            Some(Recorder::create(path, &header, cli.max_size)?)
-        }
-        None => None,
-    };
-
-    let mut gated = None;
-    match &targets {
-        Targets::Pids(_) => attach_pids(attached, &mut probes, &mut processes, recorder.as_mut())?,
-        Targets::Command(argv) => gated = Some(gate_command(argv, &mut probes, &mut processes)?),
-        Targets::All => {}
-    }
-    let command_pid = gated.as_ref().map(|command| command.pid);
-    let started = Instant::now();
-    eprintln!("{}", banner(&targets, &processes, limit));
-    let top = if cli.top {
-        Some(Top::new(cli.json).map_err(|e| {
-            Failure::environment(anyhow!(e).context("setting up the terminal for --top"))
-        })?)
-    } else {
-        None
-    };
-    let filter = output.filter;
-    let printer = Printer::start(
-        output,
-        limit,
-        Destinations {
-            recording: recorder.as_ref().map(Recorder::sink),
-            sites: top.as_ref().map(Top::sites),
-        },
-    )
-    .map_err(Failure::environment)?;
-
-    let mut run = Run {
-        ring,
-        processes,
-        printer: Some(printer),
-        filter,
-        status: StatusLines::default(),
-        events: 0,
-        malformed: 0,
-        command_pid,
-        recorder,
-        snapshot_execs: targets != Targets::All,
-        stacks,
-        seen_stacks: HashSet::new(),
-        top,
-    };
-    // The command starts last, when everything is ready to follow it: a
-    // short-lived one may be done within a millisecond.
-    let child_exit = match gated {
-        Some(command) => Some(wait_for(command.release()?)),
-        None => None,
-    };
-    let traced = run
-        .trace_until_done(&cli, &targets, &probes, child_exit, stop)
-        .await;
-    // Back from the full screen before anything else is printed.
-    if let Some(top) = run.top.take() {
-        top.close();
-    }
-    let child_status = traced?;
-    run.drain()?;
-    let mut output = run.finish_printing()?;
-
-    let lost = probes.lost().map_err(Failure::environment)?;
-    if let Some(recorder) = run.recorder.take() {
-        let dropped = recorder.dropped();
-        recorder
-            .close(lost_record(&lost, monotonic_ns()))
-            .map_err(|e| Failure::environment(e.context("closing the trace file")))?;
-        if dropped > 0 {
-            eprintln!(
-                "vmatrace: the trace file misses {dropped} records: the disk could not keep up"
-            );
-        }
-    }
-    let summary = Summary {
-        processes: &run.processes,
-        lost,
-        seconds: started.elapsed().as_secs_f64(),
-        events: run.events,
-        missing_calls: &probes.missing_calls,
-    };
-    output.summary(&summary).context("writing the summary")?;
-    if run.malformed > 0 {
-        eprintln!(
-            "vmatrace: {} malformed records from the kernel were skipped",
-            run.malformed
-        );
-    }
-    Ok(exit_status(lost, child_status))
-}
-
-fn executable_of(pid: u32) -> std::path::PathBuf {
-    std::path::PathBuf::from(format!("/proc/{pid}/exe"))
-}
-
-fn stack_mode(cli: &LiveArgs) -> u8 {
-    if cli.no_stacks {
-        capture_stacks::NONE
-    } else if cli.stacks {
-        capture_stacks::ALL
-    } else {
-        capture_stacks::FLAGGED
-    }
-}
-
-/// Starts following running processes: the probes, then each one's count,
-/// allocator and mappings, read once the probes see every change.
-fn attach_pids(
-    attached: Vec<target::TargetInfo>,
-    probes: &mut Probes,
-    processes: &mut Processes,
-    mut recorder: Option<&mut Recorder>,
-) -> Result<(), Failure> {
-    for info in attached {
-        probes.add_target(info.pid).map_err(Failure::environment)?;
-        processes.attach(info.pid, info.comm, info.count, monotonic_ns());
-        let snapshot = tracefile::snapshot_process(info.pid, monotonic_ns());
-        processes.snapshot(&snapshot, Some(&executable_of(info.pid)));
-        if let Some(recorder) = recorder.as_deref_mut() {
-            recorder.record(&Record::Process(snapshot));
-        }
-    }
-    Ok(())
-}
-
-/// Forks the command, held before its exec until the event loop is ready,
-/// and traces it from there.
-fn gate_command(
-    argv: &[std::ffi::OsString],
-    probes: &mut Probes,
-    processes: &mut Processes,
-) -> Result<Gated, Failure> {
-    let command = Gated::spawn(argv)?;
-    probes
-        .add_target(command.pid)
-        .map_err(Failure::environment)?;
-    let comm = program_name(&argv[0].to_string_lossy());
-    processes.attach(command.pid, comm, None, monotonic_ns());
-    Ok(command)
-}
-
-fn exit_status(lost: LostCounts, child: Option<ExitStatus>) -> i32 {
-    if lost.total() > 0 {
-        eprintln!(
-            "vmatrace: {} events were lost: the trace is incomplete",
-            lost.total()
-        );
-        return exit_code::LOST_EVENTS;
-    }
-    child.map_or(exit_code::OK, target::shell_exit_code)
-}
-
-fn banner(targets: &Targets, processes: &Processes, limit: u64) -> String {
-    let what = match targets {
-        Targets::Pids(_) => processes
-            .by_pid
-            .values()
-            .map(|s| {
-                let count = s.count.map_or("?".into(), |c| c.to_string());
-                format!("{} ({}, {count} VMAs)", s.pid, s.comm)
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        Targets::Command(argv) => format!(
-            "{} (pid {})",
-            argv.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
-            processes.by_pid.keys().next().copied().unwrap_or(0)
-        ),
-        Targets::All => "every process".to_string(),
-    };
-    format!("vmatrace: tracing {what}; vm.max_map_count {limit}")
-}
-
-fn lost_record(lost: &LostCounts, at_ns: u64) -> LostRecord {
-    LostRecord {
-        at_ns,
-        ring_buffer_full: lost.ring_buffer_full,
-        inflight_table_full: lost.inflight_table_full,
-        targets_table_full: lost.targets_table_full,
-        lifecycle_ring_buffer_full: lost.lifecycle_ring_buffer_full,
-        recorder_queue_full: 0,
-    }
-}
-
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-struct Run {
-    ring: AsyncFd<RingBuf<MapData>>,
-    processes: Processes,
+pub(super) struct Run {
+    pub(super) ring: AsyncFd<RingBuf<MapData>>,
+    pub(super) processes: Processes,
     /// Prints the events (and symbolizes their stacks) on its own thread.
-    printer: Option<Printer>,
-    filter: EventFilter,
-    status: StatusLines,
-    events: u64,
-    malformed: u64,
-    command_pid: Option<u32>,
-    recorder: Option<Recorder>,
+    pub(super) printer: Option<Printer>,
+    pub(super) filter: EventFilter,
+    pub(super) status: StatusLines,
+    pub(super) events: u64,
+    pub(super) malformed: u64,
+    pub(super) command_pid: Option<u32>,
+    pub(super) recorder: Option<Recorder>,
     /// Take a process snapshot at each exec (not with --all, where every
     /// exec in the system would be one: there a process is taken in at
     /// its first call after the exec).
-    snapshot_execs: bool,
-    stacks: StackTraceMap<MapData>,
+    pub(super) snapshot_execs: bool,
+    pub(super) stacks: StackTraceMap<MapData>,
     /// The (pid, stack id) pairs already read and handed to the printer.
-    seen_stacks: HashSet<(u32, u32)>,
+    pub(super) seen_stacks: HashSet<(u32, u32)>,
     /// The live allocator view, with --top.
-    top: Option<Top>,
+    pub(super) top: Option<Top>,
 }
 
 /// The signals that end a trace.
-struct Stop {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
+pub(super) struct Stop {
+    pub(super) interrupt: tokio::signal::unix::Signal,
+    pub(super) terminate: tokio::signal::unix::Signal,
 }
 
 enum Wake {
@@ -333,7 +78,7 @@ enum Wake {
 
 impl Run {
     /// The event loop. Returns the command's exit status, if it ran one.
-    async fn trace_until_done(
+    pub(super) async fn trace_until_done(
         &mut self,
         cli: &LiveArgs,
         targets: &Targets,
@@ -436,7 +181,7 @@ impl Run {
             .processes
             .by_pid
             .values()
-            .filter(|s| !s.exited && !target::is_alive(s.pid))
+            .filter(|s| !s.exited && !targets::is_alive(s.pid))
             .map(|s| s.pid)
             .collect();
         if !vanished.is_empty() {
@@ -491,7 +236,7 @@ impl Run {
 
     /// Waits for the printer to print every event; the output comes back
     /// for the summary.
-    fn finish_printing(&mut self) -> Result<Output, Failure> {
+    pub(super) fn finish_printing(&mut self) -> Result<Output, Failure> {
         let printer = self.printer.take().expect("finished once");
         printer
             .finish()
@@ -518,7 +263,7 @@ impl Run {
 
     /// Moves every waiting event through state and detectors to the
     /// recording and the printer.
-    fn drain(&mut self) -> Result<(), Failure> {
+    pub(super) fn drain(&mut self) -> Result<(), Failure> {
         while let Some(event) = self.next_event() {
             self.events += 1;
             // Before the event in the file: readers meet a snapshot and a
@@ -566,7 +311,7 @@ impl Run {
     /// Reads the process's command line and mappings now, into the state
     /// and the recording.
     fn take_snapshot(&mut self, pid: u32, at_ns: u64) {
-        let snapshot = tracefile::snapshot_process(pid, at_ns);
+        let snapshot = snapshot_process(pid, at_ns);
         self.processes
             .snapshot(&snapshot, Some(&executable_of(pid)));
         if let Some(recorder) = self.recorder.as_mut() {
@@ -577,10 +322,10 @@ impl Run {
     /// Finds the file a file-backed mmap mapped while the process still
     /// has it, for the state and the recording.
     fn name_mapped_file(&mut self, event: &Event) {
-        let Some((start, len)) = mappings::file_mmap(event) else {
+        let Some((start, len)) = address_space::file_mmap(event) else {
             return;
         };
-        let Some(path) = mappings::file_mapped_at(event.pid, start, len) else {
+        let Some(path) = address_space::file_mapped_at(event.pid, start, len) else {
             return;
         };
         if let Some(recorder) = self.recorder.as_mut() {
@@ -595,7 +340,9 @@ impl Run {
 }
 
 /// The command's exit status, once it exits.
-fn wait_for(mut child: std::process::Child) -> oneshot::Receiver<std::io::Result<ExitStatus>> {
+pub(super) fn wait_for(
+    mut child: std::process::Child,
+) -> oneshot::Receiver<std::io::Result<ExitStatus>> {
     let (tx, rx) = oneshot::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait());

@@ -10,11 +10,11 @@ use serde::Serialize;
 use vmatrace_common::{Call, Event, EventKind};
 
 use crate::{
-    allocator::{self, Detected},
-    detect::{Detector, Flags},
-    mappings::AddressSpace,
-    syscalls,
-    tracefile::{format::ProcessInfo, maps_snapshot_count},
+    model::address_space::AddressSpace,
+    model::allocator::{self, Detected},
+    model::detect::{Detector, Flags},
+    model::snapshot::{ProcessInfo, maps_snapshot_count},
+    model::syscalls,
 };
 
 /// What vmatrace knows about one traced process.

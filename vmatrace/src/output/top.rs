@@ -20,9 +20,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::{
-    printer::SharedSites,
-    state::Processes,
-    view::{self, Window, Windows},
+    model::processes::Processes,
+    model::sites::SharedSites,
+    model::window::{self, Window, Windows},
 };
 
 enum Screen {
@@ -105,14 +105,14 @@ impl Top {
                 .map(|s| self.windows.next(s, limit, sites.get(&s.pid), now))
                 .collect()
         };
-        let windows = view::busiest_first(windows);
+        let windows = window::busiest_first(windows);
         let elapsed = self.started.elapsed().as_secs_f64();
         match &mut self.screen {
             Screen::Terminal(terminal) => {
                 let footer = format!(
                     " vmatrace top · {elapsed:.0} s · vm.max_map_count {limit} · lost events {lost} · q quits"
                 );
-                terminal.draw(|frame| view::draw(frame, &windows, &footer))?;
+                terminal.draw(|frame| super::window::draw(frame, &windows, &footer))?;
                 self.last_drawn = windows;
             }
             Screen::Text => {

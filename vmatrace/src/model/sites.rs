@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use vmatrace_common::Event;
 
-use crate::{detect, state::Applied, symbols::Stack};
+use crate::{model::detect, model::processes::Applied, stacks::symbols::Stack};
 
 /// Call sites, by the first frame outside the C library and the loader:
 /// where in the program (or its allocator) a mapping call came from.
@@ -91,12 +91,15 @@ fn is_libc_or_loader(module: &str) -> bool {
     file.starts_with("libc.so") || file.starts_with("ld-linux") || file.starts_with("libc-")
 }
 
+/// Call sites by pid, shared between the printer and the `--top` view.
+pub type SharedSites = std::sync::Arc<std::sync::Mutex<HashMap<u32, Sites>>>;
+
 #[cfg(test)]
 mod tests {
     use vmatrace_common::{Call, EventKind};
 
     use super::*;
-    use crate::{detect::Flags, symbols::Frame};
+    use crate::{model::detect::Flags, stacks::symbols::Frame};
 
     fn frame(function: &str, module: &str) -> Frame {
         Frame {

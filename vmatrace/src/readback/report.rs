@@ -1,7 +1,5 @@
-//! Reading recordings back, without root: `replay` prints the events as
-//! the live view did, `report` summarizes them per process, `export`
-//! converts them for other tools. The events go through the same state and
-//! detectors as live, so the flags are the same.
+//! `report`: a recording summed up per process, with its losses, sites
+//! and flagged calls.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -9,90 +7,27 @@ use std::{
     path::Path,
 };
 
-use anyhow::anyhow;
 use serde_json::{Value, json};
-use vmatrace_common::{Call, Event, EventKind};
+use vmatrace_common::{Event, EventKind};
 
 use crate::{
-    cli::{ExportArgs, ExportFormat, ReplayArgs, ReportArgs},
-    detect::Detector,
+    cli::ReportArgs,
     error::Failure,
-    output::{Format, Output, human_bytes},
-    plot,
-    sites::Sites,
-    state::{Applied, ProcessState, Processes, comm_str},
-    symbols::{self, Stack, Symbols},
-    syscalls,
+    model::processes::{Applied, ProcessState, Processes},
+    model::sites::Sites,
+    output::plot,
+    output::{
+        Format, Output,
+        units::{human_bytes, splits_by_mapping},
+    },
+    stacks::symbols::{self, Stack},
     tracefile::{
         format::{Header, LostRecord, Record},
-        reader::{self, Ending, Trace},
+        reader::{Ending, Trace},
     },
 };
 
-fn load(path: &Path) -> Result<Trace, Failure> {
-    Ok(reader::read_file(path)?)
-}
-
-/// Says on stderr how the file ended, and returns the exit code for it.
-fn finish(trace: &Trace, path: &Path) -> i32 {
-    if trace.ending != Ending::Clean {
-        eprintln!("vmatrace: {}: {}", path.display(), trace.ending);
-    }
-    trace.ending.exit_code()
-}
-
-fn write_error(e: io::Error) -> Failure {
-    Failure::environment(anyhow!(e).context("writing the output"))
-}
-
-/// Replays the events through fresh state, calling `each` for every event
-/// with what the live view computed for it.
-fn play(
-    trace: &Trace,
-    mut each: impl FnMut(&Event, &Applied, &Processes, Option<&Stack>),
-) -> Processes {
-    let limit = trace.header.max_map_count;
-    // Stacks are symbolized off the event loop while recording: a Stack
-    // record may come after the first event that names it.
-    let mut symbols = Symbols::default();
-    for record in &trace.records {
-        if let Record::Stack(record) = record {
-            symbols.insert(record.pid, record.id, record.stack.clone());
-        }
-    }
-    let mut processes = Processes::new(Detector::with_warn_at(limit, trace.header.warn_at));
-    for record in &trace.records {
-        match record {
-            Record::Process(info) => {
-                // The executable is the first mapping; read it if this
-                // machine has it, for allocators linked into it.
-                let exe = info
-                    .maps
-                    .lines()
-                    .next()
-                    .and_then(|l| l.split_whitespace().nth(5))
-                    .map(Path::new)
-                    .filter(|p| p.is_file());
-                processes.snapshot(info, exe);
-            }
-            Record::Mapping(mapping) => processes.name_file_mapping(
-                mapping.pid,
-                mapping.start,
-                mapping.path.as_str().into(),
-            ),
-            Record::Event(event) => {
-                let applied = processes.apply(event);
-                let stack = event
-                    .stack
-                    .checked_sub(1)
-                    .and_then(|id| symbols.cached(event.pid, id));
-                each(event, &applied, &processes, stack.as_deref());
-            }
-            _ => {}
-        }
-    }
-    processes
-}
+use super::{finish, load, play, seconds_since_start, write_error};
 
 fn last_lost(trace: &Trace) -> LostRecord {
     trace
@@ -133,45 +68,6 @@ fn lost_gaps(trace: &Trace) -> Vec<LostGap> {
         }
     }
     gaps
-}
-
-fn seconds_since_start(header: &Header, ns: u64) -> f64 {
-    ns.saturating_sub(header.start_ns) as f64 / 1e9
-}
-
-pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
-    let trace = load(&args.file)?;
-    let header = &trace.header;
-    let format = if args.json {
-        Format::Json
-    } else {
-        Format::Text
-    };
-    let mut output = Output::new(
-        format,
-        args.only_flagged,
-        false,
-        header.clock_offset_ns as i128,
-    );
-    let limit = header.max_map_count;
-    let mut failed = None;
-    play(&trace, |event, applied, _, stack| {
-        if failed.is_some() {
-            return;
-        }
-        let at = seconds_since_start(header, event.exit_ns);
-        let wanted = (args.pids.is_empty() || args.pids.contains(&event.pid))
-            && args.since.is_none_or(|since| at >= since)
-            && args.until.is_none_or(|until| at <= until);
-        if wanted && let Err(e) = output.event(event, applied, limit, stack) {
-            failed = Some(e);
-        }
-    });
-    if let Some(e) = failed {
-        return Err(write_error(e));
-    }
-    output.flush().map_err(write_error)?;
-    Ok(finish(&trace, &args.file))
 }
 
 /// Per-process figures a report adds to the live state.
@@ -497,7 +393,7 @@ fn process_text(p: &Value, limit: &Value) -> String {
     if !by_mapping.is_empty() {
         text.push_str(&format!(
             "  SPLITs by mapping: {}\n",
-            crate::output::splits_by_mapping(&by_mapping)
+            splits_by_mapping(&by_mapping)
         ));
     }
     if let Some(busiest) = p["busiest_second"].as_object() {
@@ -542,84 +438,6 @@ fn process_text(p: &Value, limit: &Value) -> String {
     }
     text
 }
-
-pub fn export(args: &ExportArgs) -> Result<i32, Failure> {
-    let trace = load(&args.file)?;
-    let header = &trace.header;
-    let limit = header.max_map_count;
-    let json_output = Output::new(Format::Json, false, true, header.clock_offset_ns as i128);
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    match args.format {
-        ExportFormat::Jsonl => {
-            let mut failed = None;
-            play(&trace, |event, applied, _, stack| {
-                let mut value = json_output.json_event(event, applied, limit);
-                if let (Some(stack), Some(object)) = (stack, value.as_object_mut()) {
-                    object.insert("stack".into(), json!(stack));
-                }
-                if let Err(e) = serde_json::to_writer(&mut out, &value)
-                    .map_err(io::Error::from)
-                    .and_then(|_| writeln!(out))
-                {
-                    failed.get_or_insert(e);
-                }
-            });
-            if let Some(e) = failed {
-                return Err(write_error(e));
-            }
-        }
-        ExportFormat::Chrome => {
-            let value = chrome_trace(&trace);
-            serde_json::to_writer(&mut out, &value).map_err(|e| write_error(e.into()))?;
-            writeln!(out).map_err(write_error)?;
-        }
-    }
-    out.flush().map_err(write_error)?;
-    Ok(finish(&trace, &args.file))
-}
-
-/// Chrome trace-event JSON: a `vmas` counter track per process (one sample
-/// per count change), a span per call, an instant per flagged call.
-pub fn chrome_trace(trace: &Trace) -> Value {
-    let header = &trace.header;
-    let micros = |ns: u64| ns.saturating_sub(header.start_ns) as f64 / 1000.0;
-    let mut events = Vec::new();
-    let mut last_count: HashMap<u32, i64> = HashMap::new();
-    let mut named: HashMap<u32, String> = HashMap::new();
-    play(trace, |event, applied, _, _| {
-        let comm = comm_str(&event.comm);
-        if !named.contains_key(&event.pid) && !comm.is_empty() {
-            named.insert(event.pid, comm.clone());
-            events.push(json!({"ph": "M", "name": "process_name", "pid": event.pid, "args": {"name": comm}}));
-        }
-        if let Some(count) = applied.count
-            && last_count.insert(event.pid, count) != Some(count)
-        {
-            events.push(json!({"ph": "C", "name": "vmas", "pid": event.pid, "ts": micros(event.count_ns.max(event.exit_ns)), "args": {"vmas": count}}));
-        }
-        let Some(call) =
-            Call::from_u8(event.call).filter(|_| event.kind == EventKind::Syscall as u8)
-        else {
-            return;
-        };
-        events.push(json!({
-            "ph": "X", "name": call.name(), "cat": "syscall",
-            "pid": event.pid, "tid": event.tid,
-            "ts": micros(event.enter_ns),
-            "dur": event.exit_ns.saturating_sub(event.enter_ns) as f64 / 1000.0,
-            "args": {"args": syscalls::format_args(call, &event.args), "ret": syscalls::format_result(call, event.ret), "vmas": event.vmas_after, "mapping": applied.mapping.as_deref()},
-        }));
-        for flag in applied.flags.names() {
-            events.push(json!({"ph": "i", "s": "p", "name": flag, "cat": "flag", "pid": event.pid, "tid": event.tid, "ts": micros(event.exit_ns)}));
-        }
-    });
-    json!({
-        "displayTimeUnit": "ms",
-        "otherData": {"vm.max_map_count": header.max_map_count, "hostname": header.hostname, "kernel": header.kernel_release},
-        "traceEvents": events,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

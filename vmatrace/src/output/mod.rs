@@ -1,6 +1,14 @@
 //! The outputs: one strace-like line (or JSON object) per event on stdout,
 //! status lines and the closing summary on stderr (JSON on stdout with
 //! `--json`, so a machine reads one stream).
+pub mod plot;
+pub mod status;
+pub mod summary;
+pub mod top;
+pub mod units;
+pub mod window;
+
+use summary::Summary;
 
 use std::io::{self, BufWriter, IsTerminal, Stdout, Write};
 
@@ -8,12 +16,10 @@ use serde_json::{Value, json};
 use vmatrace_common::{Call, Event, EventKind};
 
 use crate::{
-    detect::{self, Flags},
-    probes::LostCounts,
-    state::{Applied, ProcessState, Processes, comm_str},
-    symbols::{self, Stack},
-    syscalls,
-    view::Windows,
+    model::detect::{self, Flags},
+    model::processes::{Applied, comm_str},
+    model::syscalls,
+    stacks::symbols::{self, Stack},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,202 +235,10 @@ impl Output {
     }
 }
 
-pub fn status_line(state: &ProcessState, limit: u64, lost: u64) -> String {
-    let count = state.count.map_or("?".to_string(), |c| c.to_string());
-    let pct = state.count.map_or(String::new(), |c| {
-        format!(" ({:.1}%)", c as f64 * 100.0 / limit as f64)
-    });
-    let headroom = state
-        .headroom(limit)
-        .map_or("?".to_string(), |h| h.to_string());
-    let allocator = state
-        .allocator
-        .map_or("allocator unknown".to_string(), |a| a.to_string());
-    format!(
-        "pid {} ({}, {allocator}): vmas {count}/{limit}{pct} headroom {headroom} peak {} | splits {} enomem {} | lost {lost}",
-        state.pid, state.comm, state.peak, state.splits, state.enomem
-    )
-}
-
-/// The status lines on stderr, each with the pattern since the previous.
-#[derive(Default)]
-pub struct StatusLines {
-    windows: Windows,
-}
-
-impl StatusLines {
-    /// One status line per live process.
-    pub fn print(&mut self, processes: &Processes, lost: &LostCounts) {
-        let limit = processes.detector.limit;
-        let now = std::time::Instant::now();
-        let mut err = io::stderr().lock();
-        self.windows
-            .retain(|pid| processes.by_pid.get(&pid).is_some_and(|s| !s.exited));
-        for state in processes.by_pid.values().filter(|s| !s.exited) {
-            let window = self.windows.next(state, limit, None, now);
-            let _ = writeln!(
-                err,
-                "[vmatrace] {}{}",
-                status_line(state, limit, lost.total()),
-                window.trend()
-            );
-        }
-    }
-}
-
-/// Everything the closing summary reports.
-pub struct Summary<'a> {
-    pub processes: &'a Processes,
-    pub lost: LostCounts,
-    pub seconds: f64,
-    pub events: u64,
-    pub missing_calls: &'a [Call],
-}
-
-impl Summary<'_> {
-    pub fn to_json(&self) -> Value {
-        let limit = self.processes.detector.limit;
-        let processes: Vec<Value> = self
-            .processes
-            .by_pid
-            .values()
-            .map(|state| {
-                let mut value = serde_json::to_value(state).unwrap_or(Value::Null);
-                if let Some(object) = value.as_object_mut() {
-                    object.insert("headroom".into(), json!(state.headroom(limit)));
-                }
-                value
-            })
-            .collect();
-        json!({
-            "type": "summary",
-            "seconds": self.seconds,
-            "limit": limit,
-            "warn_at": self.processes.detector.warn_at,
-            "events": self.events,
-            "lost": self.lost,
-            "lost_total": self.lost.total(),
-            "untraced_calls": self.missing_calls.iter().map(|c| c.name()).collect::<Vec<_>>(),
-            "processes": processes,
-        })
-    }
-
-    pub fn to_text(&self) -> String {
-        let limit = self.processes.detector.limit;
-        let mut text = format!(
-            "\nvmatrace summary: {:.1} s, {} events, vm.max_map_count {limit}\n",
-            self.seconds, self.events
-        );
-        text.push_str(&format!(
-            "{:>8} {:<16} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>10} {:>10}\n",
-            "PID",
-            "COMM",
-            "VMAS",
-            "PEAK",
-            "HEADROOM",
-            "SPLITS",
-            "ENOMEM",
-            "NEAR",
-            "MAPPED",
-            "UNMAPPED"
-        ));
-        for s in self.processes.by_pid.values() {
-            let opt = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
-            text.push_str(&format!(
-                "{:>8} {:<16} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>10} {:>10}{}\n",
-                s.pid,
-                s.comm,
-                opt(s.count),
-                s.peak,
-                opt(s.headroom(limit)),
-                s.splits,
-                s.enomem,
-                s.near_limit,
-                human_bytes(s.bytes_mapped),
-                human_bytes(s.bytes_unmapped),
-                if s.exited { "  (exited)" } else { "" },
-            ));
-            if let Some(allocator) = &s.allocator {
-                text.push_str(&format!("{:>8} allocator: {allocator}\n", ""));
-            }
-            if !s.splits_by_mapping.is_empty() {
-                text.push_str(&format!(
-                    "{:>8} splits by mapping: {}\n",
-                    "",
-                    splits_by_mapping(&s.splits_by_mapping)
-                ));
-            }
-            if !s.calls.is_empty() {
-                let calls: Vec<String> = s.calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                text.push_str(&format!(
-                    "{:>8} calls: {} ({} failed)\n",
-                    "",
-                    calls.join(", "),
-                    s.failed_calls
-                ));
-            }
-        }
-        let lost = self.lost;
-        if lost.stacks_unavailable > 0 {
-            text.push_str(&format!(
-                "stacks not captured: {} (the stack map was full or a stack unreadable)\n",
-                lost.stacks_unavailable
-            ));
-        }
-        if lost.total() == 0 {
-            text.push_str("lost events: 0\n");
-        } else {
-            text.push_str(&format!(
-                "LOST EVENTS: {} (ring buffer full {}, in-flight table full {}, target table full {}, lifecycle {}): \
-                 the trace is incomplete; try a larger --buffer-size\n",
-                lost.total(),
-                lost.ring_buffer_full,
-                lost.inflight_table_full,
-                lost.targets_table_full,
-                lost.lifecycle_ring_buffer_full
-            ));
-        }
-        if !self.missing_calls.is_empty() {
-            let names: Vec<&str> = self.missing_calls.iter().map(|c| c.name()).collect();
-            text.push_str(&format!(
-                "not traced (no tracepoint on this kernel): {}\n",
-                names.join(", ")
-            ));
-        }
-        text
-    }
-}
-
-/// "anon 9155, [heap] 3": the mappings SPLITs cut, most cut first.
-pub fn splits_by_mapping(splits: &std::collections::BTreeMap<String, u64>) -> String {
-    let mut ranked: Vec<(&String, &u64)> = splits.iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    ranked
-        .iter()
-        .map(|(name, n)| format!("{name} {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Detector;
+    use crate::model::{detect::Detector, processes::Processes};
 
     fn split_munmap() -> Event {
         let mut event = Event::zeroed();
@@ -471,12 +285,5 @@ mod tests {
         assert_eq!(value["vmas"], 100);
         assert_eq!(value["args"]["length"], 4096);
         assert_eq!(value["errno"], Value::Null);
-    }
-
-    #[test]
-    fn bytes_are_human() {
-        assert_eq!(human_bytes(512), "512B");
-        assert_eq!(human_bytes(129 * 1024), "129.0KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0GiB");
     }
 }

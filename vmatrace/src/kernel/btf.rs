@@ -1,0 +1,126 @@
+//! The kernel's own types, from BTF: where `mm` sits in `task_struct` and
+//! `map_count` in `mm_struct`, and the arguments of the raw tracepoints.
+
+use std::{fs, path::Path};
+
+use anyhow::{Context, Result, anyhow, bail};
+use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
+
+use crate::error::Failure;
+
+pub const DEFAULT_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// What the programs need to know of the kernel's types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StructOffsets {
+    /// `offsetof(struct task_struct, mm)`
+    pub task_mm: u64,
+    /// `offsetof(struct mm_struct, map_count)`, through anonymous members.
+    pub mm_map_count: u64,
+    /// mmap_lock_acquire_returned still passes the memcg path (before 6.12).
+    pub lock_tracepoint_has_memcg_path: bool,
+}
+
+/// Reads the member offsets from a BTF file (normally the running kernel's).
+pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
+    if !btf_path.exists() {
+        return Err(Failure::environment(anyhow!(
+            "{} does not exist: this kernel has no BTF (CONFIG_DEBUG_INFO_BTF=y is needed), \
+             and vmatrace needs it to find mm_struct.map_count",
+            btf_path.display()
+        )));
+    }
+    let bytes = fs::read(btf_path)
+        .with_context(|| format!("reading BTF from {}", btf_path.display()))
+        .map_err(Failure::environment)?;
+    let types = TypeInformation::new(&BtfBytes(bytes))
+        .map_err(|e| anyhow!("cannot parse BTF in {}: {e:?}", btf_path.display()))
+        .map_err(Failure::environment)?;
+    let offset = |type_name: &str, member: &str| -> Result<u64> {
+        let id = types
+            .id_of(type_name)
+            .ok_or_else(|| anyhow!("BTF in {} has no type {type_name}", btf_path.display()))?;
+        match types.offset_of(id, member) {
+            Ok((_, Offset::ByteOffset(bytes))) => Ok(bytes as u64),
+            Ok((_, Offset::BitOffsetAndSize(..))) => {
+                bail!("{type_name}.{member} is a bit field")
+            }
+            Err(e) => bail!("BTF has no {type_name}.{member}: {e:?}"),
+        }
+    };
+    let lock_tracepoint_has_memcg_path = match raw_tracepoint_arity(
+        &types,
+        "mmap_lock_acquire_returned",
+    ) {
+        Some(3) => false, // (mm, write, success)
+        Some(4) => true,  // (mm, memcg_path, write, success)
+        other => {
+            return Err(Failure::environment(anyhow!(
+                "unexpected arguments of tracepoint mmap_lock_acquire_returned in BTF: {other:?}"
+            )));
+        }
+    };
+    Ok(StructOffsets {
+        task_mm: offset("task_struct", "mm").map_err(Failure::environment)?,
+        mm_map_count: offset("mm_struct", "map_count").map_err(Failure::environment)?,
+        lock_tracepoint_has_memcg_path,
+    })
+}
+
+/// How many arguments a raw tracepoint passes: BTF describes it as
+/// `typedef void (*btf_trace_<name>)(void *__data, <TP_PROTO args>)`.
+fn raw_tracepoint_arity(types: &TypeInformation, name: &str) -> Option<usize> {
+    let id = types.id_of(&format!("btf_trace_{name}"))?;
+    let TypeVariant::Typedef(typedef) = types.from_id(id)? else {
+        return None;
+    };
+    let TypeVariant::Ptr(ptr) = types.from_id(*typedef.tid())? else {
+        return None;
+    };
+    let TypeVariant::FuncProto(proto) = types.from_id(*ptr.tid())? else {
+        return None;
+    };
+    proto.parameter_list().len().checked_sub(1)
+}
+
+/// A BTF blob in memory, for btfparse.
+struct BtfBytes(Vec<u8>);
+
+impl Readable for BtfBytes {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.checked_add(buffer.len());
+        match end.and_then(|end| self.0.get(start..end)) {
+            Some(bytes) => {
+                buffer.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(btfparse::Error::new(
+                btfparse::ErrorKind::EOF,
+                "read past the end of the BTF data",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_kernel_btf_has_the_offsets() {
+        let offsets = struct_offsets(Path::new(DEFAULT_BTF_PATH)).expect("offsets");
+        assert!(offsets.task_mm > 0);
+        assert!(offsets.mm_map_count > 0);
+        assert!(
+            !offsets.lock_tracepoint_has_memcg_path,
+            "Linux 6.18 passes no memcg path"
+        );
+    }
+
+    #[test]
+    fn missing_btf_is_an_environment_failure() {
+        let err = struct_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert!(err.to_string().contains("no BTF"), "{err}");
+    }
+}

@@ -1,0 +1,141 @@
+//! tracefs: where it is (mounted if missing) and the field offsets of the
+//! tracepoints the programs read.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, anyhow};
+
+use crate::error::Failure;
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Byte offsets of the named fields in a tracepoint `format` file.
+pub fn format_offsets(format: &str) -> HashMap<String, u64> {
+    let mut offsets = HashMap::new();
+    for line in format.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("field:") else {
+            continue;
+        };
+        let mut parts = rest.split(';');
+        let declaration = parts.next().unwrap_or("").trim();
+        let offset = parts
+            .next()
+            .and_then(|p| p.trim().strip_prefix("offset:"))
+            .and_then(|o| o.parse::<u64>().ok());
+        // The field name is the declaration's last word, minus array brackets.
+        let name = declaration
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()
+            .unwrap_or("")
+            .split('[')
+            .next()
+            .unwrap_or("");
+        if let (Some(offset), false) = (offset, name.is_empty()) {
+            offsets.insert(name.to_string(), offset);
+        }
+    }
+    offsets
+}
+
+/// Field offsets of the lifecycle tracepoints the programs read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracepointOffsets {
+    /// 0: the kernel's sched_process_exit has no `group_dead`.
+    pub exit_group_dead: u64,
+    pub newtask_pid: u64,
+    pub newtask_clone_flags: u64,
+}
+
+pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> {
+    let read = |event: &str| -> Result<HashMap<String, u64>, Failure> {
+        let path = tracefs.join("events").join(event).join("format");
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the tracepoint format {}", path.display()))
+            .map_err(Failure::environment)?;
+        Ok(format_offsets(&text))
+    };
+    let field = |fields: &HashMap<String, u64>, event: &str, name: &str| {
+        fields
+            .get(name)
+            .copied()
+            .ok_or_else(|| Failure::environment(anyhow!("tracepoint {event} has no field {name}")))
+    };
+    let exit = read("sched/sched_process_exit")?;
+    let newtask = read("task/task_newtask")?;
+
+    Ok(TracepointOffsets {
+        exit_group_dead: exit.get("group_dead").copied().unwrap_or(0),
+        newtask_pid: field(&newtask, "task_newtask", "pid")?,
+        newtask_clone_flags: field(&newtask, "task_newtask", "clone_flags")?,
+    })
+}
+
+/// Makes sure tracefs is mounted at [`TRACEFS`], mounting it if needed.
+pub fn ensure_tracefs() -> Result<PathBuf, Failure> {
+    let root = PathBuf::from(TRACEFS);
+    if root.join("events").is_dir() {
+        return Ok(root);
+    }
+    let debugfs_tracing = PathBuf::from("/sys/kernel/debug/tracing");
+    if debugfs_tracing.join("events").is_dir() {
+        return Ok(debugfs_tracing);
+    }
+    mount_tracefs(&root).map_err(|e| {
+        Failure::environment(anyhow!(
+            "tracefs is not mounted and mounting it failed ({e}); mount it with \
+             `mount -t tracefs tracefs {TRACEFS}` and try again"
+        ))
+    })?;
+    if !root.join("events").is_dir() {
+        return Err(Failure::environment(anyhow!(
+            "mounted tracefs on {TRACEFS} but it has no events/ directory"
+        )));
+    }
+    Ok(root)
+}
+
+fn mount_tracefs(at: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    let target = CString::new(at.as_os_str().as_encoded_bytes())?;
+    let fstype = c"tracefs";
+    // SAFETY: every pointer is a valid NUL-terminated string for the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_offsets_reads_names_and_offsets() {
+        let format = "name: sched_process_exit\nID: 1\nformat:\n\
+            \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+            \tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+            \tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+            \tfield:const void * ptr;\toffset:40;\tsize:8;\tsigned:0;\n\
+            \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
+        let offsets = format_offsets(format);
+        assert_eq!(offsets["comm"], 8);
+        assert_eq!(offsets["pid"], 24);
+        assert_eq!(offsets["group_dead"], 32);
+        assert_eq!(offsets["ptr"], 40);
+    }
+}

@@ -1,0 +1,12 @@
+//! What the events mean: state and analysis shared by the live session
+//! and the readers of recordings. Nothing here touches the kernel or the
+//! terminal.
+
+pub mod address_space;
+pub mod allocator;
+pub mod detect;
+pub mod processes;
+pub mod sites;
+pub mod snapshot;
+pub mod syscalls;
+pub mod window;

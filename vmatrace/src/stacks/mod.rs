@@ -1,0 +1,3 @@
+//! User stacks: from the addresses the kernel captured to named frames.
+
+pub mod symbols;

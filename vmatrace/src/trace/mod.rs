@@ -1,0 +1,263 @@
+//! One tracing run: set up the targets, then move events from the kernel
+//! through the state and detectors to the outputs until the targets are
+//! gone, the time is up, or the user stops it.
+
+mod event_loop;
+pub mod printer;
+mod recording;
+pub mod targets;
+
+use std::process::ExitStatus;
+
+use anyhow::{Context, anyhow};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+use vmatrace_common::capture_stacks;
+
+use event_loop::{Run, Stop, wait_for};
+use printer::{Destinations, Printer};
+use recording::lost_record;
+use targets::Gated;
+
+use crate::{
+    cli::{LiveArgs, Targets},
+    error::{Failure, exit_code},
+    kernel::{
+        self, monotonic_ns,
+        probes::{LostCounts, ProbeConfig, Probes},
+    },
+    model::{
+        detect::Detector,
+        processes::{Processes, program_name},
+        snapshot::snapshot_process,
+    },
+    output::{Format, Output, status::StatusLines, summary::Summary, top::Top},
+    tracefile::{format::Record, writer::Recorder},
+};
+
+pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
+    let targets = cli.targets().map_err(|e| Failure::usage(anyhow!(e)))?;
+    // Bad pids are found before anything is loaded.
+    let attached: Vec<targets::TargetInfo> = match &targets {
+        Targets::Pids(pids) => pids
+            .iter()
+            .map(|pid| targets::inspect_pid(*pid))
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    // From here on, Ctrl-C and SIGTERM end the trace with its summary
+    // (and a closed trace file), however early they come.
+    let stop = Stop {
+        interrupt: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+        terminate: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+    };
+    let limit = kernel::max_map_count().map_err(Failure::environment)?;
+    let detector = Detector::new(limit, cli.warn_at / 100.0);
+    let mut probes = Probes::load(&ProbeConfig {
+        warn_at: detector.warn_at,
+        trace_all: targets == Targets::All,
+        follow_forks: cli.follow_forks,
+        ring_buffer_bytes: cli.buffer_size,
+        btf_path: cli.btf.clone(),
+        capture_stacks: stack_mode(&cli),
+    })?;
+    let stacks = probes.take_stacks().map_err(Failure::environment)?;
+    let events = probes.take_events().map_err(Failure::environment)?;
+    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for
+    // as long as it is registered.
+    let ring =
+        unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }.map_err(|e| {
+            Failure::environment(anyhow!(e.into_parts().1).context("watching the ring buffer"))
+        })?;
+
+    let mut processes = Processes::new(detector);
+    let format = if cli.json { Format::Json } else { Format::Text };
+    let clock_offset = kernel::monotonic_to_realtime_offset();
+    let output = Output::new(format, cli.only_flagged, cli.quiet || cli.top, clock_offset);
+    let mut recorder = match &cli.output {
+        Some(path) => {
+            let header = recording::local_header(
+                probes.offsets,
+                &processes.detector,
+                monotonic_ns(),
+                clock_offset as i64,
+            );
+            Some(Recorder::create(path, &header, cli.max_size)?)
+        }
+        None => None,
+    };
+
+    let mut gated = None;
+    match &targets {
+        Targets::Pids(_) => attach_pids(attached, &mut probes, &mut processes, recorder.as_mut())?,
+        Targets::Command(argv) => gated = Some(gate_command(argv, &mut probes, &mut processes)?),
+        Targets::All => {}
+    }
+    let command_pid = gated.as_ref().map(|command| command.pid);
+    let started = std::time::Instant::now();
+    eprintln!("{}", banner(&targets, &processes, limit));
+    let top = if cli.top {
+        Some(Top::new(cli.json).map_err(|e| {
+            Failure::environment(anyhow!(e).context("setting up the terminal for --top"))
+        })?)
+    } else {
+        None
+    };
+    let filter = output.filter;
+    let printer = Printer::start(
+        output,
+        limit,
+        Destinations {
+            recording: recorder.as_ref().map(Recorder::sink),
+            sites: top.as_ref().map(Top::sites),
+        },
+    )
+    .map_err(Failure::environment)?;
+
+    let mut run = Run {
+        ring,
+        processes,
+        printer: Some(printer),
+        filter,
+        status: StatusLines::default(),
+        events: 0,
+        malformed: 0,
+        command_pid,
+        recorder,
+        snapshot_execs: targets != Targets::All,
+        stacks,
+        seen_stacks: Default::default(),
+        top,
+    };
+    // The command starts last, when everything is ready to follow it: a
+    // short-lived one may be done within a millisecond.
+    let child_exit = match gated {
+        Some(command) => Some(wait_for(command.release()?)),
+        None => None,
+    };
+    let traced = run
+        .trace_until_done(&cli, &targets, &probes, child_exit, stop)
+        .await;
+    // Back from the full screen before anything else is printed.
+    if let Some(top) = run.top.take() {
+        top.close();
+    }
+    let child_status = traced?;
+    run.drain()?;
+    let mut output = run.finish_printing()?;
+
+    let lost = probes.lost().map_err(Failure::environment)?;
+    if let Some(recorder) = run.recorder.take() {
+        let dropped = recorder.dropped();
+        recorder
+            .close(lost_record(&lost, monotonic_ns()))
+            .map_err(|e| Failure::environment(e.context("closing the trace file")))?;
+        if dropped > 0 {
+            eprintln!(
+                "vmatrace: the trace file misses {dropped} records: the disk could not keep up"
+            );
+        }
+    }
+    let summary = Summary {
+        processes: &run.processes,
+        lost,
+        seconds: started.elapsed().as_secs_f64(),
+        events: run.events,
+        missing_calls: &probes.missing_calls,
+    };
+    output.summary(&summary).context("writing the summary")?;
+    if run.malformed > 0 {
+        eprintln!(
+            "vmatrace: {} malformed records from the kernel were skipped",
+            run.malformed
+        );
+    }
+    Ok(exit_status(lost, child_status))
+}
+
+pub(super) fn executable_of(pid: u32) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/{pid}/exe"))
+}
+
+fn stack_mode(cli: &LiveArgs) -> u8 {
+    if cli.no_stacks {
+        capture_stacks::NONE
+    } else if cli.stacks {
+        capture_stacks::ALL
+    } else {
+        capture_stacks::FLAGGED
+    }
+}
+
+/// Starts following running processes: the probes, then each one's count,
+/// allocator and mappings, read once the probes see every change.
+fn attach_pids(
+    attached: Vec<targets::TargetInfo>,
+    probes: &mut Probes,
+    processes: &mut Processes,
+    mut recorder: Option<&mut Recorder>,
+) -> Result<(), Failure> {
+    for info in attached {
+        probes.add_target(info.pid).map_err(Failure::environment)?;
+        processes.attach(info.pid, info.comm, info.count, monotonic_ns());
+        let snapshot = snapshot_process(info.pid, monotonic_ns());
+        processes.snapshot(&snapshot, Some(&executable_of(info.pid)));
+        if let Some(recorder) = recorder.as_deref_mut() {
+            recorder.record(&Record::Process(snapshot));
+        }
+    }
+    Ok(())
+}
+
+/// Forks the command, held before its exec until the event loop is ready,
+/// and traces it from there.
+fn gate_command(
+    argv: &[std::ffi::OsString],
+    probes: &mut Probes,
+    processes: &mut Processes,
+) -> Result<Gated, Failure> {
+    let command = Gated::spawn(argv)?;
+    probes
+        .add_target(command.pid)
+        .map_err(Failure::environment)?;
+    let comm = program_name(&argv[0].to_string_lossy());
+    processes.attach(command.pid, comm, None, monotonic_ns());
+    Ok(command)
+}
+
+fn exit_status(lost: LostCounts, child: Option<ExitStatus>) -> i32 {
+    if lost.total() > 0 {
+        eprintln!(
+            "vmatrace: {} events were lost: the trace is incomplete",
+            lost.total()
+        );
+        return exit_code::LOST_EVENTS;
+    }
+    child.map_or(exit_code::OK, targets::shell_exit_code)
+}
+
+fn banner(targets: &Targets, processes: &Processes, limit: u64) -> String {
+    let what = match targets {
+        Targets::Pids(_) => processes
+            .by_pid
+            .values()
+            .map(|s| {
+                let count = s.count.map_or("?".into(), |c| c.to_string());
+                format!("{} ({}, {count} VMAs)", s.pid, s.comm)
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Targets::Command(argv) => format!(
+            "{} (pid {})",
+            argv.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            processes.by_pid.keys().next().copied().unwrap_or(0)
+        ),
+        Targets::All => "every process".to_string(),
+    };
+    format!("vmatrace: tracing {what}; vm.max_map_count {limit}")
+}
