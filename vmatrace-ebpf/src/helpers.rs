@@ -1,0 +1,89 @@
+//! Small pieces every probe family uses: the target test, the kernel's
+//! count, reads of the tracepoint record, loss counting.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    programs::TracePointContext,
+};
+
+use crate::{
+    globals::{MM_MAP_COUNT_OFFSET, SELF_TGID, TASK_MM_OFFSET, TRACE_ALL, WAKEUP_BYTES},
+    maps::{EVENTS, LOST, TARGETS},
+};
+
+#[inline(always)]
+pub fn is_traced(tgid: u32) -> bool {
+    if TRACE_ALL.load() != 0 {
+        return tgid != SELF_TGID.load();
+    }
+    unsafe { TARGETS.get(&tgid) }.is_some()
+}
+
+/// `mm->map_count`, the kernel's own VMA count; -1 if unreadable (a kernel
+/// thread has no mm).
+#[inline(always)]
+pub fn map_count(mm: *const u8) -> i32 {
+    if mm.is_null() {
+        return -1;
+    }
+    let count_field = mm.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
+    unsafe { bpf_probe_read_kernel(count_field) }.unwrap_or(-1)
+}
+
+/// A field of the tracepoint record at a compile-time offset, read
+/// directly from the context: far cheaper than a probe-read helper call.
+#[inline(always)]
+pub fn ctx_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    unsafe { *(ctx.as_ptr() as *const u8).add(offset).cast::<T>() }
+}
+
+/// A field at an offset the loader found in the tracepoint's format file.
+/// The verifier allows direct context reads only at constant offsets, so
+/// the offsets known tracepoint layouts use are spelled out as constants
+/// (the loader's value is a read-only global, so the verifier follows just
+/// the matching branch); any other offset falls back to a probe read.
+#[inline(always)]
+pub fn ctx_read<T: Copy + Default>(ctx: &TracePointContext, offset: u64) -> T {
+    macro_rules! direct {
+        ($($offset:literal)*) => {
+            match offset {
+                $($offset if $offset % core::mem::size_of::<T>() == 0 => {
+                    return ctx_field::<T>(ctx, $offset)
+                })*
+                _ => {}
+            }
+        };
+    }
+    direct!(8 16 20 21 24 25 32);
+    unsafe { ctx.read_at::<T>(offset as usize) }.unwrap_or_default()
+}
+
+/// `current->mm`; null for kernel threads or if unreadable.
+#[inline(always)]
+pub fn current_mm() -> *const u8 {
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let mm_field = task.wrapping_add(TASK_MM_OFFSET.load() as usize) as *const *const u8;
+    unsafe { bpf_probe_read_kernel(mm_field) }.unwrap_or(core::ptr::null())
+}
+
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    let threshold = WAKEUP_BYTES.load();
+    if threshold == 0 {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+pub fn count_lost(slot: u32) {
+    if let Some(counter) = LOST.get_ptr_mut(slot) {
+        unsafe { *counter += 1 };
+    }
+}

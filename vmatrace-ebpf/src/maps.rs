@@ -1,0 +1,48 @@
+//! The maps both sides share: the event ring buffer, the per-thread slots
+//! of calls in flight, the target set, the stacks and the loss counters.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use vmatrace_common::{Event, lost};
+
+/// Completed records for userspace. The loader may resize it.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// A traced thread's slot: the call in progress, if any, and kernel-only
+/// bookkeeping. Slots are reused from call to call and removed when the
+/// thread exits, so the hot path never allocates or frees map elements.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Inflight {
+    pub event: Event,
+    /// `current->mm` at entry, so later reads of the count cost one read.
+    pub mm: u64,
+    /// Whether a call is in progress (its entry was seen, its exit not yet).
+    pub active: u8,
+    /// Where the call stands with the mmap write lock.
+    pub lock: u8,
+    pub _pad: [u8; 6],
+}
+
+pub const LOCK_NOT_TAKEN: u8 = 0;
+pub const LOCK_HELD: u8 = 1;
+pub const LOCK_RELEASED: u8 = 2;
+
+/// Slots of traced threads, by thread id.
+#[map]
+pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+
+/// The traced processes (tgids), unless `TRACE_ALL` is set.
+#[map]
+pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// User stacks of the calls that asked for one, by id.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+/// Per-CPU counts of events that could not be delivered, by `lost::*` slot.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);

@@ -1,0 +1,189 @@
+//! The mapping syscalls: entry parks the arguments in the thread's slot,
+//! exit completes the record (with the counts the lock probes read) and
+//! sends it to userspace, with the user stack when it is wanted.
+
+use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::{TracePointContext, tracing::StackIdContext},
+};
+use vmatrace_common::{
+    Call, ENOMEM_RET, Event, EventKind, capture_stacks, creates, lost, maps_a_file,
+};
+
+use crate::{
+    globals::{CAPTURE_STACKS, WARN_AT},
+    helpers::{count_lost, ctx_field, current_mm, is_traced, map_count, wakeup_flags},
+    maps::{EVENTS, INFLIGHT, Inflight, LOCK_NOT_TAKEN, LOCK_RELEASED, STACKS},
+};
+
+const SYSCALL_ARGS_OFFSET: usize = 16;
+const SYSCALL_RET_OFFSET: usize = 16;
+const BPF_F_USER_STACK: u64 = 1 << 8;
+
+macro_rules! syscall_probes {
+    ($($call:expr => $enter:ident, $exit:ident;)*) => {$(
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            on_enter(&ctx, $call);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            on_exit(&ctx, $call);
+            0
+        }
+    )*};
+}
+
+syscall_probes! {
+    Call::Mmap => sys_enter_mmap, sys_exit_mmap;
+    Call::Munmap => sys_enter_munmap, sys_exit_munmap;
+    Call::Brk => sys_enter_brk, sys_exit_brk;
+    Call::Mprotect => sys_enter_mprotect, sys_exit_mprotect;
+    Call::PkeyMprotect => sys_enter_pkey_mprotect, sys_exit_pkey_mprotect;
+    Call::Mremap => sys_enter_mremap, sys_exit_mremap;
+    Call::Madvise => sys_enter_madvise, sys_exit_madvise;
+    Call::Mlock => sys_enter_mlock, sys_exit_mlock;
+    Call::Mlock2 => sys_enter_mlock2, sys_exit_mlock2;
+    Call::Munlock => sys_enter_munlock, sys_exit_munlock;
+    Call::Mlockall => sys_enter_mlockall, sys_exit_mlockall;
+    Call::Munlockall => sys_enter_munlockall, sys_exit_munlockall;
+    Call::Shmat => sys_enter_shmat, sys_exit_shmat;
+    Call::Shmdt => sys_enter_shmdt, sys_exit_shmdt;
+    Call::Mseal => sys_enter_mseal, sys_exit_mseal;
+}
+
+#[inline(always)]
+fn on_enter(ctx: &TracePointContext, call: Call) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // One lookup is all an untraced process pays.
+    if !is_traced(tgid) {
+        return;
+    }
+    let tid = pid_tgid as u32;
+    let Some(slot) = thread_slot(tid) else {
+        count_lost(lost::INFLIGHT_FULL);
+        return;
+    };
+    let slot = unsafe { &mut *slot };
+    let mm = current_mm();
+    slot.mm = mm as u64;
+    slot.active = 1;
+    slot.lock = LOCK_NOT_TAKEN;
+    let event = &mut slot.event;
+    event.kind = EventKind::Syscall as u8;
+    event.call = call as u8;
+    event.pid = tgid;
+    event.tid = tid;
+    let mut i = 0;
+    while i < 6 {
+        event.args[i] = if i < call.arg_count() {
+            ctx_field::<u64>(ctx, SYSCALL_ARGS_OFFSET + 8 * i)
+        } else {
+            0
+        };
+        i += 1;
+    }
+    event.locked = 0;
+    event.enter_ns = unsafe { bpf_ktime_get_ns() };
+}
+
+/// The thread's slot, created on its first traced call.
+#[inline(always)]
+fn thread_slot(tid: u32) -> Option<*mut Inflight> {
+    if let Some(slot) = INFLIGHT.get_ptr_mut(&tid) {
+        return Some(slot);
+    }
+    let fresh = Inflight {
+        event: Event::zeroed(),
+        mm: 0,
+        active: 0,
+        lock: LOCK_NOT_TAKEN,
+        _pad: [0; 6],
+    };
+    INFLIGHT.insert(&tid, &fresh, 0).ok()?;
+    INFLIGHT.get_ptr_mut(&tid)
+}
+
+/// The thread's slot if it has a call in progress.
+#[inline(always)]
+pub fn active_slot(tid: u32) -> Option<&'static mut Inflight> {
+    let slot = unsafe { &mut *INFLIGHT.get_ptr_mut(&tid)? };
+    (slot.active != 0).then_some(slot)
+}
+
+#[inline(always)]
+fn on_exit(ctx: &TracePointContext, call: Call) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(slot) = active_slot(tid) else {
+        return; // not traced, or the call began before tracing did
+    };
+    slot.active = 0;
+    // A slot left active by another call is a leftover of a call whose exit
+    // was never seen (tracing started mid-call): not reported.
+    if slot.event.call != call as u8 {
+        return;
+    }
+    let exit_ns = unsafe { bpf_ktime_get_ns() };
+    if slot.lock != LOCK_RELEASED {
+        // The call never held the write lock (or still does, which no traced
+        // call does at exit): it changed nothing, the exit count stands for
+        // both.
+        let count = map_count(slot.mm as *const u8);
+        slot.event.vmas_before = count;
+        slot.event.vmas_after = count;
+        slot.event.count_ns = exit_ns;
+        slot.event.locked = 0;
+    }
+    let ret = ctx_field::<i64>(ctx, SYSCALL_RET_OFFSET);
+    let stack = user_stack_if_wanted(ctx, &slot.event, ret);
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            let event = entry.write(slot.event);
+            event.exit_ns = exit_ns;
+            event.ret = ret;
+            event.stack = stack;
+            event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+            // A mapped file is named from /proc by userspace: wake it
+            // while the process still has the file mapped.
+            let flags = if maps_a_file(slot.event.call, &slot.event.args, ret) {
+                BPF_RB_FORCE_WAKEUP as u64
+            } else {
+                wakeup_flags()
+            };
+            entry.submit(flags);
+        }
+        None => count_lost(lost::RINGBUF_FULL),
+    }
+}
+
+/// The caller's user stack id + 1 if this call wants one: every call with
+/// `--stacks`, else those that split a mapping, failed with ENOMEM, or took
+/// the count across the NEAR-LIMIT threshold (the tests userspace applies,
+/// so a flagged event has its stack).
+#[inline(always)]
+fn user_stack_if_wanted(ctx: &TracePointContext, event: &Event, ret: i64) -> u32 {
+    let mode = CAPTURE_STACKS.load();
+    let warn_at = WARN_AT.load();
+    let wanted = mode == capture_stacks::ALL
+        || (mode == capture_stacks::FLAGGED
+            && (ret == ENOMEM_RET
+                || (event.locked != 0
+                    && ((event.vmas_after as i64 - event.vmas_before as i64)
+                        > creates(event.call, &event.args)
+                        || (event.vmas_before < warn_at && event.vmas_after >= warn_at)))));
+    if !wanted {
+        return 0;
+    }
+    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
+        Ok(id) => id as u32 + 1,
+        Err(_) => {
+            count_lost(lost::STACK_UNAVAILABLE);
+            0
+        }
+    }
+}
