@@ -119,9 +119,14 @@ pub struct ReportArgs {
     #[arg(long)]
     pub json: bool,
     /// Also draw the VMA count over time per process, with the limit and
-    /// the flagged calls, as an SVG file.
+    /// the flagged calls, as an SVG file (an older plot there is replaced;
+    /// a link or any other file is left alone unless --force).
     #[arg(long, value_name = "SVG")]
     pub plot: Option<PathBuf>,
+    /// Replace what is at the --plot path even if it is not a vmatrace plot
+    /// of this user's (a link is replaced, never followed).
+    #[arg(long, requires = "plot")]
+    pub force: bool,
     /// Also rank the N call sites that added the most VMAs, with their
     /// SPLITs and ENOMEMs (needs stacks: all of them with `record --stacks`,
     /// those of flagged calls otherwise).
@@ -211,9 +216,15 @@ pub struct LiveArgs {
     pub buffer_size: u32,
 
     /// Also record every event to FILE (created mode 0600), for replay,
-    /// report and export.
+    /// report and export. An older trace there is kept as FILE.old; a link
+    /// or any other file is left alone unless --force.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Replace what is at the output path even if it is not a vmatrace
+    /// file of this user's (a link is replaced, never followed).
+    #[arg(long)]
+    pub force: bool,
 
     /// Keep the recording within SIZE bytes, newest part first: FILE and
     /// FILE.1 hold up to half each; when FILE is full it becomes FILE.1 and

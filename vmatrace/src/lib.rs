@@ -25,6 +25,7 @@ pub mod cli;
 pub mod error;
 pub mod kernel;
 pub mod model;
+pub mod outfile;
 pub mod output;
 pub mod readback;
 pub mod stacks;

@@ -485,3 +485,85 @@ fn lost_events_are_counted_reported_and_recorded() {
         .sum();
     assert_eq!(in_gaps, lost, "{}", report["lost_gaps"]);
 }
+
+/// A root tool writes only where nothing of anyone else's is lost: links
+/// are not followed, foreign files and directories are refused (exit 2)
+/// unless --force, an older trace is kept as FILE.old.
+#[test]
+fn output_paths_never_clobber_what_is_not_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("precious.conf");
+    std::fs::write(&precious, "do not lose me\n").unwrap();
+    let precious_mode = || std::fs::metadata(&precious).unwrap().permissions().mode() & 0o777;
+    let mode_before = precious_mode();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let refused = |out: &str, why: &str| {
+        let finished = run_vmatrace(&["record", "-q", "-o", out, "--", &workload(), "mmap", "2"]);
+        assert_eq!(finished.code(), 2, "{}", finished.stderr_text());
+        assert!(
+            finished.stderr_text().contains(why),
+            "{}",
+            finished.stderr_text()
+        );
+    };
+
+    // A link to someone's file: refused, the file untouched.
+    std::os::unix::fs::symlink(&precious, dir.path().join("link.vmat")).unwrap();
+    refused(&path("link.vmat"), "symbolic link");
+    // A file that is not a trace: refused.
+    refused(&precious.display().to_string(), "not a vmatrace trace");
+    // A directory: refused.
+    refused(&dir.path().display().to_string(), "is a directory");
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "do not lose me\n"
+    );
+    assert_eq!(precious_mode(), mode_before);
+
+    // --force replaces the link itself, never the file behind it.
+    let forced = run_vmatrace(&[
+        "record",
+        "-q",
+        "--force",
+        "-o",
+        &path("link.vmat"),
+        "--",
+        &workload(),
+        "mmap",
+        "2",
+    ]);
+    assert_eq!(forced.code(), 0, "{}", forced.stderr_text());
+    assert!(
+        !std::fs::symlink_metadata(path("link.vmat"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "do not lose me\n"
+    );
+
+    // An older trace is kept as FILE.old, as perf keeps perf.data.old.
+    let trace = dir.path().join("t.vmat");
+    record(&trace, &["mmap", "2"]);
+    let first = std::fs::read(&trace).unwrap();
+    record(&trace, &["mmap", "2"]);
+    assert_eq!(std::fs::read(dir.path().join("t.vmat.old")).unwrap(), first);
+    assert_eq!(reader::read_file(&trace).unwrap().ending, Ending::Clean);
+
+    // report --plot: the same rules; its own plot it redraws.
+    let trace_arg = trace.display().to_string();
+    let plot = |svg: &str| run_vmatrace(&["report", &trace_arg, "--plot", svg]);
+    let linked_svg = dir.path().join("plot.svg");
+    std::os::unix::fs::symlink(&precious, &linked_svg).unwrap();
+    let finished = plot(&linked_svg.display().to_string());
+    assert_eq!(finished.code(), 2, "{}", finished.stderr_text());
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "do not lose me\n"
+    );
+    let svg = path("counts.svg");
+    assert_eq!(plot(&svg).code(), 0);
+    assert_eq!(plot(&svg).code(), 0, "a plot of its own is redrawn");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+}

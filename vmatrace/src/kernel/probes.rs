@@ -227,7 +227,7 @@ impl Probes {
 }
 
 /// BPF tracing needs root (CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN).
-fn require_privileges() -> Result<(), Failure> {
+pub fn require_privileges() -> Result<(), Failure> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Failure::environment(anyhow!(

@@ -1,9 +1,11 @@
 //! The VMA count over time, per process, as an SVG for incident write-ups:
 //! one line per process, the limit, and the flagged calls marked.
 
-use std::path::Path;
+use std::io::Write;
 
 use plotters::prelude::*;
+
+use crate::outfile::PLOT_MARK;
 
 /// One process's series: (seconds since start, VMA count).
 pub struct Series {
@@ -18,14 +20,30 @@ pub struct Series {
 const MAX_POINTS: usize = 4000;
 const MAX_MARKERS: usize = 500;
 
-pub fn draw(path: &Path, title: &str, limit: u64, series: &[Series]) -> anyhow::Result<()> {
+/// Draws the plot into `out` as SVG, marked as vmatrace's own so a later
+/// run may replace it (see `outfile`).
+pub fn draw(
+    out: &mut impl Write,
+    title: &str,
+    limit: u64,
+    series: &[Series],
+) -> anyhow::Result<()> {
+    let mut svg = String::new();
+    render(&mut svg, title, limit, series)?;
+    writeln!(out, "{PLOT_MARK}")?;
+    out.write_all(svg.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn render(svg: &mut String, title: &str, limit: u64, series: &[Series]) -> anyhow::Result<()> {
     let x_max = series
         .iter()
         .flat_map(|s| s.points.last())
         .map(|p| p.0)
         .fold(0.001f64, f64::max);
     let y_max = (limit as f64 * 1.05).max(1.0) as i64;
-    let root = SVGBackend::new(path, (1100, 600)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (1100, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))

@@ -15,6 +15,7 @@ use crate::{
     error::Failure,
     model::processes::{Applied, ProcessState, Processes},
     model::sites::Sites,
+    outfile,
     output::plot,
     output::{
         Format, Output,
@@ -142,6 +143,10 @@ impl Gathered<'_> {
 }
 
 pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
+    // A plot path that must not be written is said before any work.
+    if let Some(svg) = &args.plot {
+        outfile::verdict(svg, outfile::Kind::Plot, args.force)?;
+    }
     let trace = load(&args.file)?;
     let header = &trace.header;
     let limit = header.max_map_count;
@@ -157,7 +162,14 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         gathered.observe(event, applied, processes, stack)
     });
     if let Some(svg) = &args.plot {
-        draw_counts(svg, &args.file, limit, &processes, &gathered.extra)?;
+        draw_counts(
+            svg,
+            args.force,
+            &args.file,
+            limit,
+            &processes,
+            &gathered.extra,
+        )?;
     }
     let lost = last_lost(&trace);
     let events = trace
@@ -204,6 +216,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
 /// The VMA count of every process over time, as an SVG plot.
 fn draw_counts(
     svg: &Path,
+    force: bool,
     file: &Path,
     limit: u64,
     processes: &Processes,
@@ -222,7 +235,8 @@ fn draw_counts(
         })
         .collect();
     let title = format!("VMA count per process: {}", file.display());
-    plot::draw(svg, &title, limit, &series)
+    let mut out = io::BufWriter::new(outfile::create(svg, outfile::Kind::Plot, force)?);
+    plot::draw(&mut out, &title, limit, &series)
         .map_err(|e| Failure::environment(e.context(format!("drawing {}", svg.display()))))
 }
 

@@ -26,7 +26,7 @@ use crate::{
     error::{Failure, exit_code},
     kernel::{
         self, monotonic_ns,
-        probes::{LostCounts, ProbeConfig, Probes},
+        probes::{LostCounts, ProbeConfig, Probes, require_privileges},
     },
     model::{
         detect::Detector,
@@ -39,7 +39,9 @@ use crate::{
 
 pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     let targets = cli.targets().map_err(|e| Failure::usage(anyhow!(e)))?;
-    // Bad pids are found before anything is loaded.
+    // Root first: without it nothing else matters, whoever owns the pids.
+    require_privileges()?;
+    // Bad pids and output paths are found before anything is loaded.
     let attached: Vec<targets::TargetInfo> = match &targets {
         Targets::Pids(pids) => pids
             .iter()
@@ -47,6 +49,9 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             .collect::<Result<_, _>>()?,
         _ => Vec::new(),
     };
+    if let Some(path) = &cli.output {
+        Recorder::prepare(path, cli.max_size, cli.force)?;
+    }
     // From here on, Ctrl-C and SIGTERM end the trace with its summary
     // (and a closed trace file), however early they come.
     let stop = Stop {

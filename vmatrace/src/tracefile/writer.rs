@@ -6,9 +6,8 @@
 
 use std::{
     collections::VecDeque,
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, BufWriter, Write},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::Path,
     sync::{
         Arc,
@@ -23,7 +22,10 @@ use anyhow::{Context, anyhow};
 use bytes::Bytes;
 
 use super::format::{self, Header, LostRecord, Record};
-use crate::error::Failure;
+use crate::{
+    error::Failure,
+    outfile::{self, Kind, Verdict},
+};
 
 /// Records waiting for the disk, at most.
 const QUEUE_RECORDS: usize = 1 << 16;
@@ -87,20 +89,40 @@ impl RecordSink {
 }
 
 impl Recorder {
-    /// Creates (or truncates) `path`, readable by its owner only: it holds
-    /// the address-space layout of someone's process. With `max_size`, the
-    /// recording keeps its newest part within that many bytes: `path` and
-    /// `path.1`, each up to half of it; when `path` is full it becomes
-    /// `path.1` (replacing the older one) and a new `path` starts.
+    /// Checks that a recording may be written at `path` (see [`outfile`]
+    /// for what is never overwritten) and makes room for it, before the
+    /// probes are loaded.
+    pub fn prepare(path: &Path, max_size: Option<u64>, force: bool) -> Result<(), Failure> {
+        let verdict = outfile::verdict(path, Kind::Trace, force)?;
+        if max_size.is_some() {
+            if verdict == Verdict::Stream {
+                return Err(Failure::usage(anyhow!(
+                    "--max-size rotates the file, and {} is a pipe or a device",
+                    path.display()
+                )));
+            }
+            // Rotation moves the full file over FILE.1: that must be ours.
+            outfile::verdict(&outfile::with_suffix(path, ".1"), Kind::Trace, force)?;
+        }
+        outfile::make_room(path, Kind::Trace, force)
+    }
+
+    /// Starts the recording at `path` (prepared with [`Recorder::prepare`]),
+    /// readable by its owner only: it holds the address-space layout of
+    /// someone's process. With `max_size`, the recording keeps its newest
+    /// part within that many bytes: `path` and `path.1`, each up to half of
+    /// it; when `path` is full it becomes `path.1` (replacing the older one)
+    /// and a new `path` starts.
     pub fn create(
         path: &Path,
         header: &Header,
         max_size: Option<u64>,
     ) -> Result<Recorder, Failure> {
         let header = format::encode(&Record::Header(header.clone()));
-        let segment = Segment::create(path, &header, &[])
-            .with_context(|| format!("cannot create the trace file {}", path.display()))
-            .map_err(Failure::usage)?;
+        let file = outfile::create(path, Kind::Trace, false)?;
+        let segment = Segment::start(file, &header, &[])
+            .with_context(|| format!("cannot write the trace file {}", path.display()))
+            .map_err(Failure::environment)?;
         let rotation = max_size.map(|max| Rotation {
             segment_bytes: (max / 2).max(64 * 1024),
             header,
@@ -171,15 +193,7 @@ struct Segment {
 }
 
 impl Segment {
-    fn create(path: &Path, header: &[u8], carried: &[Bytes]) -> io::Result<Segment> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        // An existing file keeps its mode through open(): set it.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    fn start(file: File, header: &[u8], carried: &[Bytes]) -> io::Result<Segment> {
         let mut segment = Segment {
             out: BufWriter::with_capacity(1 << 20, file),
             bytes: 0,
@@ -281,8 +295,7 @@ fn write_loop(
 /// Closes the full file, makes it `<path>.1` and starts a new `<path>`.
 fn rotate(path: &Path, full: Segment, rotation: &Rotation) -> io::Result<Segment> {
     full.close()?;
-    let mut older = path.as_os_str().to_owned();
-    older.push(".1");
-    std::fs::rename(path, &older)?;
-    Segment::create(path, &rotation.header, &rotation.carried())
+    std::fs::rename(path, outfile::with_suffix(path, ".1"))?;
+    let file = outfile::create_new(path)?;
+    Segment::start(file, &rotation.header, &rotation.carried())
 }
