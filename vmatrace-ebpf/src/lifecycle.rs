@@ -7,6 +7,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
+use aya_log_ebpf::debug;
 use vmatrace_common::{Event, EventKind, TARGET_TRACED, lost};
 
 use crate::{
@@ -37,6 +38,10 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let child = ctx_read::<i32>(&ctx, NEWTASK_PID_OFFSET.load());
     if TARGETS.insert(&(child as u32), &TARGET_TRACED, 0).is_err() {
         count_lost(lost::TARGETS_FULL);
+        debug!(
+            &ctx,
+            "child {} of {}: TARGETS is full: not followed", child, parent
+        );
         return 0;
     }
     send_lifecycle(EventKind::Fork, child as u64, flags, -1);

@@ -9,6 +9,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 
+use aya_log_ebpf::debug;
+
 use crate::{
     helpers::map_count,
     maps::{Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED},
@@ -28,7 +30,7 @@ fn raw_arg(ctx: &RawTracePointContext, n: usize) -> u64 {
 #[raw_tracepoint(tracepoint = "mmap_lock_acquire_returned")]
 pub fn mmap_lock_acquired(ctx: RawTracePointContext) -> u32 {
     let (mm, write, success) = (raw_arg(&ctx, 0), raw_arg(&ctx, 1), raw_arg(&ctx, 2));
-    on_lock_acquired(mm, write as u8 != 0, success as u8 != 0);
+    on_lock_acquired(&ctx, mm, write as u8 != 0, success as u8 != 0);
     0
 }
 
@@ -37,12 +39,12 @@ pub fn mmap_lock_acquired(ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "mmap_lock_acquire_returned")]
 pub fn mmap_lock_acquired_memcg_path(ctx: RawTracePointContext) -> u32 {
     let (mm, write, success) = (raw_arg(&ctx, 0), raw_arg(&ctx, 2), raw_arg(&ctx, 3));
-    on_lock_acquired(mm, write as u8 != 0, success as u8 != 0);
+    on_lock_acquired(&ctx, mm, write as u8 != 0, success as u8 != 0);
     0
 }
 
 #[inline(always)]
-fn on_lock_acquired(mm: u64, write: bool, success: bool) {
+fn on_lock_acquired(ctx: &RawTracePointContext, mm: u64, write: bool, success: bool) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(parked) = active_slot(tid) else {
         return;
@@ -56,6 +58,16 @@ fn on_lock_acquired(mm: u64, write: bool, success: bool) {
         parked.lock = LOCK_HELD;
     } else if !write && parked.lock == LOCK_HELD {
         end_write_section(parked);
+    } else if write {
+        // The count is read over the first write section only: a second
+        // one would escape it.
+        debug!(
+            ctx,
+            "tid {} call {}: a second write section (lock state {})",
+            tid,
+            parked.event.call,
+            parked.lock
+        );
     }
 }
 

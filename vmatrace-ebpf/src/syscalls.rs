@@ -8,6 +8,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::{TracePointContext, tracing::StackIdContext},
 };
+use aya_log_ebpf::debug;
 use vmatrace_common::{
     Call, ENOMEM_RET, Event, EventKind, capture_stacks, creates, lost, maps_a_file,
 };
@@ -15,7 +16,7 @@ use vmatrace_common::{
 use crate::{
     globals::{CAPTURE_STACKS, WARN_AT},
     helpers::{count_lost, ctx_field, current_mm, is_traced, map_count, wakeup_flags},
-    maps::{EVENTS, INFLIGHT, Inflight, LOCK_NOT_TAKEN, LOCK_RELEASED, STACKS},
+    maps::{EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, STACKS},
 };
 
 const SYSCALL_ARGS_OFFSET: usize = 16;
@@ -26,7 +27,7 @@ macro_rules! syscall_probes {
     ($($call:expr => $enter:ident, $exit:ident;)*) => {$(
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter(&ctx, $call);
+            on_enter::<{ $call.arg_count() }>(&ctx, $call);
             0
         }
 
@@ -57,7 +58,10 @@ syscall_probes! {
 }
 
 #[inline(always)]
-fn on_enter(ctx: &TracePointContext, call: Call) {
+/// `ARGS` is the call's argument count as a constant, so the program reads
+/// exactly the record's fields: the kernel refuses to attach a program
+/// that may read past a tracepoint's record (EACCES).
+fn on_enter<const ARGS: usize>(ctx: &TracePointContext, call: Call) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // One lookup is all an untraced process pays.
@@ -67,9 +71,22 @@ fn on_enter(ctx: &TracePointContext, call: Call) {
     let tid = pid_tgid as u32;
     let Some(slot) = thread_slot(tid) else {
         count_lost(lost::INFLIGHT_FULL);
+        debug!(
+            ctx,
+            "tid {} call {}: no slot (INFLIGHT is full): lost", tid, call as u8
+        );
         return;
     };
     let slot = unsafe { &mut *slot };
+    if slot.active != 0 {
+        debug!(
+            ctx,
+            "tid {} call {}: call {} had no exit (began before tracing did?)",
+            tid,
+            call as u8,
+            slot.event.call
+        );
+    }
     let mm = current_mm();
     slot.mm = mm as u64;
     slot.active = 1;
@@ -79,13 +96,10 @@ fn on_enter(ctx: &TracePointContext, call: Call) {
     event.call = call as u8;
     event.pid = tgid;
     event.tid = tid;
+    event.args = [0; 6];
     let mut i = 0;
-    while i < 6 {
-        event.args[i] = if i < call.arg_count() {
-            ctx_field::<u64>(ctx, SYSCALL_ARGS_OFFSET + 8 * i)
-        } else {
-            0
-        };
+    while i < ARGS {
+        event.args[i] = ctx_field::<u64>(ctx, SYSCALL_ARGS_OFFSET + 8 * i);
         i += 1;
     }
     event.locked = 0;
@@ -126,7 +140,20 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
     // A slot left active by another call is a leftover of a call whose exit
     // was never seen (tracing started mid-call): not reported.
     if slot.event.call != call as u8 {
+        debug!(
+            ctx,
+            "tid {} exit of call {} while call {} was in flight: not reported",
+            tid,
+            call as u8,
+            slot.event.call
+        );
         return;
+    }
+    if slot.lock == LOCK_HELD {
+        debug!(
+            ctx,
+            "tid {} call {}: exit with the write section open", tid, call as u8
+        );
     }
     let exit_ns = unsafe { bpf_ktime_get_ns() };
     if slot.lock != LOCK_RELEASED {
@@ -157,7 +184,13 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
             };
             entry.submit(flags);
         }
-        None => count_lost(lost::RINGBUF_FULL),
+        None => {
+            count_lost(lost::RINGBUF_FULL);
+            debug!(
+                ctx,
+                "tid {} call {}: ring buffer full: lost", tid, call as u8
+            );
+        }
     }
 }
 
@@ -181,8 +214,9 @@ fn user_stack_if_wanted(ctx: &TracePointContext, event: &Event, ret: i64) -> u32
     }
     match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
         Ok(id) => id as u32 + 1,
-        Err(_) => {
+        Err(error) => {
             count_lost(lost::STACK_UNAVAILABLE);
+            debug!(ctx, "pid {}: no user stack (error {})", event.pid, error);
             0
         }
     }

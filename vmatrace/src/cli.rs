@@ -236,6 +236,13 @@ pub struct LiveArgs {
     #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH, hide_short_help = true)]
     pub btf: PathBuf,
 
+    /// Print the kernel programs' own diagnostics on stderr: why a call was
+    /// not traced or not reported, a slot that could not be made, a lock
+    /// sequence they did not expect. Off, they cost nothing: the verifier
+    /// removes them.
+    #[arg(long, hide_short_help = true)]
+    pub debug_probes: bool,
+
     /// The command to run and trace from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,

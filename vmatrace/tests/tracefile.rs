@@ -486,6 +486,49 @@ fn lost_events_are_counted_reported_and_recorded() {
     assert_eq!(in_gaps, lost, "{}", report["lost_gaps"]);
 }
 
+/// `--debug-probes` shows the programs' own diagnostics (aya-log): a call
+/// that could not be delivered says so, with its thread, as it happens.
+#[test]
+fn debug_probes_say_why_a_call_was_lost() {
+    let workload = workload();
+    let finished = run_vmatrace(&[
+        "--json",
+        "-q",
+        "--debug-probes",
+        "--buffer-size",
+        "4096",
+        "--",
+        &workload,
+        "split-churn",
+        "20000",
+    ]);
+    assert_eq!(finished.code(), 3, "{}", finished.stderr_text());
+    let summary: Value = serde_json::from_str(finished.stdout.last().unwrap()).unwrap();
+    let lost = summary["lost_total"].as_u64().unwrap();
+    let said = finished
+        .stderr
+        .iter()
+        .filter(|line| {
+            line.starts_with("[vmatrace probe]") && line.contains("ring buffer full: lost")
+        })
+        .count() as u64;
+    assert!(said > 0, "{}", finished.stderr_text());
+    // The log has its own buffer, which may fill too: never more said than lost.
+    assert!(said <= lost, "{said} diagnostics for {lost} lost events");
+
+    // Without the flag, the same run prints none.
+    let quiet = run_vmatrace(&[
+        "-q",
+        "--buffer-size",
+        "4096",
+        "--",
+        &workload,
+        "split-churn",
+        "20000",
+    ]);
+    assert!(!quiet.stderr_text().contains("[vmatrace probe]"));
+}
+
 /// A root tool writes only where nothing of anyone else's is lost: links
 /// are not followed, foreign files and directories are refused (exit 2)
 /// unless --force, an older trace is kept as FILE.old.

@@ -9,6 +9,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{RawTracePoint, TracePoint},
 };
+use aya_log::EbpfLogger;
 use vmatrace_common::{Call, TARGET_TRACED, lost, names};
 
 use super::{btf, tracefs};
@@ -29,11 +30,16 @@ pub struct ProbeConfig {
     pub capture_stacks: u8,
     /// The NEAR-LIMIT threshold, in VMAs.
     pub warn_at: u64,
+    /// Turn on the programs' diagnostics (aya-log) and print them.
+    pub debug_probes: bool,
 }
 
 /// The loaded, attached programs. Dropping it detaches them.
 pub struct Probes {
     ebpf: Ebpf,
+    /// The programs' diagnostics, with `--debug-probes`. It holds the log
+    /// map: dropping it early would close the map under the programs.
+    logs: Option<EbpfLogger<ProbeLog>>,
     /// The kernel offsets the programs were loaded with.
     pub offsets: btf::StructOffsets,
     /// Calls whose tracepoints this kernel does not have.
@@ -81,6 +87,7 @@ impl Probes {
         // Wake the reader at a quarter full; it polls every few ms anyway.
         let wakeup_bytes = u64::from(config.ring_buffer_bytes / 4);
         let warn_at = i32::try_from(config.warn_at).unwrap_or(i32::MAX);
+        let log_level = log_level(config.debug_probes);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::TRACE_ALL, &trace_all, true)
@@ -94,12 +101,22 @@ impl Probes {
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(names::CAPTURE_STACKS, &config.capture_stacks, true)
             .override_global(names::WARN_AT, &warn_at, true)
+            .override_global(LOG_LEVEL, &log_level, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes);
-        let ebpf = loader
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|e| Failure::environment(anyhow!(e).context("loading the eBPF object")))?;
+        let logs = if config.debug_probes {
+            Some(
+                EbpfLogger::init_with_logger(&mut ebpf, ProbeLog)
+                    .context("reading the programs' diagnostics")?,
+            )
+        } else {
+            None
+        };
         let mut probes = Probes {
             ebpf,
+            logs,
             offsets,
             missing_calls: Vec::new(),
         };
@@ -185,6 +202,13 @@ impl Probes {
         Ok(())
     }
 
+    /// Prints the diagnostics the programs logged since the last call.
+    pub fn print_diagnostics(&mut self) {
+        if let Some(logs) = self.logs.as_mut() {
+            logs.flush();
+        }
+    }
+
     /// Adds a process to the in-kernel target set.
     pub fn add_target(&mut self, pid: u32) -> anyhow::Result<()> {
         let mut targets: HashMap<&mut MapData, u32, u8> =
@@ -224,6 +248,33 @@ impl Probes {
             stacks_unavailable: slot(lost::STACK_UNAVAILABLE)?,
         })
     }
+}
+
+/// aya-log's level global in the programs: 0 turns every log statement
+/// into a branch the verifier knows is never taken.
+const LOG_LEVEL: &str = "AYA_LOG_LEVEL";
+
+fn log_level(debug_probes: bool) -> u8 {
+    if debug_probes {
+        aya_log::Level::Debug as u8
+    } else {
+        0
+    }
+}
+
+/// Prints the programs' diagnostics on stderr as they come.
+struct ProbeLog;
+
+impl log::Log for ProbeLog {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        eprintln!("[vmatrace probe] {}", record.args());
+    }
+
+    fn flush(&self) {}
 }
 
 /// BPF tracing needs root (CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN).

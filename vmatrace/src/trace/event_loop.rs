@@ -82,7 +82,7 @@ impl Run {
         &mut self,
         cli: &LiveArgs,
         targets: &Targets,
-        probes: &Probes,
+        probes: &mut Probes,
         mut child_exit: Option<oneshot::Receiver<std::io::Result<ExitStatus>>>,
         mut stop: Stop,
     ) -> Result<Option<ExitStatus>, Failure> {
@@ -131,6 +131,7 @@ impl Run {
                 }
             };
             self.drain()?;
+            probes.print_diagnostics();
             match wake {
                 Wake::Stop => return Ok(child_status),
                 Wake::Child(exit) => {

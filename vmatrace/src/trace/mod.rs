@@ -67,6 +67,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         ring_buffer_bytes: cli.buffer_size,
         btf_path: cli.btf.clone(),
         capture_stacks: stack_mode(&cli),
+        debug_probes: cli.debug_probes,
     })?;
     let stacks = probes.take_stacks().map_err(Failure::environment)?;
     let events = probes.take_events().map_err(Failure::environment)?;
@@ -143,7 +144,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         None => None,
     };
     let traced = run
-        .trace_until_done(&cli, &targets, &probes, child_exit, stop)
+        .trace_until_done(&cli, &targets, &mut probes, child_exit, stop)
         .await;
     // Back from the full screen before anything else is printed.
     if let Some(top) = run.top.take() {
