@@ -214,7 +214,14 @@ pub mod lost {
     /// Stacks that could not be captured (the stack map was full, or the
     /// stack unreadable); the events themselves were delivered.
     pub const STACK_UNAVAILABLE: u32 = 4;
-    pub const SLOTS: u32 = 5;
+    /// A traced call's exit was seen without its entry: the kernel skipped
+    /// the entry program (its recursion guard), so the call is lost.
+    pub const ENTRY_MISSED: u32 = 5;
+    /// A traced thread entered a call while its previous call was still
+    /// open, or left a call other than the open one: that call's exit was
+    /// skipped, so it is lost.
+    pub const EXIT_MISSED: u32 = 6;
+    pub const SLOTS: u32 = 7;
 }
 
 /// Names of the maps and globals, shared so the loader and the programs
@@ -237,7 +244,16 @@ pub mod names {
     pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
     pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    pub const SYSCALL_CALLS: &str = "SYSCALL_CALLS";
+    pub const LOCK_ACQUIRED_MM_OFFSET: &str = "LOCK_ACQUIRED_MM_OFFSET";
+    pub const LOCK_ACQUIRED_WRITE_OFFSET: &str = "LOCK_ACQUIRED_WRITE_OFFSET";
+    pub const LOCK_ACQUIRED_SUCCESS_OFFSET: &str = "LOCK_ACQUIRED_SUCCESS_OFFSET";
+    pub const LOCK_RELEASED_MM_OFFSET: &str = "LOCK_RELEASED_MM_OFFSET";
 }
+
+/// Entries of the `SYSCALL_CALLS` map: syscall numbers below this are
+/// looked up (the highest traced one, mseal, is 462 on x86-64).
+pub const SYSCALL_TABLE_SIZE: u32 = 1024;
 
 /// Values of the `CAPTURE_STACKS` global.
 pub mod capture_stacks {

@@ -34,3 +34,14 @@ pub static NEWTASK_FLAGS_OFFSET: Global<u64> = Global::new(32);
 /// also polls on a short timer, so quiet periods still show promptly.
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: Global<u64> = Global::new(0);
+
+/// Field offsets of the mmap_lock events, from their format files (a
+/// `memcg_path` string before Linux 6.12 moves `write` and `success`).
+#[unsafe(no_mangle)]
+pub static LOCK_ACQUIRED_MM_OFFSET: Global<u64> = Global::new(8);
+#[unsafe(no_mangle)]
+pub static LOCK_ACQUIRED_WRITE_OFFSET: Global<u64> = Global::new(24);
+#[unsafe(no_mangle)]
+pub static LOCK_ACQUIRED_SUCCESS_OFFSET: Global<u64> = Global::new(25);
+#[unsafe(no_mangle)]
+pub static LOCK_RELEASED_MM_OFFSET: Global<u64> = Global::new(8);

@@ -1,18 +1,30 @@
 //! vmatrace's kernel side: a list of probes.
 //!
-//! - `sys_enter_<call>` / `sys_exit_<call>` for every call that creates,
-//!   removes, splits or merges VMAs: entry parks the arguments and the VMA
-//!   count in `INFLIGHT` (keyed by thread), exit completes the record and
-//!   sends it through the `EVENTS` ring buffer.
-//! - `mmap_lock_acquired` / `mmap_lock_released` (mmap_lock/*, raw): the
-//!   count when an in-flight call takes the mmap write lock and when it lets
-//!   go. Only the holder changes `map_count`, so the difference is the
-//!   call's own effect on the count, exact under any concurrency.
+//! - `raw_sys_enter` / `raw_sys_exit` (raw_syscalls/sys_enter, sys_exit)
+//!   for every call that creates, removes, splits or merges VMAs, picked
+//!   by syscall number from `SYSCALL_CALLS`: entry parks the arguments and
+//!   the VMA count in `INFLIGHT` (keyed by thread), exit completes the
+//!   record and sends it through the `EVENTS` ring buffer.
+//! - `mmap_lock_acquired` / `mmap_lock_released` (mmap_lock/*): the count
+//!   when an in-flight call takes the mmap write lock and when it lets go.
+//!   Only the holder changes `map_count`, so the difference is the call's
+//!   own effect on the count, exact under any concurrency.
 //! - `task_newtask`, `sched_process_exec`, `sched_process_exit`: the
 //!   process lifecycle, so per-process state starts and ends at the right
 //!   moment and followed children join the target set before they run.
 //!
-//! Every event that cannot be delivered is counted in `LOST`.
+//! Every program is a perf-event tracepoint program. Per-syscall
+//! (`syscalls/sys_enter_<call>`) and raw tracepoint programs run
+//! preemptible from Linux 6.13 on (faultable syscall tracepoints,
+//! SRCU-guarded tracepoints: `migrate_disable` only), behind a per-program,
+//! per-CPU recursion guard: a thread preempted inside one makes the kernel
+//! skip that program for every other thread on its CPU, counted only in the
+//! program's `recursion_misses`. Perf-event tracepoint handlers
+//! (include/trace/perf.h) run with preemption disabled on every kernel.
+//!
+//! Every event that cannot be delivered is counted in `LOST`, and so is
+//! every call whose entry or exit the kernel skipped (found when pairing
+//! them); userspace adds the kernel's own skip counts.
 #![no_std]
 #![no_main]
 
@@ -21,7 +33,7 @@ mod globals;
 mod helpers;
 mod maps;
 
-/// `sys_enter_<call>` / `sys_exit_<call>` for every mapping syscall.
+/// `raw_sys_enter` / `raw_sys_exit`: the mapping syscalls.
 mod syscalls;
 
 /// `mmap_lock_acquired` / `mmap_lock_released`: the exact counts.

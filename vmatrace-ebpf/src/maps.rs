@@ -3,9 +3,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use vmatrace_common::{Event, lost};
+use vmatrace_common::{Event, SYSCALL_TABLE_SIZE, lost};
 
 /// Completed records for userspace. The loader may resize it.
 #[map]
@@ -42,6 +42,11 @@ pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 /// User stacks of the calls that asked for one, by id.
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+/// Which traced call a syscall number is, as `Call as u8 + 1`; 0 (the
+/// default) for every other syscall. Filled by the loader.
+#[map]
+pub static SYSCALL_CALLS: Array<u8> = Array::with_max_entries(SYSCALL_TABLE_SIZE, 0);
 
 /// Per-CPU counts of events that could not be delivered, by `lost::*` slot.
 #[map]

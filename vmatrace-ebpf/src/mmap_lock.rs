@@ -1,50 +1,43 @@
 //! The mmap lock: the count when an in-flight call takes the mmap write
 //! lock and when it lets go. Only the holder changes `map_count`, so the
 //! difference is the call's own effect, exact under any concurrency.
+//!
+//! Perf-event tracepoint programs, not raw ones: the kernel runs raw
+//! tracepoint programs preemptible from Linux 6.13 on (see main.rs), and
+//! a skipped lock probe would leave the call's count inexact.
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::tracepoint,
+    programs::TracePointContext,
 };
-
 use aya_log_ebpf::debug;
 
 use crate::{
-    helpers::map_count,
+    globals::{
+        LOCK_ACQUIRED_MM_OFFSET, LOCK_ACQUIRED_SUCCESS_OFFSET, LOCK_ACQUIRED_WRITE_OFFSET,
+        LOCK_RELEASED_MM_OFFSET,
+    },
+    helpers::{ctx_read, map_count},
     maps::{Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED},
     syscalls::active_slot,
 };
 
-/// Argument `n` of a raw tracepoint (its TP_PROTO's), `n` a constant.
-#[inline(always)]
-fn raw_arg(ctx: &RawTracePointContext, n: usize) -> u64 {
-    unsafe { *(ctx.as_ptr() as *const u64).add(n) }
-}
-
-/// mmap_lock/mmap_lock_acquire_returned (raw), TP_PROTO(mm, write,
+/// mmap_lock/mmap_lock_acquire_returned (mm, [memcg_path,] write,
 /// success): the count as a traced call starts to hold the write lock; a
 /// downgrade to read (munmap does it) ends the writing, so the count is
 /// final for the call there.
-#[raw_tracepoint(tracepoint = "mmap_lock_acquire_returned")]
-pub fn mmap_lock_acquired(ctx: RawTracePointContext) -> u32 {
-    let (mm, write, success) = (raw_arg(&ctx, 0), raw_arg(&ctx, 1), raw_arg(&ctx, 2));
-    on_lock_acquired(&ctx, mm, write as u8 != 0, success as u8 != 0);
-    0
-}
-
-/// The same before Linux 6.12, TP_PROTO(mm, memcg_path, write, success);
-/// the loader attaches the one that fits the running kernel.
-#[raw_tracepoint(tracepoint = "mmap_lock_acquire_returned")]
-pub fn mmap_lock_acquired_memcg_path(ctx: RawTracePointContext) -> u32 {
-    let (mm, write, success) = (raw_arg(&ctx, 0), raw_arg(&ctx, 2), raw_arg(&ctx, 3));
-    on_lock_acquired(&ctx, mm, write as u8 != 0, success as u8 != 0);
+#[tracepoint]
+pub fn mmap_lock_acquired(ctx: TracePointContext) -> u32 {
+    let mm = ctx_read::<u64>(&ctx, LOCK_ACQUIRED_MM_OFFSET.load());
+    let write = ctx_read::<u8>(&ctx, LOCK_ACQUIRED_WRITE_OFFSET.load());
+    let success = ctx_read::<u8>(&ctx, LOCK_ACQUIRED_SUCCESS_OFFSET.load());
+    on_lock_acquired(&ctx, mm, write != 0, success != 0);
     0
 }
 
 #[inline(always)]
-fn on_lock_acquired(ctx: &RawTracePointContext, mm: u64, write: bool, success: bool) {
+fn on_lock_acquired(ctx: &TracePointContext, mm: u64, write: bool, success: bool) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(parked) = active_slot(tid) else {
         return;
@@ -71,14 +64,16 @@ fn on_lock_acquired(ctx: &RawTracePointContext, mm: u64, write: bool, success: b
     }
 }
 
-/// mmap_lock/mmap_lock_released (raw): the end of the call's write section.
-#[raw_tracepoint(tracepoint = "mmap_lock_released")]
-pub fn mmap_lock_released(ctx: RawTracePointContext) -> u32 {
+/// mmap_lock/mmap_lock_released: the end of the call's write section.
+#[tracepoint]
+pub fn mmap_lock_released(ctx: TracePointContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(parked) = active_slot(tid) else {
         return 0;
     };
-    if parked.lock == LOCK_HELD && raw_arg(&ctx, 0) == parked.mm {
+    if parked.lock == LOCK_HELD
+        && ctx_read::<u64>(&ctx, LOCK_RELEASED_MM_OFFSET.load()) == parked.mm
+    {
         end_write_section(parked);
     }
     0

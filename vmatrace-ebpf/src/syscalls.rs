@@ -10,58 +10,64 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use vmatrace_common::{
-    Call, ENOMEM_RET, Event, EventKind, capture_stacks, creates, lost, maps_a_file,
+    Call, ENOMEM_RET, Event, EventKind, SYSCALL_TABLE_SIZE, capture_stacks, creates, lost,
+    maps_a_file,
 };
 
 use crate::{
     globals::{CAPTURE_STACKS, WARN_AT},
     helpers::{count_lost, ctx_field, current_mm, is_traced, map_count, wakeup_flags},
-    maps::{EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, STACKS},
+    maps::{
+        EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, STACKS, SYSCALL_CALLS,
+    },
 };
 
+/// raw_syscalls/sys_enter and sys_exit: `long id` at 8, then `args[6]`
+/// (enter) or `long ret` (exit) at 16, on every kernel since 3.x.
+const RAW_SYSCALL_ID_OFFSET: usize = 8;
 const SYSCALL_ARGS_OFFSET: usize = 16;
 const SYSCALL_RET_OFFSET: usize = 16;
 const BPF_F_USER_STACK: u64 = 1 << 8;
 
-macro_rules! syscall_probes {
-    ($($call:expr => $enter:ident, $exit:ident;)*) => {$(
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter::<{ $call.arg_count() }>(&ctx, $call);
-            0
-        }
-
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            on_exit(&ctx, $call);
-            0
-        }
-    )*};
+/// raw_syscalls/sys_enter: every syscall of the system, so the untraced
+/// ones must cost as little as possible: one array lookup.
+#[tracepoint]
+pub fn raw_sys_enter(ctx: TracePointContext) -> u32 {
+    if let Some(call) = traced_call(&ctx) {
+        on_enter(&ctx, call);
+    }
+    0
 }
 
-syscall_probes! {
-    Call::Mmap => sys_enter_mmap, sys_exit_mmap;
-    Call::Munmap => sys_enter_munmap, sys_exit_munmap;
-    Call::Brk => sys_enter_brk, sys_exit_brk;
-    Call::Mprotect => sys_enter_mprotect, sys_exit_mprotect;
-    Call::PkeyMprotect => sys_enter_pkey_mprotect, sys_exit_pkey_mprotect;
-    Call::Mremap => sys_enter_mremap, sys_exit_mremap;
-    Call::Madvise => sys_enter_madvise, sys_exit_madvise;
-    Call::Mlock => sys_enter_mlock, sys_exit_mlock;
-    Call::Mlock2 => sys_enter_mlock2, sys_exit_mlock2;
-    Call::Munlock => sys_enter_munlock, sys_exit_munlock;
-    Call::Mlockall => sys_enter_mlockall, sys_exit_mlockall;
-    Call::Munlockall => sys_enter_munlockall, sys_exit_munlockall;
-    Call::Shmat => sys_enter_shmat, sys_exit_shmat;
-    Call::Shmdt => sys_enter_shmdt, sys_exit_shmdt;
-    Call::Mseal => sys_enter_mseal, sys_exit_mseal;
+/// raw_syscalls/sys_exit.
+#[tracepoint]
+pub fn raw_sys_exit(ctx: TracePointContext) -> u32 {
+    if let Some(call) = traced_call(&ctx) {
+        on_exit(&ctx, call);
+    }
+    0
+}
+
+/// The call a syscall tracepoint record is about, if it is one vmatrace
+/// traces.
+#[inline(always)]
+fn traced_call(ctx: &TracePointContext) -> Option<Call> {
+    let id = ctx_field::<i64>(ctx, RAW_SYSCALL_ID_OFFSET);
+    if !(0..SYSCALL_TABLE_SIZE as i64).contains(&id) {
+        return None;
+    }
+    let code = *SYSCALL_CALLS.get(id as u32)?;
+    if code == 0 || code as usize > Call::ALL.len() {
+        return None;
+    }
+    // SAFETY: Call is repr(u8) and code - 1 is one of its discriminants
+    // (checked above). Not `Call::from_u8`: its table lookup is indexed
+    // with a register the verifier cannot bound.
+    Some(unsafe { core::mem::transmute::<u8, Call>(code - 1) })
 }
 
 #[inline(always)]
-/// `ARGS` is the call's argument count as a constant, so the program reads
-/// exactly the record's fields: the kernel refuses to attach a program
-/// that may read past a tracepoint's record (EACCES).
-fn on_enter<const ARGS: usize>(ctx: &TracePointContext, call: Call) {
+fn on_enter(ctx: &TracePointContext, call: Call) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // One lookup is all an untraced process pays.
@@ -79,9 +85,11 @@ fn on_enter<const ARGS: usize>(ctx: &TracePointContext, call: Call) {
     };
     let slot = unsafe { &mut *slot };
     if slot.active != 0 {
+        // The thread's previous call never saw its exit: lost.
+        count_lost(lost::EXIT_MISSED);
         debug!(
             ctx,
-            "tid {} call {}: call {} had no exit (began before tracing did?)",
+            "tid {} call {}: the exit of call {} was skipped: lost",
             tid,
             call as u8,
             slot.event.call
@@ -96,10 +104,15 @@ fn on_enter<const ARGS: usize>(ctx: &TracePointContext, call: Call) {
     event.call = call as u8;
     event.pid = tgid;
     event.tid = tid;
-    event.args = [0; 6];
+    // raw_syscalls/sys_enter always carries six arguments.
+    let args = call.arg_count();
     let mut i = 0;
-    while i < ARGS {
-        event.args[i] = ctx_field::<u64>(ctx, SYSCALL_ARGS_OFFSET + 8 * i);
+    while i < 6 {
+        event.args[i] = if i < args {
+            ctx_field::<u64>(ctx, SYSCALL_ARGS_OFFSET + 8 * i)
+        } else {
+            0
+        };
         i += 1;
     }
     event.locked = 0;
@@ -133,16 +146,29 @@ pub fn active_slot(tid: u32) -> Option<&'static mut Inflight> {
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext, call: Call) {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(slot) = active_slot(tid) else {
-        return; // not traced, or the call began before tracing did
+    // No slot: not traced, or the thread's first traced call began before
+    // tracing did (the exit program is attached before the entry one, so
+    // an entry seen always has its exit seen).
+    let Some(slot) = INFLIGHT.get_ptr_mut(&tid) else {
+        return;
     };
-    slot.active = 0;
-    // A slot left active by another call is a leftover of a call whose exit
-    // was never seen (tracing started mid-call): not reported.
-    if slot.event.call != call as u8 {
+    let slot = unsafe { &mut *slot };
+    if slot.active == 0 {
+        count_lost(lost::ENTRY_MISSED);
         debug!(
             ctx,
-            "tid {} exit of call {} while call {} was in flight: not reported",
+            "tid {} call {}: the entry was skipped: lost", tid, call as u8
+        );
+        return;
+    }
+    slot.active = 0;
+    if slot.event.call != call as u8 {
+        // The open call's exit and this call's entry were both skipped.
+        count_lost(lost::EXIT_MISSED);
+        count_lost(lost::ENTRY_MISSED);
+        debug!(
+            ctx,
+            "tid {} exit of call {} while call {} was open: both lost",
             tid,
             call as u8,
             slot.event.call

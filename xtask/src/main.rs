@@ -8,8 +8,11 @@
 //! - `test`   setup, then formatting, clippy and every test, the ones that
 //!   load the real probes included (needs root).
 //! - `bench`  setup, then the overhead benchmark (see bench.rs).
+//! - `kernels` Debian kernels under QEMU: list, fetch, run a command in one
+//!   (see kernels.rs).
 
 mod bench;
+mod kernels;
 mod setup;
 
 use std::{
@@ -45,14 +48,16 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "run" => run(rest),
         "test" => test(rest),
         "bench" => bench::run(&setup::ensure()?, rest),
+        "kernels" => kernels::main(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <setup|build|run|test|bench> [ARGS]\n\
+                "usage: cargo xtask <setup|build|run|test|bench|kernels> [ARGS]\n\
                  \n  setup           install nightly rust-src and bpf-linker if missing\
                  \n  build           build everything\
                  \n  run -- ARGS     build (release) and run vmatrace ARGS\
                  \n  test            fmt, clippy and every test, real probes included (root)\
-                 \n  bench           overhead of tracing an mmap/munmap churn workload"
+                 \n  bench           overhead of tracing an mmap/munmap churn workload\
+                 \n  kernels ...     Debian kernels under QEMU (cargo xtask kernels help)"
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -4,7 +4,7 @@
 use std::{fs, path::Path};
 
 use anyhow::{Context, Result, anyhow, bail};
-use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
+use btfparse::{Offset, Readable, TypeInformation};
 
 use crate::error::Failure;
 
@@ -17,8 +17,6 @@ pub struct StructOffsets {
     pub task_mm: u64,
     /// `offsetof(struct mm_struct, map_count)`, through anonymous members.
     pub mm_map_count: u64,
-    /// mmap_lock_acquire_returned still passes the memcg path (before 6.12).
-    pub lock_tracepoint_has_memcg_path: bool,
 }
 
 /// Reads the member offsets from a BTF file (normally the running kernel's).
@@ -48,39 +46,10 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
             Err(e) => bail!("BTF has no {type_name}.{member}: {e:?}"),
         }
     };
-    let lock_tracepoint_has_memcg_path = match raw_tracepoint_arity(
-        &types,
-        "mmap_lock_acquire_returned",
-    ) {
-        Some(3) => false, // (mm, write, success)
-        Some(4) => true,  // (mm, memcg_path, write, success)
-        other => {
-            return Err(Failure::environment(anyhow!(
-                "unexpected arguments of tracepoint mmap_lock_acquire_returned in BTF: {other:?}"
-            )));
-        }
-    };
     Ok(StructOffsets {
         task_mm: offset("task_struct", "mm").map_err(Failure::environment)?,
         mm_map_count: offset("mm_struct", "map_count").map_err(Failure::environment)?,
-        lock_tracepoint_has_memcg_path,
     })
-}
-
-/// How many arguments a raw tracepoint passes: BTF describes it as
-/// `typedef void (*btf_trace_<name>)(void *__data, <TP_PROTO args>)`.
-fn raw_tracepoint_arity(types: &TypeInformation, name: &str) -> Option<usize> {
-    let id = types.id_of(&format!("btf_trace_{name}"))?;
-    let TypeVariant::Typedef(typedef) = types.from_id(id)? else {
-        return None;
-    };
-    let TypeVariant::Ptr(ptr) = types.from_id(*typedef.tid())? else {
-        return None;
-    };
-    let TypeVariant::FuncProto(proto) = types.from_id(*ptr.tid())? else {
-        return None;
-    };
-    proto.parameter_list().len().checked_sub(1)
 }
 
 /// A BTF blob in memory, for btfparse.
@@ -112,10 +81,6 @@ mod tests {
         let offsets = struct_offsets(Path::new(DEFAULT_BTF_PATH)).expect("offsets");
         assert!(offsets.task_mm > 0);
         assert!(offsets.mm_map_count > 0);
-        assert!(
-            !offsets.lock_tracepoint_has_memcg_path,
-            "Linux 6.18 passes no memcg path"
-        );
     }
 
     #[test]

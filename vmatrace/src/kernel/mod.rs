@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod probes;
+pub mod prog_info;
 pub mod tracefs;
 
 use std::fs;

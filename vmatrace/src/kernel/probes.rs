@@ -1,18 +1,18 @@
 //! Loading and attaching the kernel programs, and the handles userspace
 //! keeps on their maps.
 
-use std::path::Path;
+use std::{os::fd::AsFd, path::Path};
 
 use anyhow::{Context, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{RawTracePoint, TracePoint},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::TracePoint,
 };
 use aya_log::EbpfLogger;
-use vmatrace_common::{Call, TARGET_TRACED, lost, names};
+use vmatrace_common::{Call, SYSCALL_TABLE_SIZE, TARGET_TRACED, lost, names};
 
-use super::{btf, tracefs};
+use super::{btf, prog_info, tracefs};
 use crate::error::Failure;
 
 /// The eBPF object built from `vmatrace-ebpf` by build.rs.
@@ -56,6 +56,14 @@ pub struct LostCounts {
     /// Stacks that could not be captured: not lost events (the events
     /// came, without their stack), so not in [`LostCounts::total`].
     pub stacks_unavailable: u64,
+    /// Traced calls whose entry or exit program the kernel skipped, as the
+    /// programs found when pairing entries with exits.
+    pub unpaired_calls: u64,
+    /// Runs of vmatrace's programs the kernel skipped (`recursion_misses`
+    /// of each program, Linux 5.12+), system-wide: they may include a
+    /// traced call whose entry and exit were both skipped, a lock section
+    /// or a lifecycle event, so they count as lost.
+    pub kernel_skipped_runs: u64,
 }
 
 impl LostCounts {
@@ -64,6 +72,8 @@ impl LostCounts {
             + self.inflight_table_full
             + self.targets_table_full
             + self.lifecycle_ring_buffer_full
+            + self.unpaired_calls
+            + self.kernel_skipped_runs
     }
 }
 
@@ -80,6 +90,7 @@ impl Probes {
         let offsets = btf::struct_offsets(&config.btf_path)?;
         let tracefs = tracefs::ensure_tracefs()?;
         let tp = tracefs::tracepoint_offsets(&tracefs)?;
+        let lock = tracefs::lock_tracepoint_offsets(&tracefs)?;
 
         let self_tgid = std::process::id();
         let trace_all = u8::from(config.trace_all);
@@ -102,6 +113,18 @@ impl Probes {
             .override_global(names::CAPTURE_STACKS, &config.capture_stacks, true)
             .override_global(names::WARN_AT, &warn_at, true)
             .override_global(LOG_LEVEL, &log_level, true)
+            .override_global(names::LOCK_ACQUIRED_MM_OFFSET, &lock.acquired_mm, true)
+            .override_global(
+                names::LOCK_ACQUIRED_WRITE_OFFSET,
+                &lock.acquired_write,
+                true,
+            )
+            .override_global(
+                names::LOCK_ACQUIRED_SUCCESS_OFFSET,
+                &lock.acquired_success,
+                true,
+            )
+            .override_global(names::LOCK_RELEASED_MM_OFFSET, &lock.released_mm, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
@@ -120,46 +143,70 @@ impl Probes {
             offsets,
             missing_calls: Vec::new(),
         };
-        probes.attach_all(&tracefs, offsets.lock_tracepoint_has_memcg_path)?;
+        probes.attach_all(&tracefs)?;
         Ok(probes)
     }
 
-    fn attach_all(&mut self, tracefs: &Path, lock_has_memcg_path: bool) -> Result<(), Failure> {
-        for call in Call::ALL {
-            let name = call.name();
-            let enter = format!("sys_enter_{name}");
-            if !tracefs.join("events/syscalls").join(&enter).is_dir() {
-                if call.is_essential() {
-                    return Err(Failure::environment(anyhow!(
-                        "this kernel has no tracepoint syscalls/{enter} (CONFIG_FTRACE_SYSCALLS=y is needed)"
-                    )));
-                }
-                self.missing_calls.push(call);
-                continue;
-            }
-            self.attach("syscalls", &enter)?;
-            self.attach("syscalls", &format!("sys_exit_{name}"))?;
-        }
+    /// Attaches every program as a perf-event tracepoint program: those
+    /// run with preemption disabled on every kernel, while per-syscall
+    /// (`syscalls/sys_enter_*`) and raw tracepoint programs run preemptible
+    /// from Linux 6.13 on and are then skipped by the kernel's per-program
+    /// recursion guard whenever a thread was preempted inside one on the
+    /// same CPU (see vmatrace-ebpf's module doc).
+    fn attach_all(&mut self, tracefs: &Path) -> Result<(), Failure> {
+        self.fill_syscall_table(tracefs)?;
+        // Exit before entry: an entry seen then always has its exit seen,
+        // so an exit without its entry means the entry was skipped.
+        self.attach_as("raw_sys_exit", "raw_syscalls", "sys_exit")?;
+        self.attach_as("raw_sys_enter", "raw_syscalls", "sys_enter")?;
         // Lifecycle first in intent, but attached after the syscalls: a
         // followed child can only appear once a traced call could be seen.
         self.attach_as("task_newtask", "task", "task_newtask")?;
         self.attach_as("sched_process_exec", "sched", "sched_process_exec")?;
         self.attach_as("sched_process_exit", "sched", "sched_process_exit")?;
-        // Raw tracepoints: the kernel skips building the trace record (the
-        // memcg id) for them, and these fire for every mmap lock taken in
-        // the system, page faults included.
-        let acquired = if lock_has_memcg_path {
-            "mmap_lock_acquired_memcg_path"
-        } else {
-            "mmap_lock_acquired"
-        };
-        self.attach_raw(acquired, "mmap_lock_acquire_returned")?;
-        self.attach_raw("mmap_lock_released", "mmap_lock_released")?;
+        self.attach_as(
+            "mmap_lock_acquired",
+            "mmap_lock",
+            "mmap_lock_acquire_returned",
+        )?;
+        self.attach_as("mmap_lock_released", "mmap_lock", "mmap_lock_released")?;
         Ok(())
     }
 
-    fn attach(&mut self, category: &str, name: &str) -> Result<(), Failure> {
-        self.attach_as(name, category, name)
+    /// Marks the syscall numbers of the traced calls this kernel has (it
+    /// has `syscalls/sys_enter_<call>` for them) in `SYSCALL_CALLS`.
+    fn fill_syscall_table(&mut self, tracefs: &Path) -> Result<(), Failure> {
+        if !tracefs.join("events/raw_syscalls/sys_enter").is_dir() {
+            return Err(Failure::environment(anyhow!(
+                "this kernel has no tracepoint raw_syscalls/sys_enter (CONFIG_FTRACE_SYSCALLS=y is needed)"
+            )));
+        }
+        let mut table: Array<&mut MapData, u8> = Array::try_from(
+            self.ebpf
+                .map_mut(names::SYSCALL_CALLS)
+                .context("SYSCALL_CALLS map")?,
+        )
+        .map_err(|e| Failure::environment(anyhow!(e)))?;
+        for call in Call::ALL {
+            let present = tracefs
+                .join("events/syscalls")
+                .join(format!("sys_enter_{}", call.name()))
+                .is_dir();
+            if !present {
+                if call.is_essential() {
+                    return Err(Failure::environment(anyhow!(
+                        "this kernel has no syscall {} (no syscalls/sys_enter_{0})",
+                        call.name()
+                    )));
+                }
+                self.missing_calls.push(call);
+                continue;
+            }
+            table
+                .set(syscall_number(call), call as u8 + 1, 0)
+                .map_err(|e| Failure::environment(anyhow!(e).context("filling SYSCALL_CALLS")))?;
+        }
+        Ok(())
     }
 
     fn attach_as(&mut self, program: &str, category: &str, event: &str) -> Result<(), Failure> {
@@ -178,26 +225,6 @@ impl Probes {
             Failure::environment(
                 anyhow!(e).context(format!("cannot attach {program} to {category}/{event}")),
             )
-        })?;
-        Ok(())
-    }
-
-    fn attach_raw(&mut self, program: &str, tracepoint: &str) -> Result<(), Failure> {
-        let prog: &mut RawTracePoint = self
-            .ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
-            .try_into()
-            .with_context(|| format!("{program} is not a raw tracepoint program"))?;
-        prog.load().map_err(|e| {
-            Failure::environment(anyhow!(e).context(format!(
-                "the kernel refused the program {program} (raw tracepoint {tracepoint})"
-            )))
-        })?;
-        prog.attach(tracepoint).map_err(|e| {
-            Failure::environment(anyhow!(e).context(format!(
-                "cannot attach {program} to raw tracepoint {tracepoint}"
-            )))
         })?;
         Ok(())
     }
@@ -246,8 +273,45 @@ impl Probes {
             targets_table_full: slot(lost::TARGETS_FULL)?,
             lifecycle_ring_buffer_full: slot(lost::LIFECYCLE_RINGBUF_FULL)?,
             stacks_unavailable: slot(lost::STACK_UNAVAILABLE)?,
+            unpaired_calls: slot(lost::ENTRY_MISSED)? + slot(lost::EXIT_MISSED)?,
+            kernel_skipped_runs: self.kernel_skipped_runs(),
         })
     }
+
+    /// The kernel's `recursion_misses`, summed over the loaded programs (0
+    /// where the kernel has no such counter, before 5.12).
+    fn kernel_skipped_runs(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok())
+            .filter_map(|fd| prog_info::recursion_misses(fd.as_fd()))
+            .sum()
+    }
+}
+
+/// The syscall number of a call on the architecture vmatrace is built for.
+fn syscall_number(call: Call) -> u32 {
+    let number = match call {
+        Call::Mmap => libc::SYS_mmap,
+        Call::Munmap => libc::SYS_munmap,
+        Call::Brk => libc::SYS_brk,
+        Call::Mprotect => libc::SYS_mprotect,
+        Call::PkeyMprotect => libc::SYS_pkey_mprotect,
+        Call::Mremap => libc::SYS_mremap,
+        Call::Madvise => libc::SYS_madvise,
+        Call::Mlock => libc::SYS_mlock,
+        Call::Mlock2 => libc::SYS_mlock2,
+        Call::Munlock => libc::SYS_munlock,
+        Call::Mlockall => libc::SYS_mlockall,
+        Call::Munlockall => libc::SYS_munlockall,
+        Call::Shmat => libc::SYS_shmat,
+        Call::Shmdt => libc::SYS_shmdt,
+        // Not named by every libc crate yet; 462 on every architecture.
+        Call::Mseal => 462,
+    };
+    let number = number as u32;
+    debug_assert!(number < SYSCALL_TABLE_SIZE);
+    number
 }
 
 /// aya-log's level global in the programs: 0 turns every log statement

@@ -75,6 +75,47 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> 
     })
 }
 
+/// Field offsets of the mmap_lock events the lock programs read (a
+/// `memcg_path` string before Linux 6.12 moves `write` and `success`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockTracepointOffsets {
+    pub acquired_mm: u64,
+    pub acquired_write: u64,
+    pub acquired_success: u64,
+    pub released_mm: u64,
+}
+
+pub fn lock_tracepoint_offsets(tracefs: &Path) -> Result<LockTracepointOffsets, Failure> {
+    let read = |event: &str| -> Result<HashMap<String, u64>, Failure> {
+        let path = tracefs.join("events/mmap_lock").join(event).join("format");
+        let text = fs::read_to_string(&path)
+            .with_context(|| {
+                format!(
+                    "this kernel has no tracepoint mmap_lock/{event} (Linux 5.11+ is needed): \
+                     cannot read {}",
+                    path.display()
+                )
+            })
+            .map_err(Failure::environment)?;
+        Ok(format_offsets(&text))
+    };
+    let field = |fields: &HashMap<String, u64>, event: &str, name: &str| {
+        fields
+            .get(name)
+            .copied()
+            .ok_or_else(|| Failure::environment(anyhow!("tracepoint {event} has no field {name}")))
+    };
+    let acquired = read("mmap_lock_acquire_returned")?;
+    let released = read("mmap_lock_released")?;
+    let a = "mmap_lock_acquire_returned";
+    Ok(LockTracepointOffsets {
+        acquired_mm: field(&acquired, a, "mm")?,
+        acquired_write: field(&acquired, a, "write")?,
+        acquired_success: field(&acquired, a, "success")?,
+        released_mm: field(&released, "mmap_lock_released", "mm")?,
+    })
+}
+
 /// Makes sure tracefs is mounted at [`TRACEFS`], mounting it if needed.
 pub fn ensure_tracefs() -> Result<PathBuf, Failure> {
     let root = PathBuf::from(TRACEFS);
@@ -137,5 +178,16 @@ mod tests {
         assert_eq!(offsets["pid"], 24);
         assert_eq!(offsets["group_dead"], 32);
         assert_eq!(offsets["ptr"], 40);
+    }
+
+    #[test]
+    fn running_kernel_lock_events_pass_no_memcg_path() {
+        let tracefs = ensure_tracefs().expect("tracefs (tests run as root)");
+        let lock = lock_tracepoint_offsets(&tracefs).expect("mmap_lock events");
+        // Linux 6.18: mm, memcg_id, write, success; before 6.12 a
+        // memcg_path string (a 4-byte __data_loc) sat between mm and write.
+        assert_eq!(lock.acquired_mm, 8);
+        assert_eq!((lock.acquired_write, lock.acquired_success), (24, 25));
+        assert_eq!(lock.released_mm, 8);
     }
 }

@@ -109,13 +109,9 @@ impl Summary<'_> {
             text.push_str("lost events: 0\n");
         } else {
             text.push_str(&format!(
-                "LOST EVENTS: {} (ring buffer full {}, in-flight table full {}, target table full {}, lifecycle {}): \
-                 the trace is incomplete; try a larger --buffer-size\n",
+                "LOST EVENTS: {} ({}): the trace is incomplete\n",
                 lost.total(),
-                lost.ring_buffer_full,
-                lost.inflight_table_full,
-                lost.targets_table_full,
-                lost.lifecycle_ring_buffer_full
+                lost_reasons(&lost)
             ));
         }
         if !self.missing_calls.is_empty() {
@@ -127,4 +123,33 @@ impl Summary<'_> {
         }
         text
     }
+}
+
+/// Why events were lost, and what helps, in words.
+fn lost_reasons(lost: &LostCounts) -> String {
+    [
+        (
+            lost.ring_buffer_full,
+            "ring buffer full: try a larger --buffer-size",
+        ),
+        (lost.inflight_table_full, "in-flight table full"),
+        (lost.targets_table_full, "target table full"),
+        (
+            lost.lifecycle_ring_buffer_full,
+            "lifecycle events: try a larger --buffer-size",
+        ),
+        (
+            lost.unpaired_calls,
+            "calls the kernel skipped the entry or exit of",
+        ),
+        (
+            lost.kernel_skipped_runs,
+            "program runs the kernel skipped (its recursion guard; they may include traced calls)",
+        ),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, why)| format!("{why}: {n}"))
+    .collect::<Vec<_>>()
+    .join("; ")
 }

@@ -338,6 +338,11 @@ fn lost_text(report: &Value) -> String {
             ("targets_table_full", "target table full"),
             ("lifecycle_ring_buffer_full", "lifecycle"),
             ("recorder_queue_full", "recorder queue full"),
+            (
+                "unpaired_calls",
+                "calls whose entry or exit the kernel skipped",
+            ),
+            ("kernel_skipped_runs", "program runs the kernel skipped"),
         ]
         .iter()
         .filter_map(|(key, name)| {

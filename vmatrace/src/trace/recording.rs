@@ -43,5 +43,7 @@ pub fn lost_record(lost: &LostCounts, at_ns: u64) -> LostRecord {
         targets_table_full: lost.targets_table_full,
         lifecycle_ring_buffer_full: lost.lifecycle_ring_buffer_full,
         recorder_queue_full: 0,
+        unpaired_calls: lost.unpaired_calls,
+        kernel_skipped_runs: lost.kernel_skipped_runs,
     }
 }

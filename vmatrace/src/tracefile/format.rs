@@ -12,7 +12,7 @@ use crate::stacks::symbols::{Frame, Stack};
 
 pub const MAGIC: &[u8; 8] = b"VMATRACE";
 /// 2 added the Mapping record; version 1 files read the same otherwise.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Magic and version, then two reserved bytes.
 pub const PREAMBLE_LEN: usize = 12;
 pub const FRAME_HEADER_LEN: usize = 8;
@@ -81,6 +81,10 @@ pub struct LostRecord {
     pub lifecycle_ring_buffer_full: u64,
     /// Events the recorder could not write in time (its queue was full).
     pub recorder_queue_full: u64,
+    /// Traced calls whose entry or exit the kernel skipped (format 3).
+    pub unpaired_calls: u64,
+    /// Runs of vmatrace's programs the kernel skipped (format 3).
+    pub kernel_skipped_runs: u64,
 }
 
 impl LostRecord {
@@ -90,6 +94,8 @@ impl LostRecord {
             + self.targets_table_full
             + self.lifecycle_ring_buffer_full
             + self.recorder_queue_full
+            + self.unpaired_calls
+            + self.kernel_skipped_runs
     }
 }
 
@@ -187,6 +193,8 @@ pub fn encode(record: &Record) -> Bytes {
                 l.targets_table_full,
                 l.lifecycle_ring_buffer_full,
                 l.recorder_queue_full,
+                l.unpaired_calls,
+                l.kernel_skipped_runs,
             ] {
                 payload.put_u64_le(value);
             }
@@ -339,6 +347,9 @@ fn decode_payload(kind: Kind, mut buf: &[u8]) -> Option<Record> {
             targets_table_full: get_u64(buf)?,
             lifecycle_ring_buffer_full: get_u64(buf)?,
             recorder_queue_full: get_u64(buf)?,
+            // Format 2 ends here.
+            unpaired_calls: get_u64(buf).unwrap_or(0),
+            kernel_skipped_runs: get_u64(buf).unwrap_or(0),
         }),
         Kind::Checkpoint => {
             let at_ns = get_u64(buf)?;
