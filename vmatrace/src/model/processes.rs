@@ -249,11 +249,15 @@ impl Processes {
             None
         };
         let state = self.entry(event.pid);
+        let kind = EventKind::from_u8(event.kind);
+        // A process is named as ps names it, by its main thread (which an
+        // exec makes of the thread that calls it); another thread's name
+        // (jemalloc_bg_thd, say) stands in only until a better one is known.
         let comm = comm_str(&event.comm);
-        if !comm.is_empty() {
+        let by_main_thread = event.tid == event.pid && kind != Some(EventKind::Exit);
+        if !comm.is_empty() && (by_main_thread || state.comm.is_empty()) {
             state.comm = comm;
         }
-        let kind = EventKind::from_u8(event.kind);
         if kind == Some(EventKind::Exec) {
             // A new address space: the old peak says nothing about it.
             state.execs += 1;
@@ -388,6 +392,24 @@ mod tests {
         event.count_ns = ns + 5;
         event.comm[..4].copy_from_slice(b"test");
         event
+    }
+
+    #[test]
+    fn a_process_is_named_by_its_main_thread() {
+        let mut processes = Processes::new(Detector::new(65530, 0.9));
+        let mut by_thread = syscall(7, Call::Munmap, [0; 6], 0, (9, 9), 0);
+        by_thread.tid = 8;
+        by_thread.comm = [0; 16];
+        by_thread.comm[..15].copy_from_slice(b"jemalloc_bg_thd");
+        processes.apply(&by_thread);
+        // Nothing better known yet: the thread's name stands in.
+        assert_eq!(processes.by_pid[&7].comm, "jemalloc_bg_thd");
+        let mut by_main = syscall(7, Call::Mmap, [0; 6], 0, (9, 10), 10);
+        by_main.comm = [0; 16];
+        by_main.comm[..12].copy_from_slice(b"redis-server");
+        processes.apply(&by_main);
+        processes.apply(&by_thread);
+        assert_eq!(processes.by_pid[&7].comm, "redis-server");
     }
 
     #[test]
