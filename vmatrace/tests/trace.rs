@@ -461,12 +461,19 @@ fn status_lines_report_count_limit_and_losses() {
     target.wait_stderr("ready pid=");
     let pid = target.pid();
     let mut trace = Running::vmatrace(&["-q", "-i", "0.2", "-p", &pid.to_string()]);
-    let line = trace.wait_stderr(&format!(
-        "[vmatrace] pid {pid} (workload, glibc malloc): vmas "
-    ));
+    let line = trace.wait_stderr(&format!(" pid {pid} (workload, glibc malloc): vmas "));
     assert!(line.contains(&format!("/{} (", max_map_count())), "{line}");
+    // Stamped with the wall-clock time: "[vmatrace] HH:MM:SS pid ...".
+    let clock = line
+        .strip_prefix("[vmatrace] ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default();
+    assert!(
+        clock.len() == 8 && clock.split(':').all(|part| part.parse::<u8>().is_ok()),
+        "{line}"
+    );
     // From the second line on, the pattern since the previous one.
-    let second = trace.wait_stderr(&format!("[vmatrace] pid {pid} "));
+    let second = trace.wait_stderr(&format!(" pid {pid} (workload"));
     assert!(
         second.contains("vmas/s") && second.contains("munmap/s"),
         "{second}"
@@ -481,6 +488,29 @@ fn status_lines_report_count_limit_and_losses() {
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
     assert!(finished.stdout.is_empty(), "-q prints no events");
     assert!(finished.stderr_text().contains("lost events: 0"));
+
+    // With --json, the status is a JSON object on stdout, among the events.
+    let mut target = Running::spawn(&workload_bin(), &["mmap", "10", "--wait"]);
+    target.wait_stderr("ready pid=");
+    let pid = target.pid();
+    let mut trace = Running::vmatrace(&["--json", "-i", "0.2", "-p", &pid.to_string()]);
+    let status = trace.wait_event(|v| v["type"] == "status");
+    assert_eq!(status["pid"], pid);
+    assert_eq!(status["vmas"], maps_count(pid));
+    assert_eq!(status["limit"], max_map_count());
+    assert_eq!(status["lost_total"], 0);
+    assert!(
+        status["time"].as_str().is_some_and(|t| t.contains('T')),
+        "{status}"
+    );
+    target.send_line();
+    assert!(target.finish().status.success());
+    let finished = trace.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    assert!(
+        !finished.stderr_text().contains("[vmatrace] "),
+        "no text status with --json"
+    );
 }
 
 /// The call that takes the count across the NEAR-LIMIT threshold carries

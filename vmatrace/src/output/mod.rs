@@ -219,6 +219,12 @@ impl Output {
         value
     }
 
+    /// A JSON object of its own among the events (`--json`).
+    pub fn json_line(&mut self, value: &Value) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")
+    }
+
     pub fn summary(&mut self, summary: &Summary) -> io::Result<()> {
         match self.format {
             Format::Json => {

@@ -11,7 +11,7 @@ use vmatrace_common::{EVENT_SIZE, Event, EventKind};
 
 use super::{
     executable_of,
-    printer::{Job, Printer},
+    printer::{EventJob, Job, Printer},
     recording::lost_record,
     targets,
 };
@@ -46,6 +46,8 @@ pub(super) struct Run {
     pub(super) printer: Option<Printer>,
     pub(super) filter: EventFilter,
     pub(super) status: StatusLines,
+    /// Status lines as JSON objects on stdout, among the events (`--json`).
+    pub(super) json_status: bool,
     pub(super) events: u64,
     pub(super) malformed: u64,
     pub(super) command_pid: Option<u32>,
@@ -147,6 +149,11 @@ impl Run {
                         Some(top) => top.show(&self.processes, lost.total()).map_err(|e| {
                             Failure::environment(anyhow!(e).context("drawing the --top view"))
                         })?,
+                        None if self.json_status => {
+                            for status in self.status.next(&self.processes, &lost) {
+                                self.print(Job::Json(status.json))?;
+                            }
+                        }
                         None => self.status.print(&self.processes, &lost),
                     }
                 }
@@ -287,11 +294,11 @@ impl Run {
             // with a stack (its sites).
             let counts_for_sites = event.stack != 0 && self.top.is_some();
             if new_stack.is_some() || counts_for_sites || self.filter.prints(&applied) {
-                self.print(Job {
+                self.print(Job::Event(EventJob {
                     event,
                     applied,
                     new_stack,
-                })?;
+                }))?;
             }
         }
         Ok(())

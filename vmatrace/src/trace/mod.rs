@@ -128,6 +128,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         printer: Some(printer),
         filter,
         status: StatusLines::default(),
+        json_status: cli.json,
         events: 0,
         malformed: 0,
         command_pid,

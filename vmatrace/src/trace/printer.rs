@@ -27,9 +27,16 @@ use crate::{
 /// reader waits, and the ring buffer takes up the slack.
 const QUEUE_JOBS: usize = 1 << 18;
 
+/// What the printer prints, in order.
+pub enum Job {
+    Event(EventJob),
+    /// A JSON object among the events (a status with `--json`).
+    Json(serde_json::Value),
+}
+
 /// One event for the printer, with its stack if it is the first event
 /// to name it.
-pub struct Job {
+pub struct EventJob {
     pub event: Event,
     pub applied: Applied,
     pub new_stack: Option<RawStack>,
@@ -95,11 +102,17 @@ fn print_loop(
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        let Job {
+        let EventJob {
             event,
             applied,
             new_stack,
-        } = job;
+        } = match job {
+            Job::Event(event) => event,
+            Job::Json(value) => {
+                output.json_line(&value)?;
+                continue;
+            }
+        };
         let stack = match &new_stack {
             Some(raw) => {
                 let stack = symbols.symbolize(raw);
