@@ -252,6 +252,13 @@ fn files_that_are_no_traces_fail_with_their_own_codes() {
                 "{command} {path}: {}",
                 finished.stderr_text()
             );
+            // Said once, not once per layer of context.
+            assert_eq!(
+                finished.stderr_text().matches(message).count(),
+                1,
+                "{}",
+                finished.stderr_text()
+            );
         }
     }
     // No permission: a root-only file read by nobody.

@@ -9,7 +9,7 @@ use crate::error::{Failure, exit_code};
 /// Why a file could not be read as a trace at all.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Unreadable { path: String, source: io::Error },
     #[error("{path} is a directory, not a trace file")]
     Directory { path: String },
