@@ -405,13 +405,16 @@ fn bad_targets_and_arguments_fail_clearly() {
 
 #[test]
 fn not_root_is_a_clear_error() {
-    let finished = vmatrace_as_nobody(&["--", "true"]);
-    assert_eq!(finished.code(), 1, "{}", finished.stderr_text());
-    assert!(
-        finished.stderr_text().contains("needs root"),
-        "{}",
-        finished.stderr_text()
-    );
+    // Whoever owns the pid (here init, root's): root is what is missing.
+    for args in [&["--", "true"][..], &["-p", "1"], &["-a", "-d", "1"]] {
+        let finished = vmatrace_as_nobody(args);
+        assert_eq!(finished.code(), 1, "{args:?}: {}", finished.stderr_text());
+        assert!(
+            finished.stderr_text().contains("needs root"),
+            "{args:?}: {}",
+            finished.stderr_text()
+        );
+    }
 }
 
 #[test]
