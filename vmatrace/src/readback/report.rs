@@ -89,7 +89,6 @@ struct Gathered<'a> {
     lines: Output,
     extra: BTreeMap<u32, Extra>,
     sites: Sites,
-    first_ns: Option<u64>,
     last_ns: u64,
 }
 
@@ -102,7 +101,6 @@ impl Gathered<'_> {
         stack: Option<&Stack>,
     ) {
         let header = self.header;
-        self.first_ns.get_or_insert(event.exit_ns);
         self.last_ns = self.last_ns.max(event.exit_ns);
         let e = self.extra.entry(event.pid).or_default();
         if e.first_count.is_none() {
@@ -136,9 +134,10 @@ impl Gathered<'_> {
         }
     }
 
-    fn duration_s(&self) -> f64 {
-        let first = self.first_ns.unwrap_or(self.last_ns);
-        self.last_ns.saturating_sub(first) as f64 / 1e9
+    /// From the start of the recording (the time axis' zero) to its last
+    /// event or the last loss record, written when recording stopped.
+    fn duration_s(&self, last_lost: &LostRecord) -> f64 {
+        seconds_since_start(self.header, self.last_ns.max(last_lost.at_ns))
     }
 }
 
@@ -155,7 +154,6 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         lines: Output::new(Format::Text, false, true, header.clock_offset_ns as i128),
         extra: BTreeMap::new(),
         sites: Sites::default(),
-        first_ns: None,
         last_ns: 0,
     };
     let processes = play(&trace, |event, applied, processes, stack| {
@@ -192,7 +190,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         "ending": trace.ending.to_string(),
         "complete": trace.ending == Ending::Clean,
         "events": events,
-        "duration_s": gathered.duration_s(),
+        "duration_s": gathered.duration_s(&lost),
         "limit": limit,
         "lost": lost,
         "lost_total": lost.total(),
