@@ -5,6 +5,7 @@
 pub mod address_space;
 pub mod allocator;
 pub mod detect;
+pub mod history;
 pub mod processes;
 pub mod sites;
 pub mod snapshot;

@@ -13,6 +13,7 @@ use crate::{
     model::address_space::AddressSpace,
     model::allocator::{self, Detected},
     model::detect::{Detector, Flags},
+    model::history::CountHistory,
     model::snapshot::{ProcessInfo, maps_snapshot_count},
     model::syscalls,
 };
@@ -58,6 +59,9 @@ pub struct ProcessState {
     /// Its mappings' names, to say which one each event touched.
     #[serde(skip)]
     pub space: AddressSpace,
+    /// The count's extremes second by second, for the last minutes.
+    #[serde(skip)]
+    pub history: CountHistory,
 }
 
 impl ProcessState {
@@ -88,6 +92,7 @@ impl ProcessState {
             self.peak = count;
             self.peak_ns = ns;
         }
+        self.history.observe(count, ns);
     }
 
     fn count_call(&mut self, call: Call, event: &Event, flags: Flags) {
@@ -265,6 +270,7 @@ impl Processes {
             state.peak = 0;
             state.space = AddressSpace::default();
             state.allocator = None;
+            state.history = CountHistory::default();
         }
         let mapping = state.space.apply(event, file_name);
         let (flags, above) = detector.inspect(event, state.above_warn);

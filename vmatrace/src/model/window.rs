@@ -13,6 +13,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    model::history::{CountHistory, Growth, SWING_S, Swing},
     model::processes::ProcessState,
     model::sites::{RankedSite, Sites},
 };
@@ -64,8 +65,17 @@ pub struct Window {
     /// 10); `None` for the first window, with no earlier count to compare.
     pub growth_per_s: Option<f64>,
     pub growth_over_s: f64,
-    /// Seconds until the limit at that growth, if the count grows.
+    /// Seconds until the limit at the worst growth seen (this one, or the
+    /// peaks' over 10 s, 1 min or 10 min from the last minute's peak), if
+    /// the count grows.
     pub limit_in_s: Option<f64>,
+    /// The highest count of the last minute (of tracing, if shorter): what
+    /// the headroom really is when the count swings.
+    pub recent_peak: Option<i64>,
+    /// Growth of the count's peaks over each horizon the history covers.
+    pub growth_of_peaks: Vec<Growth>,
+    /// The count swung by a large part of the limit in the last minute.
+    pub swing: Option<Swing>,
     /// Calls per second, by call, over the window.
     pub rates: BTreeMap<&'static str, f64>,
     pub munmaps: u64,
@@ -96,6 +106,9 @@ pub struct Windows {
     counts: HashMap<u32, VecDeque<(Instant, i64)>>,
     /// A process's first window starts when tracing did.
     started: Instant,
+    /// `started` on CLOCK_MONOTONIC in seconds, the clock of the counts'
+    /// history.
+    started_s: f64,
 }
 
 impl Default for Windows {
@@ -106,10 +119,12 @@ impl Default for Windows {
 
 impl Windows {
     pub fn starting_at(started: Instant) -> Windows {
+        let since_started = Instant::now().saturating_duration_since(started);
         Windows {
             previous: HashMap::new(),
             counts: HashMap::new(),
             started,
+            started_s: crate::kernel::monotonic_ns() as f64 / 1e9 - since_started.as_secs_f64(),
         }
     }
 
@@ -132,7 +147,10 @@ impl Windows {
             mmap_sizes: BTreeMap::new(),
             munmap_sizes: BTreeMap::new(),
         });
-        window(state, limit, sites, &before, &current, growth)
+        let now_s = (self.started_s + now.duration_since(self.started).as_secs_f64()) as u64;
+        let mut window = window(state, limit, sites, &before, &current, growth);
+        window.add_history(&state.history, now_s);
+        window
     }
 
     /// Forgets the processes that are gone (`live` holds the others).
@@ -209,6 +227,9 @@ fn window(
         growth_per_s,
         growth_over_s: growth.map_or(0.0, |(_, over)| over),
         limit_in_s,
+        recent_peak: None,
+        growth_of_peaks: Vec::new(),
+        swing: None,
         rates,
         munmaps,
         splits,
@@ -231,6 +252,33 @@ fn size_classes(before: &BTreeMap<u64, u64>, now: &BTreeMap<u64, u64>) -> Vec<Si
 }
 
 impl Window {
+    /// The last minutes' peaks, growth and swing, and the time to the
+    /// limit from the worst of them.
+    fn add_history(&mut self, history: &CountHistory, now_s: u64) {
+        self.recent_peak = history.high(now_s, SWING_S);
+        self.growth_of_peaks = history.growth(now_s);
+        self.swing = history.swing(now_s, self.limit);
+        let worst = self
+            .growth_of_peaks
+            .iter()
+            .map(|g| g.per_s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let from_peaks = self
+            .recent_peak
+            .filter(|_| worst > 0.0)
+            .map(|peak| (self.limit as f64 - peak as f64).max(0.0) / worst);
+        self.limit_in_s = if self.swing.is_some() {
+            // The count of one instant says nothing of a swinging process:
+            // only its peaks' growth does.
+            from_peaks
+        } else {
+            match (self.limit_in_s, from_peaks) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+    }
+
     /// Calls per second of `call` over the window.
     pub fn rate(&self, call: &str) -> f64 {
         self.rates.get(call).copied().unwrap_or(0.0)

@@ -29,14 +29,35 @@ impl Window {
         let eta = self.limit_in_s.map_or(String::new(), |s| {
             format!(", limit in {}", human_duration(s))
         });
+        let pace = match self.swing_text() {
+            Some(swing) => format!("{swing}{eta}"),
+            None => format!("{growth:+.1} vmas/s over {:.0}s{eta}", self.growth_over_s),
+        };
         format!(
-            " | last {:.1}s: {:.0} mmap/s, {:.0} munmap/s, {} of unmaps split | {growth:+.1} vmas/s over {:.0}s{eta}",
+            " | last {:.1}s: {:.0} mmap/s, {:.0} munmap/s, {} of unmaps split | {pace}",
             self.seconds,
             self.rate("mmap"),
             self.rate("munmap"),
             self.split_share_text(),
-            self.growth_over_s,
         )
+    }
+
+    /// "swings 200..64000 in 60 s, peaks at 97.7% of the limit about every
+    /// 5 s, 1530 left at peak": what a swinging count does, which its value
+    /// at one instant hides.
+    fn swing_text(&self) -> Option<String> {
+        let swing = self.swing?;
+        let every = swing
+            .every_s()
+            .map_or(String::new(), |s| format!(" about every {s:.0} s"));
+        Some(format!(
+            "swings {}..{} in {} s, peaks at {:.1}% of the limit{every}, {} left at peak",
+            swing.low,
+            swing.high,
+            swing.over_s,
+            swing.high as f64 * 100.0 / self.limit.max(1) as f64,
+            self.limit as i64 - swing.high
+        ))
     }
 
     fn heading(&self) -> String {
@@ -61,9 +82,12 @@ impl Window {
     }
 
     fn pace_text(&self) -> String {
-        let growth = self.growth_per_s.map_or("growth -".into(), |g| {
-            format!("{g:+.1} vmas/s over {:.0} s", self.growth_over_s)
-        });
+        let growth = match self.swing_text() {
+            Some(swing) => swing,
+            None => self.growth_per_s.map_or("growth -".into(), |g| {
+                format!("{g:+.1} vmas/s over {:.0} s", self.growth_over_s)
+            }),
+        };
         let eta = self.limit_in_s.map_or("limit not in sight".into(), |s| {
             format!("limit in {}", human_duration(s))
         });
@@ -284,6 +308,26 @@ mod tests {
         let text = second.to_text();
         assert!(text.contains("munmap sizes: <=4.0KiB 2000"), "{text}");
         assert!(text.contains("SPLITs by mapping: anon 1000"), "{text}");
+    }
+
+    #[test]
+    fn a_swinging_count_is_said_to_swing() {
+        let (_, mut second) = two_windows();
+        second.swing = Some(crate::model::history::Swing {
+            low: 222,
+            high: 64_628,
+            over_s: 60,
+            peaks: 12,
+        });
+        second.limit_in_s = None;
+        let trend = second.trend();
+        assert!(
+            trend.ends_with(
+                "swings 222..64628 in 60 s, peaks at 98.6% of the limit about every 5 s, 902 left at peak"
+            ),
+            "{trend}"
+        );
+        assert!(second.to_text().contains("swings 222..64628"));
     }
 
     #[test]
