@@ -292,6 +292,7 @@ impl Processes {
             Some(EventKind::Exit) => {
                 state.exited = true;
                 state.space = AddressSpace::default();
+                state.history = CountHistory::default();
             }
             Some(EventKind::Fork) => {
                 let child = event.args[0] as u32;
