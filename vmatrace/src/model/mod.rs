@@ -10,4 +10,5 @@ pub mod processes;
 pub mod sites;
 pub mod snapshot;
 pub mod syscalls;
+pub mod verdict;
 pub mod window;

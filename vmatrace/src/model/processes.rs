@@ -40,6 +40,13 @@ pub struct ProcessState {
     pub splits: u64,
     /// SPLITs by the mapping they cut.
     pub splits_by_mapping: BTreeMap<String, u64>,
+    /// SPLITs by call, and by call and the kind of mapping cut (`anon`,
+    /// `[heap]`, `[stack]`, `file`): what the verdict explains them by.
+    pub splits_by_call: BTreeMap<&'static str, u64>,
+    #[serde(skip)]
+    pub splits_by_call_and_kind: BTreeMap<(&'static str, &'static str), u64>,
+    /// When the first call failed with ENOMEM (CLOCK_MONOTONIC ns).
+    pub first_enomem_ns: Option<u64>,
     pub enomem: u64,
     pub near_limit: u64,
     pub bytes_mapped: u64,
@@ -105,6 +112,7 @@ impl ProcessState {
         }
         if flags.enomem {
             self.enomem += 1;
+            self.first_enomem_ns.get_or_insert(event.exit_ns);
         }
         if event.ret >= 0 {
             let sizes = match call {
@@ -286,6 +294,14 @@ impl Processes {
                 }
                 if flags.split {
                     let cut = mapping.as_deref().unwrap_or("unknown").to_string();
+                    if let Some(call) = Call::from_u8(event.call) {
+                        *state.splits_by_call.entry(call.name()).or_default() += 1;
+                        let kind = mapping_kind(&cut);
+                        *state
+                            .splits_by_call_and_kind
+                            .entry((call.name(), kind))
+                            .or_default() += 1;
+                    }
                     *state.splits_by_mapping.entry(cut).or_default() += 1;
                 }
             }
@@ -354,6 +370,20 @@ fn as_text<S: serde::Serializer>(
     match allocator {
         Some(detected) => serializer.collect_str(detected),
         None => serializer.serialize_none(),
+    }
+}
+
+/// The kind of a mapping's name: `anon` (with `[anon:...]`), `[heap]`,
+/// `[stack]`, `unknown`, else `file`.
+pub fn mapping_kind(name: &str) -> &'static str {
+    match name {
+        "anon" => "anon",
+        "[heap]" => "[heap]",
+        "[stack]" => "[stack]",
+        "unknown" => "unknown",
+        n if n.starts_with("[anon") => "anon",
+        n if n.starts_with('[') => "special",
+        _ => "file",
     }
 }
 

@@ -70,7 +70,7 @@ impl Sites {
 /// code without frame pointers ends in such) are passed over; a stack
 /// entirely inside libc and the loader (the loader's own mappings) is
 /// named by its outermost known frame.
-fn site_of(stack: &Stack) -> String {
+pub fn site_of(stack: &Stack) -> String {
     let known = || stack.frames.iter().filter(|f| f.module.is_some());
     known()
         .find(|f| !f.module.as_deref().is_some_and(is_libc_or_loader))

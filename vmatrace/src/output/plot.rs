@@ -30,8 +30,11 @@ pub fn draw(
 ) -> anyhow::Result<()> {
     let mut svg = String::new();
     render(&mut svg, title, limit, series)?;
-    writeln!(out, "{PLOT_MARK}")?;
-    out.write_all(svg.as_bytes())?;
+    // Right after the opening tag: the file still starts with "<svg".
+    let opening = svg.find('>').map_or(0, |i| i + 1);
+    out.write_all(svg[..opening].as_bytes())?;
+    write!(out, "\n{PLOT_MARK}")?;
+    out.write_all(svg[opening..].as_bytes())?;
     out.flush()?;
     Ok(())
 }

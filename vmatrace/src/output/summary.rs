@@ -4,7 +4,13 @@ use serde_json::{Value, json};
 use vmatrace_common::Call;
 
 use super::units::{human_bytes, splits_by_mapping};
-use crate::{kernel::probes::LostCounts, model::processes::Processes};
+use crate::{
+    kernel::probes::LostCounts,
+    model::{
+        processes::Processes,
+        verdict::{self, Verdict},
+    },
+};
 
 /// Everything the closing summary reports.
 pub struct Summary<'a> {
@@ -13,9 +19,23 @@ pub struct Summary<'a> {
     pub seconds: f64,
     pub events: u64,
     pub missing_calls: &'a [Call],
+    /// CLOCK_MONOTONIC ns when tracing began, for the verdicts' times.
+    pub start_ns: u64,
 }
 
 impl Summary<'_> {
+    /// The verdicts of the processes at risk, closest to the limit first.
+    pub fn verdicts(&self) -> Vec<Verdict> {
+        let detector = self.processes.detector;
+        let ctx = verdict::Context {
+            limit: detector.limit,
+            warn_at: detector.warn_at,
+            start_ns: self.start_ns,
+            top_site: &|_| None,
+        };
+        verdict::verdicts(self.processes.by_pid.values(), &ctx)
+    }
+
     pub fn to_json(&self) -> Value {
         let limit = self.processes.detector.limit;
         let processes: Vec<Value> = self
@@ -39,6 +59,7 @@ impl Summary<'_> {
             "lost": self.lost,
             "lost_total": self.lost.total(),
             "untraced_calls": self.missing_calls.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            "verdicts": self.verdicts(),
             "processes": processes,
         })
     }
@@ -49,6 +70,7 @@ impl Summary<'_> {
             "\nvmatrace summary: {:.1} s, {} events, vm.max_map_count {limit}\n",
             self.seconds, self.events
         );
+        text.push_str(&verdicts_text(&self.verdicts(), self.processes));
         text.push_str(&format!(
             "{:>8} {:<16} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>10} {:>10}\n",
             "PID",
@@ -152,4 +174,44 @@ fn lost_reasons(lost: &LostCounts) -> String {
     .map(|(n, why)| format!("{why}: {n}"))
     .collect::<Vec<_>>()
     .join("; ")
+}
+
+/// The verdict paragraphs a summary or report opens with, or one line
+/// saying no process came near its limit.
+pub fn verdicts_text(verdicts: &[Verdict], processes: &Processes) -> String {
+    if verdicts.is_empty() {
+        let highest = processes.by_pid.values().max_by_key(|s| s.peak);
+        return match highest {
+            Some(s) => format!(
+                "verdict: no process came near its limit (the highest peak: {} VMAs, pid {} ({}))\n",
+                s.peak, s.pid, s.comm
+            ),
+            None => "verdict: no process was traced\n".to_string(),
+        };
+    }
+    let mut text = String::new();
+    for verdict in verdicts {
+        text.push_str(&wrap(&format!("verdict: {}", verdict.to_text()), 78));
+        text.push('\n');
+    }
+    text
+}
+
+/// Breaks a paragraph into lines of at most `width` characters.
+fn wrap(paragraph: &str, width: usize) -> String {
+    let mut text = String::new();
+    let mut line = String::new();
+    for word in paragraph.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            text.push_str(&line);
+            text.push('\n');
+            line = "  ".to_string();
+        } else if !line.is_empty() && line != "  " {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    text.push_str(&line);
+    text.push('\n');
+    text
 }

@@ -13,10 +13,12 @@ use vmatrace_common::{Event, EventKind};
 use crate::{
     cli::ReportArgs,
     error::Failure,
-    model::processes::{Applied, ProcessState, Processes},
-    model::sites::Sites,
+    model::processes::{Applied, ProcessState, Processes, mapping_kind},
+    model::sites::{self, Sites},
+    model::verdict,
     outfile,
     output::plot,
+    output::summary::verdicts_text,
     output::{
         Format, Output,
         units::{human_bytes, splits_by_mapping},
@@ -76,10 +78,90 @@ fn lost_gaps(trace: &Trace) -> Vec<LostGap> {
 struct Extra {
     first_count: Option<i64>,
     calls_per_second: HashMap<u64, u64>,
-    flagged: Vec<(f64, String, Vec<&'static str>)>,
+    flagged: Flagged,
     /// The count over time, for the plot: (seconds, count) at each change.
     counts: Vec<(f64, i64)>,
     marks: Vec<(f64, i64, &'static str)>,
+}
+
+/// A flagged event as the report shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Shown {
+    at_s: f64,
+    flags: Vec<&'static str>,
+    line: String,
+}
+
+/// Routine SPLITs of one call site (or, without stacks, one call and kind
+/// of mapping): how many, and the first.
+#[derive(Clone, Debug, serde::Serialize)]
+struct SplitGroup {
+    count: u64,
+    first: Shown,
+}
+
+/// A process's flagged events, in bounded memory: the first ENOMEMs and
+/// NEAR-LIMIT crossings, which matter most, then the routine SPLITs
+/// grouped by where they come from.
+#[derive(Default)]
+struct Flagged {
+    enomem: Vec<Shown>,
+    near_limit: Vec<Shown>,
+    splits: HashMap<String, SplitGroup>,
+}
+
+/// The first this many ENOMEMs and NEAR-LIMIT crossings are kept whole.
+const FIRST_KEPT: usize = 10;
+
+/// SPLITs are grouped under at most this many sites; later ones go to
+/// "other sites".
+const SPLIT_GROUPS: usize = 256;
+
+impl Flagged {
+    fn take(
+        &mut self,
+        shown: impl FnOnce() -> Shown,
+        flags: crate::model::detect::Flags,
+        group: impl FnOnce() -> String,
+    ) {
+        if flags.enomem || flags.near_limit {
+            let list = if flags.enomem {
+                &mut self.enomem
+            } else {
+                &mut self.near_limit
+            };
+            if list.len() < FIRST_KEPT {
+                list.push(shown());
+            }
+            return;
+        }
+        if flags.split {
+            let mut key = group();
+            if !self.splits.contains_key(&key) && self.splits.len() >= SPLIT_GROUPS {
+                key = "other sites".into();
+            }
+            self.splits
+                .entry(key)
+                .and_modify(|g| g.count += 1)
+                .or_insert_with(|| SplitGroup {
+                    count: 1,
+                    first: shown(),
+                });
+        }
+    }
+
+    fn to_json(&self, enomem: u64, near_limit: u64) -> Value {
+        let mut groups: Vec<(&String, &SplitGroup)> = self.splits.iter().collect();
+        groups.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+        json!({
+            "enomem": {"total": enomem, "first": self.enomem},
+            "near_limit": {"total": near_limit, "first": self.near_limit},
+            "splits_by_site": groups
+                .iter()
+                .map(|(site, g)| json!({"site": site, "count": g.count, "first": g.first}))
+                .collect::<Vec<_>>(),
+        })
+    }
 }
 
 /// What a report gathers while the events are replayed.
@@ -89,6 +171,8 @@ struct Gathered<'a> {
     lines: Output,
     extra: BTreeMap<u32, Extra>,
     sites: Sites,
+    /// The same by process, for the verdicts.
+    sites_by_pid: HashMap<u32, Sites>,
     last_ns: u64,
 }
 
@@ -117,20 +201,41 @@ impl Gathered<'_> {
         }
         if let Some(stack) = stack {
             self.sites.add(stack, event, applied);
+            self.sites_by_pid
+                .entry(event.pid)
+                .or_default()
+                .add(stack, event, applied);
         }
         let second = event.exit_ns.saturating_sub(header.start_ns) / 1_000_000_000;
         *e.calls_per_second.entry(second).or_default() += 1;
         if applied.flags.any() {
-            let line = self.lines.text_line(event, applied, header.max_map_count);
+            let lines = &self.lines;
+            let shown = || {
+                let line = lines.text_line(event, applied, header.max_map_count);
+                Shown {
+                    at_s: seconds_since_start(header, event.exit_ns),
+                    flags: applied.flags.names(),
+                    line: match stack {
+                        Some(stack) => {
+                            format!("{line}\n{}", symbols::format_stack(stack).trim_end())
+                        }
+                        None => line,
+                    },
+                }
+            };
+            let group = || match stack {
+                Some(stack) => sites::site_of(stack),
+                None => {
+                    let call = vmatrace_common::Call::from_u8(event.call).map_or("?", |c| c.name());
+                    let cut = applied.mapping.as_deref().map_or("unknown", mapping_kind);
+                    format!("{call} of {cut} (no stack)")
+                }
+            };
             let at = seconds_since_start(header, event.exit_ns);
             let count = i64::from(event.vmas_after);
-            let flags = applied.flags.names();
-            e.marks.extend(flags.iter().map(|flag| (at, count, *flag)));
-            let line = match stack {
-                Some(stack) => format!("{line}\n{}", symbols::format_stack(stack).trim_end()),
-                None => line,
-            };
-            e.flagged.push((at, line, flags));
+            e.marks
+                .extend(applied.flags.names().iter().map(|flag| (at, count, *flag)));
+            e.flagged.take(shown, applied.flags, group);
         }
     }
 
@@ -154,6 +259,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         lines: Output::new(Format::Text, false, true, header.clock_offset_ns as i128),
         extra: BTreeMap::new(),
         sites: Sites::default(),
+        sites_by_pid: HashMap::new(),
         last_ns: 0,
     };
     let processes = play(&trace, |event, applied, processes, stack| {
@@ -175,6 +281,20 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         .iter()
         .filter(|r| matches!(r, Record::Event(_)))
         .count();
+    let top_site = |pid: u32| {
+        let site = gathered.sites_by_pid.get(&pid)?.top(1).into_iter().next()?;
+        (site.stats.splits > 0).then_some(site.site)
+    };
+    let verdicts = verdict::verdicts(
+        processes.by_pid.values(),
+        &verdict::Context {
+            limit,
+            warn_at: header.warn_at,
+            start_ns: header.start_ns,
+            top_site: &top_site,
+        },
+    );
+    let verdicts_text = verdicts_text(&verdicts, &processes);
     let per_process: Vec<Value> = processes
         .by_pid
         .values()
@@ -195,6 +315,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         "lost": lost,
         "lost_total": lost.total(),
         "lost_gaps": lost_gaps(&trace),
+        "verdicts": verdicts,
         "processes": per_process,
     });
     if let Some(n) = args.top_sites {
@@ -205,7 +326,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         serde_json::to_writer(&mut out, &report).map_err(|e| write_error(e.into()))?;
         writeln!(out).map_err(write_error)?;
     } else {
-        write!(out, "{}", report_text(&report)).map_err(write_error)?;
+        write!(out, "{}", report_text(&report, &verdicts_text)).map_err(write_error)?;
     }
     out.flush().map_err(write_error)?;
     Ok(finish(&trace, &args.file))
@@ -274,18 +395,65 @@ fn process_json(state: &ProcessState, e: &Extra, header: &Header) -> Value {
         "busiest_second": busiest.map(|(s, n)| json!({"from_s": s, "calls": n})),
         "mmap_size_histogram": size_histogram(&state.mmap_sizes),
         "munmap_size_histogram": size_histogram(&state.munmap_sizes),
-        "flagged": e
-            .flagged
-            .iter()
-            .map(|(at, line, flags)| json!({"at_s": at, "flags": flags, "line": line}))
-            .collect::<Vec<_>>(),
+        "flagged": e.flagged.to_json(state.enomem, state.near_limit),
     })
 }
 
-/// At most this many flagged events per process in the text report.
-const FLAGGED_SHOWN: usize = 10;
+/// At most this many of each kind of flagged event per process in the text
+/// report, and this many SPLIT sites.
+const FLAGGED_SHOWN: usize = 5;
 
-fn report_text(report: &Value) -> String {
+/// ENOMEMs and NEAR-LIMIT crossings first, then the routine SPLITs by site.
+fn flagged_text(flagged: &Value) -> String {
+    let mut text = String::new();
+    for (key, name) in [("enomem", "ENOMEM"), ("near_limit", "NEAR-LIMIT")] {
+        let total = flagged[key]["total"].as_u64().unwrap_or(0);
+        if total == 0 {
+            continue;
+        }
+        let first = flagged[key]["first"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "  {name} ({total}, first {}):\n",
+            first.len().min(FLAGGED_SHOWN)
+        ));
+        for f in first.iter().take(FLAGGED_SHOWN) {
+            text.push_str(&shown_text(f));
+        }
+    }
+    let groups = flagged["splits_by_site"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !groups.is_empty() {
+        text.push_str(&format!(
+            "  SPLITs by site ({} sites, first {}; the first SPLIT of each):\n",
+            groups.len(),
+            groups.len().min(FLAGGED_SHOWN)
+        ));
+        for g in groups.iter().take(FLAGGED_SHOWN) {
+            text.push_str(&format!(
+                "    {} SPLIT from {}\n",
+                g["count"],
+                g["site"].as_str().unwrap_or("?")
+            ));
+            text.push_str(&shown_text(&g["first"]));
+        }
+    }
+    text
+}
+
+fn shown_text(f: &Value) -> String {
+    format!(
+        "    +{:.6} s {}\n",
+        f["at_s"].as_f64().unwrap_or(0.0),
+        f["line"].as_str().unwrap_or("")
+    )
+}
+
+fn report_text(report: &Value, verdicts: &str) -> String {
     let h = &report["header"];
     let mut text = format!(
         "trace {}: recorded on {} (Linux {}) by vmatrace {}\n  {} events over {:.1} s, vm.max_map_count {}\n  {}\n",
@@ -298,6 +466,7 @@ fn report_text(report: &Value) -> String {
         report["limit"],
         report["ending"].as_str().unwrap_or(""),
     );
+    text.push_str(verdicts);
     text.push_str(&sites_text(report));
     text.push_str(&lost_text(report));
     for p in report["processes"].as_array().into_iter().flatten() {
@@ -439,20 +608,7 @@ fn process_text(p: &Value, limit: &Value) -> String {
             text.push_str(&format!("  {name} sizes: {}\n", sizes.join(", ")));
         }
     }
-    let flagged = p["flagged"].as_array().cloned().unwrap_or_default();
-    if !flagged.is_empty() {
-        text.push_str(&format!(
-            "  flagged events ({}, first {FLAGGED_SHOWN}):\n",
-            flagged.len()
-        ));
-        for f in flagged.iter().take(FLAGGED_SHOWN) {
-            text.push_str(&format!(
-                "    +{:.6} s {}\n",
-                f["at_s"].as_f64().unwrap_or(0.0),
-                f["line"].as_str().unwrap_or("")
-            ));
-        }
-    }
+    text.push_str(&flagged_text(&p["flagged"]));
     text
 }
 #[cfg(test)]

@@ -1,0 +1,335 @@
+//! The verdict: for each process at risk, what happened, how, and what to
+//! do, in plain words and with the numbers. Advice is given only where the
+//! observed calls support it, and says so when it is a guess.
+
+use serde::Serialize;
+
+use crate::model::{allocator::Allocator, processes::ProcessState};
+
+/// One process's verdict.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Verdict {
+    pub pid: u32,
+    pub comm: String,
+    /// What happened: the limit hit, or how near the count came.
+    pub what: String,
+    /// How: the calls and mappings that added the VMAs.
+    pub how: Option<String>,
+    pub advice: Vec<Advice>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Advice {
+    pub text: String,
+    /// `observed` when the calls seen support it; `guess` when it rests on
+    /// what usually causes such calls.
+    pub basis: &'static str,
+}
+
+/// What the verdicts need besides each process's state.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub limit: u64,
+    /// The NEAR-LIMIT threshold in VMAs.
+    pub warn_at: u64,
+    /// CLOCK_MONOTONIC ns of the start of tracing, for "+12.3 s".
+    pub start_ns: u64,
+    /// The call site that added the most VMAs, by pid, when stacks were
+    /// ranked.
+    pub top_site: &'a dyn Fn(u32) -> Option<String>,
+}
+
+/// Whether a process is at risk: it failed with ENOMEM, crossed the
+/// NEAR-LIMIT threshold, or peaked at half the limit or more.
+pub fn at_risk(state: &ProcessState, ctx: &Context) -> bool {
+    state.enomem > 0
+        || state.near_limit > 0
+        || (state.peak > 0 && state.peak as u64 * 2 >= ctx.limit)
+}
+
+/// The verdicts of the processes at risk, the closest to the limit first.
+pub fn verdicts<'a>(states: impl Iterator<Item = &'a ProcessState>, ctx: &Context) -> Vec<Verdict> {
+    let mut at_risk: Vec<&ProcessState> = states.filter(|s| at_risk(s, ctx)).collect();
+    at_risk.sort_by_key(|s| {
+        (
+            std::cmp::Reverse(s.enomem),
+            std::cmp::Reverse(s.peak),
+            s.pid,
+        )
+    });
+    at_risk.into_iter().map(|s| verdict(s, ctx)).collect()
+}
+
+pub fn verdict(state: &ProcessState, ctx: &Context) -> Verdict {
+    Verdict {
+        pid: state.pid,
+        comm: state.comm.clone(),
+        what: what_happened(state, ctx),
+        how: how(state, ctx),
+        advice: advice(state, ctx),
+    }
+}
+
+impl Verdict {
+    /// One paragraph, as the summary and the report open with.
+    pub fn to_text(&self) -> String {
+        let mut text = format!("pid {} ({}) {}.", self.pid, self.comm, self.what);
+        if let Some(how) = &self.how {
+            text.push_str(&format!(" {how}."));
+        }
+        for (n, advice) in self.advice.iter().enumerate() {
+            let guess = if advice.basis == "guess" {
+                " (a guess from the calls seen)"
+            } else {
+                ""
+            };
+            text.push_str(&format!(" ({}) {}{guess}.", n + 1, advice.text));
+        }
+        text
+    }
+}
+
+fn at(ns: u64, ctx: &Context) -> String {
+    format!("+{:.1} s", ns.saturating_sub(ctx.start_ns) as f64 / 1e9)
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    part as f64 * 100.0 / whole.max(1) as f64
+}
+
+fn what_happened(state: &ProcessState, ctx: &Context) -> String {
+    let peak = format!(
+        "{} of {} VMAs ({:.1}%) at {}",
+        state.peak,
+        ctx.limit,
+        percent(state.peak.max(0) as u64, ctx.limit),
+        at(state.peak_ns, ctx)
+    );
+    match state.first_enomem_ns {
+        Some(first) if state.enomem > 0 => format!(
+            "hit the VMA limit: {} calls failed with ENOMEM, the first at {}; its count peaked at {peak}",
+            state.enomem,
+            at(first, ctx)
+        ),
+        _ if state.near_limit > 0 => {
+            format!("came near the VMA limit: its count peaked at {peak}; no call failed")
+        }
+        _ => format!("peaked at {peak}; no call failed"),
+    }
+}
+
+fn kind_phrase(kind: &str) -> &'static str {
+    match kind {
+        "anon" => "anonymous mappings",
+        "[heap]" => "the heap",
+        "[stack]" => "the stack",
+        "file" => "file mappings",
+        _ => "mappings vmatrace could not name",
+    }
+}
+
+/// The (call, kind of mapping) that made the most SPLITs, and how many.
+fn main_cut(state: &ProcessState) -> Option<((&'static str, &'static str), u64)> {
+    state
+        .splits_by_call_and_kind
+        .iter()
+        .max_by_key(|(key, n)| (**n, std::cmp::Reverse(**key)))
+        .map(|(key, n)| (*key, *n))
+}
+
+fn how(state: &ProcessState, ctx: &Context) -> Option<String> {
+    let ((call, kind), n) = main_cut(state)?;
+    let mut text = format!(
+        "{n} {call} calls cut {} ({:.0}% of its {} SPLITs)",
+        kind_phrase(kind),
+        percent(n, state.splits),
+        state.splits
+    );
+    if let Some(site) = (ctx.top_site)(state.pid) {
+        text.push_str(&format!(", most from {site}"));
+    }
+    if let Some(allocator) = state.allocator {
+        text.push_str(&format!("; it uses {allocator}"));
+    }
+    Some(text)
+}
+
+fn advice(state: &ProcessState, ctx: &Context) -> Vec<Advice> {
+    let mut advice = Vec::new();
+    if let Some(limit) = limit_advice(state, ctx) {
+        advice.push(limit);
+    }
+    if let Some(allocator) = allocator_advice(state, (ctx.top_site)(state.pid).is_some()) {
+        advice.push(allocator);
+    }
+    advice
+}
+
+/// A `vm.max_map_count` that would have held what was seen.
+fn limit_advice(state: &ProcessState, ctx: &Context) -> Option<Advice> {
+    let hit = state.enomem > 0 || state.peak as u64 >= ctx.limit;
+    if hit {
+        let four_times = (ctx.limit * 4).next_power_of_two();
+        return Some(Advice {
+            text: format!(
+                "raise vm.max_map_count (sysctl -w vm.max_map_count={four_times}, and in \
+                 /etc/sysctl.d/ to keep it): the process ran out at {}, so how many it would \
+                 have needed was not seen; watch its peak after raising it",
+                ctx.limit
+            ),
+            basis: "guess",
+        });
+    }
+    // Twice the peak, rounded up: room for the peak to double.
+    let wanted = (state.peak.max(0) as u64 * 2).next_power_of_two();
+    (state.peak as u64 >= ctx.warn_at && wanted > ctx.limit).then(|| Advice {
+        text: format!(
+            "vm.max_map_count={wanted} would hold twice the observed peak ({}); today's {} leaves {} VMAs at that peak",
+            state.peak,
+            ctx.limit,
+            ctx.limit as i64 - state.peak
+        ),
+        basis: "observed",
+    })
+}
+
+/// glibc maps a block with mmap only from its mmap threshold (128 KiB at
+/// least): smaller unmaps are not malloc's.
+fn mostly_large_unmaps(state: &ProcessState) -> bool {
+    let (large, all) = state
+        .munmap_sizes
+        .iter()
+        .fold((0, 0), |(large, all), (up_to, n)| {
+            (large + if *up_to > 128 * 1024 { *n } else { 0 }, all + n)
+        });
+    large * 2 > all
+}
+
+/// What the allocator can do differently, if its calls made the SPLITs.
+fn allocator_advice(state: &ProcessState, site_known: bool) -> Option<Advice> {
+    let ((call, kind), n) = main_cut(state)?;
+    let dominant = n * 2 >= state.splits;
+    if !dominant || kind != "anon" {
+        return None;
+    }
+    let allocator = state.allocator.map(|a| a.allocator);
+    match (call, allocator) {
+        ("munmap", Some(Allocator::Jemalloc)) => Some(Advice {
+            text: "jemalloc is giving memory back with munmap, cutting holes in its extents: \
+                   it does so only with retain:false; retain:true (jemalloc's default) keeps \
+                   the extents mapped and purges them with madvise, which splits nothing. Look \
+                   for retain:false in MALLOC_CONF, _RJEM_MALLOC_CONF or the program's built-in \
+                   malloc_conf; a longer dirty_decay_ms also makes these calls rarer"
+                .into(),
+            basis: "observed",
+        }),
+        ("munmap", Some(Allocator::Glibc)) if mostly_large_unmaps(state) => {
+            let largest = state.munmap_sizes.keys().max().copied().unwrap_or(0);
+            let threshold = largest.clamp(128 * 1024, 32 << 20);
+            Some(Advice {
+                text: format!(
+                    "glibc maps blocks above its mmap threshold one by one; side by side they \
+                     merge, and freeing one cuts the merged mapping. A fixed threshold above \
+                     the blocks freed (GLIBC_TUNABLES=glibc.malloc.mmap_threshold={threshold}) \
+                     serves them from the heap instead"
+                ),
+                basis: "guess",
+            })
+        }
+        ("munmap", _) if !site_known => Some(Advice {
+            text: "the program (or its allocator) unmaps parts of larger anonymous mappings; \
+                   the stacks of a recording (`record --stacks`, then `report --top-sites`) \
+                   name the callers"
+                .into(),
+            basis: "observed",
+        }),
+        ("mprotect", _) => Some(Advice {
+            text: "mprotect of part of anonymous mappings makes the SPLITs (guard pages of \
+                   thread stacks or arenas, JIT code): the count grows with the threads or \
+                   arenas, not with malloc/free"
+                .into(),
+            basis: "guess",
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::allocator::Detected;
+
+    fn no_site(_: u32) -> Option<String> {
+        None
+    }
+
+    fn jemalloc_at_the_limit() -> ProcessState {
+        let mut state = ProcessState::new(42);
+        state.comm = "redis-server".into();
+        state.allocator = Some(Detected {
+            allocator: Allocator::Jemalloc,
+            linked_in: false,
+        });
+        state.peak = 65_530;
+        state.peak_ns = 20_900_000_000;
+        state.enomem = 49_972;
+        state.first_enomem_ns = Some(21_000_000_000);
+        state.splits = 291_621;
+        state
+            .splits_by_call_and_kind
+            .insert(("munmap", "anon"), 291_600);
+        state
+            .splits_by_call_and_kind
+            .insert(("mprotect", "file"), 21);
+        state
+    }
+
+    #[test]
+    fn a_jemalloc_process_at_the_limit_gets_the_limit_and_retain() {
+        let ctx = Context {
+            limit: 65_530,
+            warn_at: 58_977,
+            start_ns: 0,
+            top_site: &|_| Some("je_pages_unmap".to_string()),
+        };
+        let state = jemalloc_at_the_limit();
+        assert!(at_risk(&state, &ctx));
+        let text = verdict(&state, &ctx).to_text();
+        for needle in [
+            "pid 42 (redis-server) hit the VMA limit: 49972 calls failed with ENOMEM, the first at +21.0 s",
+            "291600 munmap calls cut anonymous mappings (100% of its 291621 SPLITs), most from je_pages_unmap; it uses jemalloc",
+            "vm.max_map_count=262144",
+            "retain:false",
+            "(a guess from the calls seen)",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in {text}");
+        }
+    }
+
+    #[test]
+    fn a_calm_process_is_not_at_risk_and_a_near_one_gets_a_limit_that_holds() {
+        let ctx = Context {
+            limit: 65_530,
+            warn_at: 58_977,
+            start_ns: 0,
+            top_site: &no_site,
+        };
+        let mut state = ProcessState::new(7);
+        state.peak = 300;
+        assert!(!at_risk(&state, &ctx));
+        state.peak = 60_000;
+        state.near_limit = 1;
+        let verdict = verdict(&state, &ctx);
+        assert!(
+            verdict.what.contains("came near the VMA limit"),
+            "{verdict:?}"
+        );
+        assert_eq!(verdict.advice[0].basis, "observed");
+        assert!(
+            verdict.advice[0]
+                .text
+                .starts_with("vm.max_map_count=131072"),
+            "{verdict:?}"
+        );
+    }
+}
