@@ -103,6 +103,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     }
     let command_pid = gated.as_ref().map(|command| command.pid);
     let started = std::time::Instant::now();
+    let start_ns = monotonic_ns();
     eprintln!("{}", banner(&targets, &processes, limit));
     let top = if cli.top {
         Some(Top::new(cli.json).map_err(|e| {
@@ -173,6 +174,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         seconds: started.elapsed().as_secs_f64(),
         events: run.events,
         missing_calls: &probes.missing_calls,
+        start_ns,
     };
     output.summary(&summary).context("writing the summary")?;
     if run.malformed > 0 {
