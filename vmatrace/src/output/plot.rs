@@ -32,9 +32,9 @@ pub fn draw(
     render(&mut svg, title, limit, series)?;
     // Right after the opening tag: the file still starts with "<svg".
     let opening = svg.find('>').map_or(0, |i| i + 1);
-    out.write_all(svg[..opening].as_bytes())?;
+    out.write_all(&svg.as_bytes()[..opening])?;
     write!(out, "\n{PLOT_MARK}")?;
-    out.write_all(svg[opening..].as_bytes())?;
+    out.write_all(&svg.as_bytes()[opening..])?;
     out.flush()?;
     Ok(())
 }

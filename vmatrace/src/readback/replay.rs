@@ -6,11 +6,11 @@ use crate::{
     output::{Format, Output},
 };
 
-use super::{finish, load, play, seconds_since_start, write_error};
+use super::{Recording, TraceFile, finish, play, seconds_since_start, write_error};
 
 pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
-    let trace = load(&args.file)?;
-    let header = &trace.header;
+    let trace = TraceFile::open(&args.file)?;
+    let header = trace.header();
     let format = if args.json {
         Format::Json
     } else {
@@ -24,21 +24,25 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
     );
     let limit = header.max_map_count;
     let mut failed = None;
-    play(&trace, |event, applied, _, stack| {
-        if failed.is_some() {
-            return;
-        }
-        let at = seconds_since_start(header, event.exit_ns);
-        let wanted = (args.pids.is_empty() || args.pids.contains(&event.pid))
-            && args.since.is_none_or(|since| at >= since)
-            && args.until.is_none_or(|until| at <= until);
-        if wanted && let Err(e) = output.event(event, applied, limit, stack) {
-            failed = Some(e);
-        }
-    });
+    let (_, ending) = play(
+        &trace,
+        |event, applied, _, stack| {
+            if failed.is_some() {
+                return;
+            }
+            let at = seconds_since_start(header, event.exit_ns);
+            let wanted = (args.pids.is_empty() || args.pids.contains(&event.pid))
+                && args.since.is_none_or(|since| at >= since)
+                && args.until.is_none_or(|until| at <= until);
+            if wanted && let Err(e) = output.event(event, applied, limit, stack) {
+                failed = Some(e);
+            }
+        },
+        |_| {},
+    )?;
     if let Some(e) = failed {
         return Err(write_error(e));
     }
     output.flush().map_err(write_error)?;
-    Ok(finish(&trace, &args.file))
+    Ok(finish(&ending, &args.file))
 }

@@ -26,22 +26,15 @@ use crate::{
     stacks::symbols::{self, Stack},
     tracefile::{
         format::{Header, LostRecord, Record},
-        reader::{Ending, Trace},
+        reader::Ending,
     },
 };
 
-use super::{finish, load, play, seconds_since_start, write_error};
+use super::{Recording, TraceFile, finish, play, seconds_since_start, write_error};
 
-fn last_lost(trace: &Trace) -> LostRecord {
-    trace
-        .records
-        .iter()
-        .rev()
-        .find_map(|r| match r {
-            Record::Lost(lost) => Some(*lost),
-            _ => None,
-        })
-        .unwrap_or_default()
+/// The run's loss totals: the last loss record (they grow).
+fn last_lost(losses: &[LostRecord]) -> LostRecord {
+    losses.last().copied().unwrap_or_default()
 }
 
 /// Where the trace has gaps: the seconds in which the lost-event totals
@@ -53,12 +46,11 @@ struct LostGap {
     lost: u64,
 }
 
-fn lost_gaps(trace: &Trace) -> Vec<LostGap> {
-    let header = &trace.header;
+fn lost_gaps(header: &Header, losses: &[LostRecord]) -> Vec<LostGap> {
     let mut gaps = Vec::new();
     let (mut before_ns, mut before_total) = (header.start_ns, 0);
-    for record in &trace.records {
-        if let Record::Lost(lost) = record {
+    for lost in losses {
+        {
             let total = lost.total();
             if total > before_total {
                 gaps.push(LostGap {
@@ -82,6 +74,23 @@ struct Extra {
     /// The count over time, for the plot: (seconds, count) at each change.
     counts: Vec<(f64, i64)>,
     marks: Vec<(f64, i64, &'static str)>,
+}
+
+/// The plot keeps at most about this many points (and marks) per process,
+/// however long the recording: when there are twice as many, neighbours
+/// are merged pairwise.
+const PLOT_POINTS: usize = 16_384;
+
+/// Every two neighbours merged into the one `keep` picks.
+fn halve<T: Copy>(points: &[T], keep: impl Fn(T, T) -> T) -> Vec<T> {
+    points
+        .chunks(2)
+        .map(|pair| match pair {
+            [a, b] => keep(*a, *b),
+            [a] => *a,
+            _ => unreachable!("chunks of two"),
+        })
+        .collect()
 }
 
 /// A flagged event as the report shows it.
@@ -195,6 +204,9 @@ impl Gathered<'_> {
         {
             let at = seconds_since_start(header, event.count_ns.max(event.exit_ns));
             e.counts.push((at, count));
+            if e.counts.len() >= 2 * PLOT_POINTS {
+                e.counts = halve(&e.counts, |a, b| if b.1 > a.1 { b } else { a });
+            }
         }
         if event.kind != EventKind::Syscall as u8 {
             return;
@@ -235,6 +247,10 @@ impl Gathered<'_> {
             let count = i64::from(event.vmas_after);
             e.marks
                 .extend(applied.flags.names().iter().map(|flag| (at, count, *flag)));
+            if e.marks.len() >= 2 * PLOT_POINTS {
+                // Rare flags first: an ENOMEM mark outlives SPLIT marks.
+                e.marks = halve(&e.marks, |a, b| if b.2 != "SPLIT" { b } else { a });
+            }
             e.flagged.take(shown, applied.flags, group);
         }
     }
@@ -251,8 +267,8 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     if let Some(svg) = &args.plot {
         outfile::verdict(svg, outfile::Kind::Plot, args.force)?;
     }
-    let trace = load(&args.file)?;
-    let header = &trace.header;
+    let recording = TraceFile::open(&args.file)?;
+    let header = recording.header();
     let limit = header.max_map_count;
     let mut gathered = Gathered {
         header,
@@ -262,9 +278,21 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         sites_by_pid: HashMap::new(),
         last_ns: 0,
     };
-    let processes = play(&trace, |event, applied, processes, stack| {
-        gathered.observe(event, applied, processes, stack)
-    });
+    // Loss records come once a second: few, kept whole.
+    let mut losses = Vec::new();
+    let mut events = 0u64;
+    let (processes, ending) = play(
+        &recording,
+        |event, applied, processes, stack| {
+            events += 1;
+            gathered.observe(event, applied, processes, stack)
+        },
+        |record| {
+            if let Record::Lost(lost) = record {
+                losses.push(*lost);
+            }
+        },
+    )?;
     if let Some(svg) = &args.plot {
         draw_counts(
             svg,
@@ -275,12 +303,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
             &gathered.extra,
         )?;
     }
-    let lost = last_lost(&trace);
-    let events = trace
-        .records
-        .iter()
-        .filter(|r| matches!(r, Record::Event(_)))
-        .count();
+    let lost = last_lost(&losses);
     let top_site = |pid: u32| {
         let site = gathered.sites_by_pid.get(&pid)?.top(1).into_iter().next()?;
         (site.stats.splits > 0).then_some(site.site)
@@ -307,14 +330,14 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         "type": "report",
         "file": args.file.display().to_string(),
         "header": header,
-        "ending": trace.ending.to_string(),
-        "complete": trace.ending == Ending::Clean,
+        "ending": ending.to_string(),
+        "complete": ending == Ending::Clean,
         "events": events,
         "duration_s": gathered.duration_s(&lost),
         "limit": limit,
         "lost": lost,
         "lost_total": lost.total(),
-        "lost_gaps": lost_gaps(&trace),
+        "lost_gaps": lost_gaps(header, &losses),
         "verdicts": verdicts,
         "processes": per_process,
     });
@@ -329,7 +352,7 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         write!(out, "{}", report_text(&report, &verdicts_text)).map_err(write_error)?;
     }
     out.flush().map_err(write_error)?;
-    Ok(finish(&trace, &args.file))
+    Ok(finish(&ending, &args.file))
 }
 
 /// The VMA count of every process over time, as an SVG plot.
@@ -615,29 +638,37 @@ fn process_text(p: &Value, limit: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn lost_at(second: u64, ring_buffer_full: u64) -> Record {
-        Record::Lost(LostRecord {
+    fn lost_at(second: u64, ring_buffer_full: u64) -> LostRecord {
+        LostRecord {
             at_ns: second * 1_000_000_000,
             ring_buffer_full,
             ..LostRecord::default()
-        })
+        }
+    }
+
+    #[test]
+    fn halving_the_plot_keeps_its_peak() {
+        let points: Vec<(f64, i64)> = (0..9)
+            .map(|i| (i as f64, [1, 5, 2, 9, 3, 1, 4, 4, 7][i]))
+            .collect();
+        let halved = halve(&points, |a, b| if b.1 > a.1 { b } else { a });
+        assert_eq!(
+            halved.iter().map(|p| p.1).collect::<Vec<_>>(),
+            [5, 9, 3, 4, 7]
+        );
     }
 
     #[test]
     fn lost_gaps_are_the_seconds_the_totals_grew_in() {
-        let trace = Trace {
-            header: Header::default(),
-            records: vec![
-                lost_at(1, 0),
-                lost_at(2, 40),
-                lost_at(3, 40),
-                lost_at(4, 45),
-                lost_at(5, 45),
-            ],
-            ending: Ending::Clean,
-        };
+        let losses = [
+            lost_at(1, 0),
+            lost_at(2, 40),
+            lost_at(3, 40),
+            lost_at(4, 45),
+            lost_at(5, 45),
+        ];
         assert_eq!(
-            lost_gaps(&trace),
+            lost_gaps(&Header::default(), &losses),
             vec![
                 LostGap {
                     from_s: 1.0,

@@ -1,9 +1,17 @@
 //! Reading a trace file back: everything good up to the first damage, and
 //! a clear account of how the file ended.
 
-use std::{fmt, io, path::Path};
+use std::{
+    fmt,
+    fs::File,
+    io::{self, BufReader, Read},
+    path::Path,
+};
 
-use super::format::{self, FORMAT_VERSION, FrameError, Header, MAGIC, PREAMBLE_LEN, Record};
+use super::format::{
+    self, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_TRAILER_LEN, FrameError, Header, MAGIC,
+    MAX_PAYLOAD, PREAMBLE_LEN, Record,
+};
 use crate::error::{Failure, exit_code};
 
 /// Why a file could not be read as a trace at all.
@@ -90,7 +98,7 @@ impl fmt::Display for Ending {
     }
 }
 
-/// A trace file, read.
+/// A trace file, read whole (tests, the fuzz target, `export`).
 #[derive(Clone, Debug)]
 pub struct Trace {
     pub header: Header,
@@ -99,96 +107,180 @@ pub struct Trace {
     pub ending: Ending,
 }
 
-pub fn read_file(path: &Path) -> Result<Trace, OpenError> {
+/// The records after the header, one at a time, from any reader: memory
+/// stays the same whatever the file's size. Once it returns `None`,
+/// [`Records::ending`] says why.
+pub struct Records<R> {
+    reader: R,
+    /// Byte offset of the next record, for messages.
+    offset: u64,
+    frame: Vec<u8>,
+    ending: Option<Ending>,
+}
+
+impl<R: io::Read> Records<R> {
+    /// How the records ended; `None` until they have.
+    pub fn ending(&self) -> Option<&Ending> {
+        self.ending.as_ref()
+    }
+
+    fn end(&mut self, ending: Ending) -> Option<Record> {
+        self.ending = Some(ending);
+        None
+    }
+
+    /// Reads exactly `len` more bytes into the frame buffer; how many came
+    /// if the file ended first.
+    fn fill(&mut self, len: usize) -> Result<(), usize> {
+        let start = self.frame.len();
+        self.frame.resize(start + len, 0);
+        let mut got = 0;
+        while got < len {
+            match self.reader.read(&mut self.frame[start + got..]) {
+                Ok(0) => return Err(got),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(got),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: io::Read> Iterator for Records<R> {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.ending.is_some() {
+            return None;
+        }
+        let offset = self.offset;
+        self.frame.clear();
+        match self.fill(FRAME_HEADER_LEN) {
+            Ok(()) => {}
+            Err(0) => return self.end(Ending::Unclosed),
+            Err(_) => return self.end(Ending::Truncated { offset }),
+        }
+        let len = u32::from_le_bytes(self.frame[4..8].try_into().expect("4 bytes"));
+        if len > MAX_PAYLOAD {
+            // decode says why, without reading the rest.
+            let Err(FrameError::Corrupt(reason)) = format::decode(&self.frame) else {
+                unreachable!("an oversized length is corrupt");
+            };
+            return self.end(Ending::Corrupt { offset, reason });
+        }
+        if self.fill(len as usize + FRAME_TRAILER_LEN).is_err() {
+            return self.end(Ending::Truncated { offset });
+        }
+        self.offset += self.frame.len() as u64;
+        match format::decode(&self.frame) {
+            Ok((Record::End { events }, _)) => {
+                // Anything after the closing record is damage.
+                let mut probe = [0u8; 1];
+                let ending = match self.reader.read(&mut probe) {
+                    Ok(0) => Ending::Clean,
+                    _ => Ending::Corrupt {
+                        offset: self.offset,
+                        reason: "data after the closing record".into(),
+                    },
+                };
+                self.ending = Some(ending);
+                Some(Record::End { events })
+            }
+            Ok((record, _)) => Some(record),
+            Err(FrameError::Truncated) => self.end(Ending::Truncated { offset }),
+            Err(FrameError::Corrupt(reason)) => self.end(Ending::Corrupt { offset, reason }),
+        }
+    }
+}
+
+/// Opens a trace file for reading record by record: its header, and the
+/// records after it.
+pub fn open(path: &Path) -> Result<(Header, Records<BufReader<File>>), OpenError> {
     let name = path.display().to_string();
     if path.is_dir() {
         return Err(OpenError::Directory { path: name });
     }
-    let data = std::fs::read(path).map_err(|source| OpenError::Unreadable {
+    let file = File::open(path).map_err(|source| OpenError::Unreadable {
         path: name.clone(),
         source,
     })?;
-    parse(&data, &name)
+    start(BufReader::with_capacity(1 << 20, file), &name)
+}
+
+/// Reads a whole trace file.
+pub fn read_file(path: &Path) -> Result<Trace, OpenError> {
+    let (header, records) = open(path)?;
+    Ok(collect(header, records))
 }
 
 /// Parses a whole trace held in memory; `name` is for messages.
 pub fn parse(data: &[u8], name: &str) -> Result<Trace, OpenError> {
+    let (header, records) = start(data, name)?;
+    Ok(collect(header, records))
+}
+
+fn collect<R: io::Read>(header: Header, mut records: Records<R>) -> Trace {
+    let all = records.by_ref().collect();
+    Trace {
+        header,
+        records: all,
+        ending: records.ending.unwrap_or(Ending::Unclosed),
+    }
+}
+
+/// Reads the preamble and the header record, checking that this is a
+/// trace this vmatrace can read.
+fn start<R: io::Read>(mut reader: R, name: &str) -> Result<(Header, Records<R>), OpenError> {
     let path = name.to_string();
-    if data.is_empty() {
+    let mut preamble = Vec::with_capacity(PREAMBLE_LEN);
+    (&mut reader)
+        .take(PREAMBLE_LEN as u64)
+        .read_to_end(&mut preamble)
+        .map_err(|source| OpenError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
+    if preamble.is_empty() {
         return Err(OpenError::Empty { path });
     }
-    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
+    if preamble.len() < MAGIC.len() || &preamble[..MAGIC.len()] != MAGIC {
         return Err(OpenError::NotATrace { path });
     }
-    if data.len() < PREAMBLE_LEN {
+    if preamble.len() < PREAMBLE_LEN {
         return Err(OpenError::BadHeader {
             path,
             reason: "cut inside the preamble".into(),
         });
     }
-    let version = u16::from_le_bytes([data[8], data[9]]);
+    let version = u16::from_le_bytes([preamble[8], preamble[9]]);
     if version > FORMAT_VERSION {
         return Err(OpenError::NewerVersion {
             path,
             found: version,
         });
     }
-    let header = match format::decode(&data[PREAMBLE_LEN..]) {
-        Ok((Record::Header(header), _)) => header,
-        Ok(_) => {
+    let mut records = Records {
+        reader,
+        offset: PREAMBLE_LEN as u64,
+        frame: Vec::new(),
+        ending: None,
+    };
+    let header = match records.next() {
+        Some(Record::Header(header)) => header,
+        Some(_) => {
             return Err(OpenError::BadHeader {
                 path,
                 reason: "the first record is not a header".into(),
             });
         }
-        Err(FrameError::Truncated) => {
-            return Err(OpenError::BadHeader {
-                path,
-                reason: "cut inside it".into(),
-            });
-        }
-        Err(FrameError::Corrupt(reason)) => return Err(OpenError::BadHeader { path, reason }),
-    };
-    let (_, header_len) = format::decode(&data[PREAMBLE_LEN..]).expect("decoded above");
-    let mut offset = PREAMBLE_LEN + header_len;
-    let mut records = Vec::new();
-    let ending = loop {
-        if offset == data.len() {
-            break Ending::Unclosed;
-        }
-        match format::decode(&data[offset..]) {
-            Ok((Record::End { events }, len)) => {
-                records.push(Record::End { events });
-                offset += len;
-                break if offset == data.len() {
-                    Ending::Clean
-                } else {
-                    Ending::Corrupt {
-                        offset: offset as u64,
-                        reason: "data after the closing record".into(),
-                    }
-                };
-            }
-            Ok((record, len)) => {
-                records.push(record);
-                offset += len;
-            }
-            Err(FrameError::Truncated) => {
-                break Ending::Truncated {
-                    offset: offset as u64,
-                };
-            }
-            Err(FrameError::Corrupt(reason)) => {
-                break Ending::Corrupt {
-                    offset: offset as u64,
-                    reason,
-                };
-            }
+        None => {
+            let reason = match records.ending {
+                Some(Ending::Corrupt { reason, .. }) => reason,
+                _ => "cut inside it".into(),
+            };
+            return Err(OpenError::BadHeader { path, reason });
         }
     };
-    Ok(Trace {
-        header,
-        records,
-        ending,
-    })
+    Ok((header, records))
 }
