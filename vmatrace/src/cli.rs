@@ -182,6 +182,13 @@ pub struct LiveArgs {
     #[arg(long)]
     pub no_stacks: bool,
 
+    /// On a terminal, print at most N flagged lines of one flag and call
+    /// site a second, and one line saying how many more there were; 0
+    /// prints every line. Default: 5 on a terminal, every line when piped
+    /// or with --json (scripts count lines).
+    #[arg(long, value_name = "N")]
+    pub max_rate: Option<u32>,
+
     /// Print no events: status lines and the summary only.
     #[arg(short = 'q', long, conflicts_with = "only_flagged")]
     pub quiet: bool,

@@ -895,7 +895,6 @@ fn a_short_lived_process_keeps_its_names() {
 fn top_takes_the_terminal_and_q_quits() {
     use std::{
         io::{Read, Write},
-        os::fd::{FromRawFd, OwnedFd},
         process::{Command, Stdio},
         time::{Duration, Instant},
     };
@@ -905,27 +904,7 @@ fn top_takes_the_terminal_and_q_quits() {
     let pid = target.pid();
     target.send_line();
 
-    let (mut master, mut slave) = (0, 0);
-    let size = libc::winsize {
-        ws_row: 40,
-        ws_col: 120,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two new descriptors; the name buffer and
-    // termios are left to the defaults (null).
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just created and are owned here only.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let (terminal, slave) = open_pty();
     let mut vmatrace = Command::new(vmatrace_bin())
         .args(["--top", "-i", "0.2", "-p", &pid.to_string()])
         .stdin(Stdio::from(slave.try_clone().unwrap()))
@@ -933,7 +912,7 @@ fn top_takes_the_terminal_and_q_quits() {
         .stderr(Stdio::from(slave))
         .spawn()
         .unwrap();
-    let mut terminal = std::fs::File::from(master);
+    let mut terminal = terminal;
     let mut reader = terminal.try_clone().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -982,4 +961,111 @@ fn top_takes_the_terminal_and_q_quits() {
         .unwrap_or_else(|| panic!("no last view:\n{text}"));
     assert!(last.contains(&format!("pid {pid} (workload")), "{last}");
     assert!(last.contains("unmaps split"), "{last}");
+}
+
+/// A split storm on a terminal is folded: a few whole lines of each site a
+/// second and one line with how many more; piped, every line is there.
+#[test]
+fn a_split_storm_on_a_terminal_is_folded() {
+    use std::{
+        io::Read,
+        process::{Command, Stdio},
+    };
+
+    let workload = workload();
+    let args = [
+        "--only-flagged",
+        "--no-stacks",
+        "--",
+        &workload,
+        "split-churn",
+        "20000",
+    ];
+    let (terminal, slave) = open_pty();
+    let mut vmatrace = Command::new(vmatrace_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut screen = Vec::new();
+    let mut reader = terminal;
+    let collector = std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        // EIO once the last writer (vmatrace) is gone.
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            screen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&screen).into_owned()
+    });
+    let status = vmatrace.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let text = collector.join().unwrap();
+    let whole = text.lines().filter(|l| l.contains("[SPLIT]")).count() as u64;
+    let folded: u64 = text
+        .lines()
+        .filter_map(|l| {
+            l.split("... ")
+                .nth(1)?
+                .split(" more SPLIT from ")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(folded > 0, "{text}");
+    assert!(whole < 1000, "{whole} whole SPLIT lines");
+    // Nothing is lost by folding: every SPLIT is a whole line or counted.
+    let summary_splits = text
+        .lines()
+        .find(|l| l.contains(" workload ") && l.contains("(exited)"))
+        .and_then(|l| l.split_whitespace().nth(5))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no summary row in {text}"));
+    assert_eq!(whole + folded, summary_splits, "{text}");
+
+    // Piped: every line.
+    let piped = Running::vmatrace(&args).finish();
+    assert_eq!(piped.code(), 0, "{}", piped.stderr_text());
+    assert!(piped.stderr_text().contains("lost events: 0"));
+    let lines = piped
+        .stdout
+        .iter()
+        .filter(|l| l.contains("[SPLIT]"))
+        .count();
+    assert!(lines >= 20_000, "{lines}");
+    assert!(!piped.stdout.iter().any(|l| l.contains(" more SPLIT from ")));
+}
+
+/// A new pseudo-terminal of 120x40: the master end, and the slave end for
+/// the program under test.
+fn open_pty() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two new descriptors; the name buffer and
+    // termios are left to the defaults (null).
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    (std::fs::File::from(master), slave)
 }

@@ -1,6 +1,7 @@
 //! The outputs: one strace-like line (or JSON object) per event on stdout,
 //! status lines and the closing summary on stderr (JSON on stdout with
 //! `--json`, so a machine reads one stream).
+pub mod fold;
 pub mod plot;
 pub mod status;
 pub mod summary;
@@ -217,6 +218,14 @@ impl Output {
             object.insert("child".into(), json!(event.args[0]));
         }
         value
+    }
+
+    /// A line of vmatrace's own among the events: what folding left out.
+    pub fn note(&mut self, line: &str) -> io::Result<()> {
+        match self.format {
+            Format::Text => writeln!(self.out, "{}", self.paint(line, "2")),
+            Format::Json => self.json_line(&json!({"type": "folded", "line": line})),
+        }
     }
 
     /// A JSON object of its own among the events (`--json`).

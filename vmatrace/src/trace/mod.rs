@@ -33,7 +33,7 @@ use crate::{
         processes::{Processes, program_name},
         snapshot::snapshot_process,
     },
-    output::{Format, Output, status::StatusLines, summary::Summary, top::Top},
+    output::{Format, Output, fold, status::StatusLines, summary::Summary, top::Top},
     tracefile::{format::Record, writer::Recorder},
 };
 
@@ -116,6 +116,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     let printer = Printer::start(
         output,
         limit,
+        max_rate(&cli),
         Destinations {
             recording: recorder.as_ref().map(Recorder::sink),
             sites: top.as_ref().map(Top::sites),
@@ -188,6 +189,17 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
 
 pub(super) fn executable_of(pid: u32) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/proc/{pid}/exe"))
+}
+
+/// Flagged lines of a flag and site printed whole per second: a few on a
+/// terminal, where a person reads; all when piped or JSON, unless asked.
+fn max_rate(cli: &LiveArgs) -> u32 {
+    use std::io::IsTerminal;
+    cli.max_rate.unwrap_or(if std::io::stdout().is_terminal() && !cli.json {
+        fold::DEFAULT_MAX_RATE
+    } else {
+        0
+    })
 }
 
 fn stack_mode(cli: &LiveArgs) -> u8 {

@@ -5,17 +5,21 @@
 
 use std::{
     io,
-    sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel},
+    sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel},
     thread::JoinHandle,
+    time::Duration,
 };
 
 use anyhow::Context;
 use vmatrace_common::Event;
 
 use crate::{
-    model::processes::Applied,
-    model::sites::SharedSites,
-    output::Output,
+    kernel::monotonic_ns,
+    model::{
+        processes::{Applied, mapping_kind},
+        sites::{self, SharedSites},
+    },
+    output::{Output, fold::Folder},
     stacks::symbols::{RawStack, Symbols},
     tracefile::{
         format::{Record, StackRecord},
@@ -58,11 +62,19 @@ pub struct Destinations {
 }
 
 impl Printer {
-    pub fn start(output: Output, limit: u64, to: Destinations) -> anyhow::Result<Printer> {
+    /// Starts the thread; `max_rate` flagged lines of a flag and site a
+    /// second are printed whole, the rest folded (0: all whole).
+    pub fn start(
+        output: Output,
+        limit: u64,
+        max_rate: u32,
+        to: Destinations,
+    ) -> anyhow::Result<Printer> {
         let (jobs, incoming) = sync_channel(QUEUE_JOBS);
+        let folder = Folder::new(max_rate);
         let thread = std::thread::Builder::new()
             .name("vmatrace-printer".into())
-            .spawn(move || print_loop(output, limit, to, incoming))
+            .spawn(move || print_loop(output, limit, folder, to, incoming))
             .context("starting the printer thread")?;
         Ok(Printer { jobs, thread })
     }
@@ -82,22 +94,36 @@ impl Printer {
     }
 }
 
+/// How long the printer waits for work before it says what folding left
+/// out of a second that has ended.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+
 fn print_loop(
     mut output: Output,
     limit: u64,
+    mut folder: Folder,
     to: Destinations,
     jobs: Receiver<Job>,
 ) -> io::Result<Output> {
     let mut symbols = Symbols::default();
+    let mut said = Vec::new();
     loop {
         let job = match jobs.try_recv() {
             Ok(job) => job,
             // Caught up: what was printed goes out now.
             Err(TryRecvError::Empty) => {
                 output.flush()?;
-                match jobs.recv() {
+                match jobs.recv_timeout(IDLE_CHECK) {
                     Ok(job) => job,
-                    Err(_) => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if folder.second_ended(monotonic_ns()) {
+                            for line in folder.close_second() {
+                                output.note(&line)?;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             Err(TryRecvError::Disconnected) => break,
@@ -138,8 +164,33 @@ fn print_loop(
                 .or_default()
                 .add(stack, &event, &applied);
         }
+        if applied.flags.any() && output.filter.prints(&applied) {
+            let flag = applied.flags.names().first().copied().unwrap_or("flagged");
+            let site = match &stack {
+                Some(stack) => sites::site_of(stack),
+                None => unstacked_site(&event, &applied),
+            };
+            let whole = folder.admit(event.exit_ns, flag, &site, &mut said);
+            for line in said.drain(..) {
+                output.note(&line)?;
+            }
+            if !whole {
+                continue;
+            }
+        }
         output.event(&event, &applied, limit, stack.as_deref())?;
+    }
+    for line in folder.close_second() {
+        output.note(&line)?;
     }
     output.flush()?;
     Ok(output)
+}
+
+/// Where a call without a stack came from, as near as the call and the
+/// mapping it cut tell.
+fn unstacked_site(event: &Event, applied: &Applied) -> String {
+    let call = vmatrace_common::Call::from_u8(event.call).map_or("?", |c| c.name());
+    let cut = applied.mapping.as_deref().map_or("unknown", mapping_kind);
+    format!("{call} of {cut}")
 }
