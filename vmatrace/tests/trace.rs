@@ -963,6 +963,80 @@ fn top_takes_the_terminal_and_q_quits() {
     assert!(last.contains("unmaps split"), "{last}");
 }
 
+/// jemalloc with retain:false, its blocks held, driven to the limit: the
+/// report's verdict says it hit the limit, names jemalloc's unmapping path
+/// and retain, and gives a limit. Reaching 65530 VMAs this way takes
+/// minutes and gigabytes, so it runs where the limit is low: in the kernel
+/// matrix's guests (`cargo xtask test-kernels`), which lower it.
+#[test]
+fn jemalloc_at_the_limit_gets_a_verdict_with_retain() {
+    let limit = max_map_count();
+    if limit > 20_000 {
+        eprintln!("skipped here (vm.max_map_count {limit}): the kernel matrix runs it");
+        return;
+    }
+    let jemalloc = example_bin("jemalloc_workload").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("limit.vmat").display().to_string();
+    // About 15 VMAs a round with these blocks (measured): twice the limit.
+    let rounds = (limit / 7).to_string();
+    let run = Running::spawn_with_env(
+        &vmatrace_bin(),
+        &[
+            "record",
+            "-q",
+            "-o",
+            &file,
+            "--",
+            &jemalloc,
+            "--rounds",
+            &rounds,
+            "--blocks",
+            "64",
+            "--keep-every",
+            "2",
+            "--hold",
+            "1000000",
+            "--max-kib",
+            "128",
+        ],
+        &[(
+            "_RJEM_MALLOC_CONF",
+            "retain:false,dirty_decay_ms:0,muzzy_decay_ms:0",
+        )],
+    )
+    .finish();
+    assert!(
+        run.stderr_text()
+            .contains("Error in munmap(): Cannot allocate memory"),
+        "jemalloc did not reach the limit: {}",
+        run.stderr_text()
+    );
+    assert!(
+        run.stderr_text().contains("lost events: 0"),
+        "{}",
+        run.stderr_text()
+    );
+    let report = Running::vmatrace(&["report", "--json", &file]).finish();
+    assert_eq!(report.code(), 0, "{}", report.stderr_text());
+    let report: Value = serde_json::from_str(report.stdout.last().unwrap()).unwrap();
+    let verdict = &report["verdicts"][0];
+    let text = verdict.to_string();
+    assert!(
+        verdict["what"]
+            .as_str()
+            .unwrap()
+            .contains("hit the VMA limit"),
+        "{text}"
+    );
+    assert!(
+        verdict["how"].as_str().unwrap().contains("pages_unmap"),
+        "{text}"
+    );
+    assert!(text.contains("retain:false"), "{text}");
+    assert!(text.contains("vm.max_map_count="), "{text}");
+}
+
 /// A split storm on a terminal is folded: a few whole lines of each site a
 /// second and one line with how many more; piped, every line is there.
 #[test]
