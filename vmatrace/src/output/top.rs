@@ -19,10 +19,15 @@ use ratatui::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::summary::verdicts_text;
 use crate::{
-    model::processes::Processes,
-    model::sites::SharedSites,
-    model::window::{self, Window, Windows},
+    kernel::monotonic_ns,
+    model::{
+        processes::Processes,
+        sites::SharedSites,
+        verdict::{self, Verdict},
+        window::{self, Window, Windows},
+    },
 };
 
 enum Screen {
@@ -40,6 +45,8 @@ pub struct Top {
     quit: Option<mpsc::UnboundedReceiver<()>>,
     keys_done: Arc<AtomicBool>,
     started: Instant,
+    /// `started` on CLOCK_MONOTONIC, the clock of the events.
+    start_ns: u64,
     /// The full screen's last picture, left as text when it closes.
     last_drawn: Vec<Window>,
 }
@@ -66,6 +73,7 @@ impl Top {
             quit,
             keys_done,
             started: Instant::now(),
+            start_ns: monotonic_ns(),
             last_drawn: Vec::new(),
         })
     }
@@ -106,13 +114,16 @@ impl Top {
                 .collect()
         };
         let windows = window::busiest_first(windows);
+        let verdicts = self.verdicts(processes)?;
         let elapsed = self.started.elapsed().as_secs_f64();
         match &mut self.screen {
             Screen::Terminal(terminal) => {
                 let footer = format!(
                     " vmatrace top · {elapsed:.0} s · vm.max_map_count {limit} · lost events {lost} · q quits"
                 );
-                terminal.draw(|frame| super::window::draw(frame, &windows, &footer))?;
+                let said: Vec<String> = verdicts.iter().map(Verdict::to_text).collect();
+                let said = said.join("\n");
+                terminal.draw(|frame| super::window::draw(frame, &windows, &said, &footer))?;
                 self.last_drawn = windows;
             }
             Screen::Text => {
@@ -121,6 +132,9 @@ impl Top {
                     out,
                     "--- vmatrace top, +{elapsed:.1} s, lost events {lost} ---"
                 )?;
+                if !verdicts.is_empty() {
+                    write!(out, "{}", verdicts_text(&verdicts, processes))?;
+                }
                 for window in &windows {
                     write!(out, "{}", window.to_text())?;
                 }
@@ -133,6 +147,7 @@ impl Top {
                     "elapsed_s": elapsed,
                     "limit": limit,
                     "lost_total": lost,
+                    "verdicts": verdicts,
                     "processes": windows,
                 });
                 serde_json::to_writer(&mut out, &line)?;
@@ -145,6 +160,29 @@ impl Top {
 }
 
 impl Top {
+    /// The verdicts of the live processes at risk, with the call sites
+    /// ranked so far.
+    fn verdicts(&self, processes: &Processes) -> io::Result<Vec<Verdict>> {
+        let sites = self
+            .sites
+            .lock()
+            .map_err(|_| io::Error::other("the call sites' lock is poisoned"))?;
+        let top_site = |pid: u32| {
+            let site = sites.get(&pid)?.top(1).into_iter().next()?;
+            (site.stats.splits > 0).then_some(site.site)
+        };
+        let ctx = verdict::Context {
+            limit: processes.detector.limit,
+            warn_at: processes.detector.warn_at,
+            start_ns: self.start_ns,
+            top_site: &top_site,
+        };
+        Ok(verdict::verdicts(
+            processes.by_pid.values().filter(|s| !s.exited),
+            &ctx,
+        ))
+    }
+
     /// Leaves the full screen, and keeps its last picture on the terminal
     /// as text: the view does not vanish with the traced process.
     pub fn close(mut self) {

@@ -257,10 +257,35 @@ fn draw_sizes(frame: &mut Frame, area: Rect, title: &str, classes: &[SizeClass],
 }
 
 /// The full-screen view: one panel per process, busiest first.
-pub fn draw(frame: &mut Frame, windows: &[Window], footer: &str) {
-    let [body, foot] =
-        Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(frame.area());
+/// The full-screen view: the verdicts of the processes at risk on top (if
+/// any), then one panel per process, busiest first.
+pub fn draw(frame: &mut Frame, windows: &[Window], verdicts: &str, footer: &str) {
+    let verdict_rows = if verdicts.is_empty() {
+        0
+    } else {
+        // Wrapped to the screen's width, at most a third of its height.
+        let width = frame.area().width.max(20) as usize;
+        let rows: usize = verdicts
+            .lines()
+            .map(|line| line.len().div_ceil(width).max(1))
+            .sum();
+        (rows as u16).min(frame.area().height / 3)
+    };
+    let [head, body, foot] = Layout::vertical([
+        Constraint::Length(verdict_rows),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
     frame.render_widget(Paragraph::new(footer.to_string()), foot);
+    if verdict_rows > 0 {
+        frame.render_widget(
+            Paragraph::new(verdicts.to_string())
+                .style(Style::default().add_modifier(Modifier::BOLD))
+                .wrap(ratatui::widgets::Wrap { trim: true }),
+            head,
+        );
+    }
     if windows.is_empty() {
         frame.render_widget(Paragraph::new("no live traced process"), body);
         return;
@@ -335,7 +360,7 @@ mod tests {
         let (_, second) = two_windows();
         let mut terminal = Terminal::new(TestBackend::new(110, 24)).unwrap();
         terminal
-            .draw(|frame| draw(frame, std::slice::from_ref(&second), "q quits"))
+            .draw(|frame| draw(frame, std::slice::from_ref(&second), "", "q quits"))
             .unwrap();
         let screen: String = terminal
             .backend()
@@ -359,5 +384,28 @@ mod tests {
                 "{needle:?} missing from the screen"
             );
         }
+    }
+
+    #[test]
+    fn the_full_screen_view_opens_with_the_verdicts() {
+        let (_, second) = two_windows();
+        let mut terminal = Terminal::new(TestBackend::new(110, 30)).unwrap();
+        let verdict = "pid 42 (mysqld) came near the VMA limit: its count peaked at 61000";
+        terminal
+            .draw(|frame| draw(frame, std::slice::from_ref(&second), verdict, "q quits"))
+            .unwrap();
+        let screen: String = terminal
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|cell| cell.symbol())
+            .collect();
+        let top_line: String = screen.chars().take(110).collect();
+        assert!(
+            top_line.contains("pid 42 (mysqld) came near the VMA limit"),
+            "{top_line}"
+        );
+        assert!(screen.contains("vmas 61000/65530"));
     }
 }
