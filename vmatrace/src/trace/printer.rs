@@ -27,9 +27,11 @@ use crate::{
     },
 };
 
-/// Events waiting for the printer, at most (about 50 MB): beyond that the
-/// reader waits, and the ring buffer takes up the slack.
-const QUEUE_JOBS: usize = 1 << 18;
+/// Events waiting for the printer, at most: beyond that the reader waits,
+/// and the ring buffer takes up the slack. The queue's slots are allocated
+/// up front (about 7 MB here): it is sized for bursts, not for a printer
+/// that cannot keep up at all (a terminal at 200,000 lines a second).
+const QUEUE_JOBS: usize = 1 << 15;
 
 /// What the printer prints, in order.
 pub enum Job {
