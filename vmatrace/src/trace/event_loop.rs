@@ -88,6 +88,7 @@ impl Run {
         mut child_exit: Option<oneshot::Receiver<std::io::Result<ExitStatus>>>,
         mut stop: Stop,
     ) -> Result<Option<ExitStatus>, Failure> {
+        release_freed_memory();
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         let status_every = cli
             .interval
@@ -369,5 +370,16 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Gives the memory freed after loading (the kernel's BTF, parsed twice:
+/// tens of megabytes) back to the system: the allocator would keep it for
+/// the whole trace, and incident boxes are short of memory.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
