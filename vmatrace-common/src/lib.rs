@@ -161,11 +161,17 @@ pub struct Event {
     pub kind: u8,
     /// A [`Call`] discriminant (Syscall events only).
     pub call: u8,
-    /// 1 if both counts were read under the call's own write lock: only the
-    /// holder changes the count, so `vmas_after - vmas_before` is then this
-    /// call's own effect, exact whatever other threads do.
+    /// 1 if `vmas_after - vmas_before` is this call's own effect, exact
+    /// whatever other threads do: with the lock probes, both counts were
+    /// read under the call's own write lock (only the holder changes the
+    /// count); counted at syscall entry and exit (`counted`), no other call
+    /// of the process ran in between.
     pub locked: u8,
-    pub _reserved: u8,
+    /// Where the counts were read: a [`count_mode`] value. With
+    /// [`count_mode::SYSCALL`] and `locked` 0 the difference is the call's
+    /// effect plus whatever calls of other threads did meanwhile: inexact.
+    /// (0 in recordings older than this field.)
+    pub counted: u8,
     /// The calling thread's user stack: its id in the `STACKS` map plus 1;
     /// 0 when none was captured (see `CAPTURE_STACKS`).
     pub stack: u32,
@@ -187,7 +193,7 @@ impl Event {
             kind: 0,
             call: 0,
             locked: 0,
-            _reserved: 0,
+            counted: 0,
             stack: 0,
             comm: [0; COMM_LEN],
         }
@@ -224,6 +230,20 @@ pub mod lost {
     pub const SLOTS: u32 = 7;
 }
 
+/// Values of the `COUNT_MODE` global and of [`Event::counted`]: where the
+/// programs read a call's counts.
+pub mod count_mode {
+    /// When the call takes and releases the mmap write lock (the mmap_lock
+    /// tracepoints, Linux 5.11+): exact under any concurrency. A call that
+    /// never took the write lock changed nothing; its counts are both read
+    /// at exit.
+    pub const LOCK: u8 = 0;
+    /// At syscall entry and exit, for kernels without the mmap_lock
+    /// tracepoints: exact (`locked` 1) when no other traced call of the
+    /// process was in progress meanwhile.
+    pub const SYSCALL: u8 = 1;
+}
+
 /// Names of the maps and globals, shared so the loader and the programs
 /// cannot drift apart.
 pub mod names {
@@ -231,6 +251,8 @@ pub mod names {
     pub const INFLIGHT: &str = "INFLIGHT";
     pub const TARGETS: &str = "TARGETS";
     pub const LOST: &str = "LOST";
+    pub const PROCESSES: &str = "PROCESSES";
+    pub const COUNT_MODE: &str = "COUNT_MODE";
     pub const STACKS: &str = "STACKS";
     pub const CAPTURE_STACKS: &str = "CAPTURE_STACKS";
     pub const WARN_AT: &str = "WARN_AT";
@@ -254,6 +276,16 @@ pub mod names {
 /// Entries of the `SYSCALL_CALLS` map: syscall numbers below this are
 /// looked up (the highest traced one, mseal, is 462 on x86-64).
 pub const SYSCALL_TABLE_SIZE: u32 = 1024;
+
+/// `SYSCALL_CALLS` value of a syscall vmatrace does not report that may
+/// change the VMA count (mbind, io_setup, ...): in the syscall count mode
+/// it counts as a call in progress, so the traced calls it overlaps are
+/// marked inexact. Set only in that mode.
+pub const SYSCALL_BYSTANDER: u8 = 0xff;
+/// `SYSCALL_CALLS` value of prctl: a bystander when its first argument is
+/// `PR_SET_VMA` (naming anonymous memory splits and merges VMAs).
+pub const SYSCALL_BYSTANDER_PRCTL: u8 = 0xfe;
+pub const PR_SET_VMA: u64 = 0x5356_4d41;
 
 /// Values of the `CAPTURE_STACKS` global.
 pub mod capture_stacks {

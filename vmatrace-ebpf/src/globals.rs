@@ -4,7 +4,22 @@
 //! one binary works on any kernel with BTF.
 
 use aya_ebpf::Global;
-use vmatrace_common::capture_stacks;
+use vmatrace_common::{capture_stacks, count_mode};
+
+/// Where a call's counts are read: a `count_mode` value. The lock mode
+/// (the mmap_lock programs) where the kernel has the mmap_lock tracepoints;
+/// at syscall entry and exit otherwise, where the loader also attaches the
+/// `raw_sys_*_counted` programs instead of `raw_sys_enter`/`raw_sys_exit`
+/// (so those stay as they are). The lifecycle programs read this.
+#[unsafe(no_mangle)]
+pub static COUNT_MODE: Global<u8> = Global::new(count_mode::LOCK);
+
+/// Whether the calls' counts are read at syscall entry and exit.
+#[inline(always)]
+pub fn counting_at_syscalls() -> bool {
+    COUNT_MODE.load() == count_mode::SYSCALL
+}
+
 #[unsafe(no_mangle)]
 pub static TRACE_ALL: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]

@@ -11,8 +11,10 @@ use aya_log_ebpf::debug;
 use vmatrace_common::{Event, EventKind, TARGET_TRACED, lost};
 
 use crate::{
+    counts,
     globals::{
         EXIT_GROUP_DEAD_OFFSET, FOLLOW_FORKS, NEWTASK_FLAGS_OFFSET, NEWTASK_PID_OFFSET, TRACE_ALL,
+        counting_at_syscalls,
     },
     helpers::{count_lost, ctx_read, current_mm, is_traced, map_count},
     maps::{EVENTS, INFLIGHT, TARGETS},
@@ -68,9 +70,18 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if !is_traced(tgid) {
         return 0;
     }
+    if counting_at_syscalls()
+        && let Some(slot) = INFLIGHT.get_ptr_mut(&tid)
+    {
+        // A call whose exit was never seen: not in progress any longer.
+        counts::abandon(unsafe { &mut *slot });
+    }
     let _ = INFLIGHT.remove(&tid);
     if !group_dead(&ctx, tid, tgid) {
         return 0;
+    }
+    if counting_at_syscalls() {
+        counts::forget(tgid);
     }
     send_lifecycle(EventKind::Exit, 0, 0, -1);
     if TRACE_ALL.load() == 0 {

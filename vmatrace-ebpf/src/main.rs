@@ -9,6 +9,11 @@
 //!   when an in-flight call takes the mmap write lock and when it lets go.
 //!   Only the holder changes `map_count`, so the difference is the call's
 //!   own effect on the count, exact under any concurrency.
+//! - Without them (Linux 5.10 and older, or when they cannot be attached),
+//!   the syscall count mode (`COUNT_MODE`, counts.rs): the count at syscall
+//!   entry and exit, read by `raw_sys_enter_counted` / `raw_sys_exit_counted`
+//!   (attached instead of the two above), exact when no other call of the
+//!   process was in progress meanwhile, which `PROCESSES` keeps track of.
 //! - `task_newtask`, `sched_process_exec`, `sched_process_exit`: the
 //!   process lifecycle, so per-process state starts and ends at the right
 //!   moment and followed children join the target set before they run.
@@ -27,6 +32,10 @@
 //! them); userspace adds the kernel's own skip counts.
 #![no_std]
 #![no_main]
+// `atomic_xadd` (counts.rs): the BPF target has no atomic read-modify-write
+// methods.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 // Shared state first, then the probe families.
 mod globals;
@@ -38,6 +47,9 @@ mod syscalls;
 
 /// `mmap_lock_acquired` / `mmap_lock_released`: the exact counts.
 mod mmap_lock;
+
+/// The syscall count mode's bookkeeping.
+mod counts;
 
 /// `task_newtask`, `sched_process_exec`, `sched_process_exit`.
 mod lifecycle;

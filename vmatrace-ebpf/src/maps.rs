@@ -1,5 +1,6 @@
 //! The maps both sides share: the event ring buffer, the per-thread slots
-//! of calls in flight, the target set, the stacks and the loss counters.
+//! of calls in flight, the target set, the stacks and the loss counters;
+//! and, in the syscall count mode, each process's calls in progress.
 
 use aya_ebpf::{
     macros::map,
@@ -24,7 +25,23 @@ pub struct Inflight {
     pub active: u8,
     /// Where the call stands with the mmap write lock.
     pub lock: u8,
-    pub _pad: [u8; 6],
+    /// Syscall count mode: the call's entry was counted in `PROCESSES`
+    /// (its exit is still to be counted there).
+    pub counted: u8,
+    /// Syscall count mode: no other call of the process was in progress
+    /// when this one began.
+    pub alone: u8,
+    /// Syscall count mode: the thread is in an unreported syscall that
+    /// may change the count (`SYSCALL_BYSTANDER`), counted in progress.
+    pub bystander: u8,
+    pub _pad: [u8; 3],
+    /// Syscall count mode: the process's `CallCounts::entries` right after
+    /// this call's entry was counted: if it is the same at exit, no call of
+    /// the process began meanwhile.
+    pub entries_seen: u64,
+    /// Syscall count mode: `CallCounts::made_ns` of the entry the call was
+    /// counted in, so its exit is never counted in a newer one.
+    pub made_ns: u64,
 }
 
 pub const LOCK_NOT_TAKEN: u8 = 0;
@@ -34,6 +51,25 @@ pub const LOCK_RELEASED: u8 = 2;
 /// Slots of traced threads, by thread id.
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+
+/// Syscall count mode: a traced process's traced calls that began and that
+/// ended (their difference: the calls in progress). Changed only by atomic
+/// adds without fetch (BPF_XADD works on every kernel; fetching atomics
+/// need Linux 5.12).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CallCounts {
+    pub entries: u64,
+    pub exits: u64,
+    /// When this entry was made: a process's entry is removed when it exits
+    /// and may be made anew for a new process with the same tgid.
+    pub made_ns: u64,
+}
+
+/// Syscall count mode: `CallCounts` by tgid. The loader shrinks it to one
+/// entry in the lock mode, which never uses it.
+#[map]
+pub static PROCESSES: HashMap<u32, CallCounts> = HashMap::with_max_entries(32768, 0);
 
 /// The traced processes (tgids), unless `TRACE_ALL` is set.
 #[map]

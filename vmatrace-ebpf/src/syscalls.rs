@@ -1,6 +1,7 @@
 //! The mapping syscalls: entry parks the arguments in the thread's slot,
-//! exit completes the record (with the counts the lock probes read) and
-//! sends it to userspace, with the user stack when it is wanted.
+//! exit completes the record (with the counts the lock probes read, or, in
+//! the syscall count mode, those read here: see counts.rs) and sends it to
+//! userspace, with the user stack when it is wanted.
 
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
@@ -10,11 +11,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use vmatrace_common::{
-    Call, ENOMEM_RET, Event, EventKind, SYSCALL_TABLE_SIZE, capture_stacks, creates, lost,
-    maps_a_file,
+    Call, ENOMEM_RET, Event, EventKind, PR_SET_VMA, SYSCALL_BYSTANDER, SYSCALL_BYSTANDER_PRCTL,
+    SYSCALL_TABLE_SIZE, capture_stacks, creates, lost, maps_a_file,
 };
 
 use crate::{
+    counts,
     globals::{CAPTURE_STACKS, WARN_AT},
     helpers::{count_lost, ctx_field, current_mm, is_traced, map_count, wakeup_flags},
     maps::{
@@ -34,7 +36,7 @@ const BPF_F_USER_STACK: u64 = 1 << 8;
 #[tracepoint]
 pub fn raw_sys_enter(ctx: TracePointContext) -> u32 {
     if let Some(call) = traced_call(&ctx) {
-        on_enter(&ctx, call);
+        on_enter::<false>(&ctx, call);
     }
     0
 }
@@ -43,9 +45,98 @@ pub fn raw_sys_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn raw_sys_exit(ctx: TracePointContext) -> u32 {
     if let Some(call) = traced_call(&ctx) {
-        on_exit(&ctx, call);
+        on_exit::<false>(&ctx, call);
     }
     0
+}
+
+/// raw_syscalls/sys_enter in the syscall count mode (counts.rs), which the
+/// loader attaches instead of `raw_sys_enter`: separate programs, so the
+/// lock mode's run exactly the code they always did.
+#[tracepoint]
+pub fn raw_sys_enter_counted(ctx: TracePointContext) -> u32 {
+    match syscall_code(&ctx) {
+        Some(SYSCALL_BYSTANDER) => bystander_enter(),
+        Some(SYSCALL_BYSTANDER_PRCTL) => {
+            if ctx_field::<u64>(&ctx, SYSCALL_ARGS_OFFSET) == PR_SET_VMA {
+                bystander_enter();
+            }
+        }
+        Some(code) => {
+            if let Some(call) = call_of(code) {
+                on_enter::<true>(&ctx, call);
+            }
+        }
+        None => {}
+    }
+    0
+}
+
+/// raw_syscalls/sys_exit in the syscall count mode.
+#[tracepoint]
+pub fn raw_sys_exit_counted(ctx: TracePointContext) -> u32 {
+    match syscall_code(&ctx) {
+        Some(SYSCALL_BYSTANDER | SYSCALL_BYSTANDER_PRCTL) => bystander_exit(),
+        Some(code) => {
+            if let Some(call) = call_of(code) {
+                on_exit::<true>(&ctx, call);
+            }
+        }
+        None => {}
+    }
+    0
+}
+
+/// The `SYSCALL_CALLS` value of the record's syscall, if it is not 0.
+#[inline(always)]
+fn syscall_code(ctx: &TracePointContext) -> Option<u8> {
+    let id = ctx_field::<i64>(ctx, RAW_SYSCALL_ID_OFFSET);
+    if !(0..SYSCALL_TABLE_SIZE as i64).contains(&id) {
+        return None;
+    }
+    let code = *SYSCALL_CALLS.get(id as u32)?;
+    (code != 0).then_some(code)
+}
+
+/// The traced call a nonzero `SYSCALL_CALLS` value stands for.
+#[inline(always)]
+fn call_of(code: u8) -> Option<Call> {
+    if code as usize > Call::ALL.len() {
+        return None;
+    }
+    // SAFETY: as in `traced_call`.
+    Some(unsafe { core::mem::transmute::<u8, Call>(code - 1) })
+}
+
+/// Syscall count mode: a traced process's thread enters a syscall that may
+/// change the count without being reported: counted as in progress.
+#[inline(always)]
+fn bystander_enter() {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_traced(tgid) {
+        return;
+    }
+    let Some(slot) = thread_slot(pid_tgid as u32) else {
+        return;
+    };
+    let slot = unsafe { &mut *slot };
+    // One still counted is a call whose exit was skipped.
+    counts::abandon(slot);
+    slot.event.pid = tgid;
+    counts::enter_bystander(slot, tgid);
+}
+
+/// Syscall count mode: that syscall ended.
+#[inline(always)]
+fn bystander_exit() {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(slot) = INFLIGHT.get_ptr_mut(&tid) {
+        let slot = unsafe { &mut *slot };
+        if slot.bystander != 0 {
+            counts::abandon(slot);
+        }
+    }
 }
 
 /// The call a syscall tracepoint record is about, if it is one vmatrace
@@ -66,8 +157,10 @@ fn traced_call(ctx: &TracePointContext) -> Option<Call> {
     Some(unsafe { core::mem::transmute::<u8, Call>(code - 1) })
 }
 
+/// `COUNTED`: the syscall count mode (counts.rs), where this reads the
+/// count before the call.
 #[inline(always)]
-fn on_enter(ctx: &TracePointContext, call: Call) {
+fn on_enter<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // One lookup is all an untraced process pays.
@@ -84,6 +177,11 @@ fn on_enter(ctx: &TracePointContext, call: Call) {
         return;
     };
     let slot = unsafe { &mut *slot };
+    if COUNTED {
+        // Still counted in progress: a call (or an unreported syscall)
+        // whose exit was skipped.
+        counts::abandon(slot);
+    }
     if slot.active != 0 {
         // The thread's previous call never saw its exit: lost.
         count_lost(lost::EXIT_MISSED);
@@ -117,6 +215,9 @@ fn on_enter(ctx: &TracePointContext, call: Call) {
     }
     event.locked = 0;
     event.enter_ns = unsafe { bpf_ktime_get_ns() };
+    if COUNTED {
+        counts::enter(slot, tgid);
+    }
 }
 
 /// The thread's slot, created on its first traced call.
@@ -130,7 +231,12 @@ fn thread_slot(tid: u32) -> Option<*mut Inflight> {
         mm: 0,
         active: 0,
         lock: LOCK_NOT_TAKEN,
-        _pad: [0; 6],
+        counted: 0,
+        alone: 0,
+        bystander: 0,
+        _pad: [0; 3],
+        entries_seen: 0,
+        made_ns: 0,
     };
     INFLIGHT.insert(&tid, &fresh, 0).ok()?;
     INFLIGHT.get_ptr_mut(&tid)
@@ -143,17 +249,26 @@ pub fn active_slot(tid: u32) -> Option<&'static mut Inflight> {
     (slot.active != 0).then_some(slot)
 }
 
+/// `COUNTED`: the syscall count mode, where this reads the count after the
+/// call and decides whether the difference is its own.
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext, call: Call) {
-    let tid = bpf_get_current_pid_tgid() as u32;
+fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
     // No slot: not traced, or the thread's first traced call began before
     // tracing did (the exit program is attached before the entry one, so
     // an entry seen always has its exit seen).
     let Some(slot) = INFLIGHT.get_ptr_mut(&tid) else {
+        if COUNTED {
+            counts::unseen_call_ended((pid_tgid >> 32) as u32);
+        }
         return;
     };
     let slot = unsafe { &mut *slot };
     if slot.active == 0 {
+        if COUNTED {
+            counts::unseen_call_ended((pid_tgid >> 32) as u32);
+        }
         count_lost(lost::ENTRY_MISSED);
         debug!(
             ctx,
@@ -164,6 +279,10 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
     slot.active = 0;
     if slot.event.call != call as u8 {
         // The open call's exit and this call's entry were both skipped.
+        if COUNTED {
+            counts::abandon(slot);
+            counts::unseen_call_ended((pid_tgid >> 32) as u32);
+        }
         count_lost(lost::EXIT_MISSED);
         count_lost(lost::ENTRY_MISSED);
         debug!(
@@ -182,7 +301,9 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
         );
     }
     let exit_ns = unsafe { bpf_ktime_get_ns() };
-    if slot.lock != LOCK_RELEASED {
+    if COUNTED {
+        counts::exit(slot, exit_ns);
+    } else if slot.lock != LOCK_RELEASED {
         // The call never held the write lock (or still does, which no traced
         // call does at exit): it changed nothing, the exit count stands for
         // both.
@@ -193,7 +314,7 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
         slot.event.locked = 0;
     }
     let ret = ctx_field::<i64>(ctx, SYSCALL_RET_OFFSET);
-    let stack = user_stack_if_wanted(ctx, &slot.event, ret);
+    let stack = user_stack_if_wanted::<COUNTED>(ctx, &slot.event, ret);
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             let event = entry.write(slot.event);
@@ -223,15 +344,20 @@ fn on_exit(ctx: &TracePointContext, call: Call) {
 /// The caller's user stack id + 1 if this call wants one: every call with
 /// `--stacks`, else those that split a mapping, failed with ENOMEM, or took
 /// the count across the NEAR-LIMIT threshold (the tests userspace applies,
-/// so a flagged event has its stack).
+/// so a flagged event has its stack; counted at syscalls, an inexact
+/// difference is judged too, as userspace does).
 #[inline(always)]
-fn user_stack_if_wanted(ctx: &TracePointContext, event: &Event, ret: i64) -> u32 {
+fn user_stack_if_wanted<const COUNTED: bool>(
+    ctx: &TracePointContext,
+    event: &Event,
+    ret: i64,
+) -> u32 {
     let mode = CAPTURE_STACKS.load();
     let warn_at = WARN_AT.load();
     let wanted = mode == capture_stacks::ALL
         || (mode == capture_stacks::FLAGGED
             && (ret == ENOMEM_RET
-                || (event.locked != 0
+                || ((event.locked != 0 || COUNTED)
                     && ((event.vmas_after as i64 - event.vmas_before as i64)
                         > creates(event.call, &event.args)
                         || (event.vmas_before < warn_at && event.vmas_after >= warn_at)))));

@@ -4,7 +4,7 @@ use std::{ffi::OsString, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::kernel::btf::DEFAULT_BTF_PATH;
+use crate::kernel::{btf::DEFAULT_BTF_PATH, probes::CountModeChoice};
 
 const ABOUT: &str = "Trace the calls that create, split and remove memory mappings (VMAs), \
 with the kernel's own live VMA count per process against vm.max_map_count.";
@@ -249,6 +249,15 @@ pub struct LiveArgs {
     /// removes them.
     #[arg(long, hide_short_help = true)]
     pub debug_probes: bool,
+
+    /// Where each call's VMA counts are read: `lock`, when the call takes
+    /// and releases the mmap write lock (the mmap_lock tracepoints, Linux
+    /// 5.11+; exact under any concurrency); `syscall`, at syscall entry and
+    /// exit (any kernel; a call that overlaps another call of its process
+    /// is marked inexact); `auto`, lock where the kernel allows it.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = CountModeChoice::Auto,
+          hide_short_help = true)]
+    pub count_mode: CountModeChoice,
 
     /// The command to run and trace from its first instruction.
     #[arg(last = true, value_name = "CMD")]

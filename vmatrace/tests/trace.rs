@@ -963,6 +963,197 @@ fn top_takes_the_terminal_and_q_quits() {
     assert!(last.contains("unmaps split"), "{last}");
 }
 
+/// The counts at syscall entry and exit (`--count-mode syscall`, what
+/// kernels without the mmap_lock tracepoints run; forced here).
+const SYSCALL_MODE: &[&str] = &["--count-mode", "syscall"];
+
+/// SPLITs of the traced command's process in a JSON run's summary.
+fn command_splits(finished: &Finished) -> u64 {
+    let events = finished.events();
+    let pid = events.iter().find(|e| e["type"] == "exec").unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    process_summary(&finished.summary(), pid)["splits"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A single-threaded process counted at syscall entry and exit: no call of
+/// it overlaps another, so every event is exact, the SPLITs are the lock
+/// probes' ones, and the count agrees with /proc/PID/maps.
+#[test]
+fn syscall_count_mode_is_exact_for_a_single_thread() {
+    let limit = max_map_count();
+    let mut args = vec!["--json"];
+    args.extend_from_slice(SYSCALL_MODE);
+    let workload = workload();
+    args.extend_from_slice(&["--", &workload, "incident", "--pause"]);
+    let mut run = Running::vmatrace(&args);
+    let banner = run.wait_stderr("vmatrace: counts:");
+    assert!(
+        banner.contains("at syscall entry and exit (--count-mode syscall)"),
+        "{banner}"
+    );
+    let paused = run.wait_stderr("paused pid=");
+    let pid = field(&paused, "pid") as u32;
+    let maps = maps_count(pid);
+    run.send_line();
+    let finished = run.finish();
+    finished.assert_complete();
+    let report = finished
+        .stderr
+        .iter()
+        .find(|l| l.contains("incident base="))
+        .expect("workload report")
+        .clone();
+    let holes = field(&report, "holes") as usize;
+
+    let events = finished.events();
+    let calls: Vec<&Value> = pid_events(&events, pid)
+        .filter(|e| e["type"] == "syscall")
+        .collect();
+    let inexact: Vec<&&Value> = calls.iter().filter(|e| e["exact"] != true).collect();
+    assert!(
+        inexact.is_empty(),
+        "inexact: {:?}",
+        &inexact[..inexact.len().min(3)]
+    );
+    let hole_splits = calls
+        .iter()
+        .filter(|e| e["call"] == "munmap" && e["ret"] == 0 && e["args"]["length"] == 4096)
+        .filter(|e| has_flag(e, "SPLIT") && e["delta"] == 1)
+        .count();
+    assert!(hole_splits >= holes, "{hole_splits} SPLITs, {holes} holes");
+    let enomem: Vec<&&Value> = calls.iter().filter(|e| e["errno"] == "ENOMEM").collect();
+    assert_eq!(enomem.len(), 3);
+    assert!(
+        enomem
+            .iter()
+            .all(|e| !has_flag(e, "SPLIT") && e["vmas_before"] == limit && e["delta"] == 0),
+        "{:?}",
+        enomem[0]
+    );
+    let last_marker = pid_events(&events, pid)
+        .filter(|e| is_marker(e))
+        .last()
+        .unwrap();
+    assert_eq!(last_marker["vmas_after"], maps, "count vs /proc/{pid}/maps");
+    assert_eq!(maps, limit, "the process sits at the limit");
+    let summary = process_summary(&finished.summary(), pid);
+    assert_eq!(summary["peak"], limit);
+    assert_eq!(summary["enomem"], 3);
+
+    // The same SPLITs as the lock probes find, where the kernel has them
+    // (smaller runs: the whole incident is checked above).
+    let has_lock_probes = std::path::Path::new("/sys/kernel/tracing/events/mmap_lock").is_dir();
+    let splits = |mode: &str, work: &[&str]| {
+        let mut args = vec![
+            "--json",
+            "--no-stacks",
+            "--count-mode",
+            mode,
+            "--",
+            &workload,
+        ];
+        args.extend_from_slice(work);
+        let run = Running::vmatrace(&args).finish();
+        run.assert_complete();
+        if mode == "syscall" {
+            let events = run.events();
+            let mut calls = events.iter().filter(|e| e["type"] == "syscall");
+            assert!(calls.all(|e| e["exact"] == true), "{work:?}");
+        }
+        command_splits(&run)
+    };
+    for work in [&["incident", "4000"][..], &["split-churn", "2000"]] {
+        let found = splits("syscall", work);
+        assert!(found >= 2000, "{work:?}: {found} SPLITs");
+        if has_lock_probes {
+            assert_eq!(found, splits("lock", work), "{work:?}");
+        }
+    }
+}
+
+/// Four threads cutting and mapping at once, counted at syscall entry and
+/// exit: a call that overlapped another is marked inexact; every call
+/// marked exact has exactly the delta and the flags of what it did; none is
+/// lost.
+#[test]
+fn syscall_count_mode_marks_overlapping_calls_inexact() {
+    let (threads, rounds): (u64, u64) = (4, 400);
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("threads.vmat").display().to_string();
+    let mut args = vec!["--json", "-o", &recording];
+    args.extend_from_slice(SYSCALL_MODE);
+    let workload = workload();
+    args.extend_from_slice(&["--", &workload, "threads", "4", "400"]);
+    let finished = Running::vmatrace(&args).finish();
+    finished.assert_complete();
+    let events = finished.events();
+    let pid = events.iter().find(|e| e["type"] == "exec").unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let markers: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["pid"] == pid && is_marker(e))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(markers.len(), 4, "start, threads go, threads joined, end");
+    let window = &events[markers[1]..markers[2]];
+    let workers = |e: &&Value| e["type"] == "syscall" && e["tid"] != pid;
+    // What each worker call did: (kind, delta, SPLIT).
+    let region = (2 * rounds + 1) * 4096;
+    let known = |e: &Value| -> Option<(&str, i64, bool)> {
+        let length = e["args"]["length"].as_u64()?;
+        match (e["call"].as_str()?, length) {
+            ("mprotect", l) if l == region => Some(("mprotect", 2, true)),
+            ("munmap", 4096) => Some(("hole", 1, true)),
+            ("munmap", 8192) => Some(("whole", -1, false)),
+            ("mmap", 8192) => Some(("noise", 1, false)),
+            _ => None,
+        }
+    };
+    let mut seen = std::collections::BTreeMap::<&str, (u64, u64)>::new();
+    for event in window.iter().filter(workers) {
+        let Some((kind, delta, split)) = known(event) else {
+            continue;
+        };
+        let tally = seen.entry(kind).or_default();
+        match event["exact"].as_bool() {
+            Some(true) => {
+                tally.0 += 1;
+                assert_eq!(event["delta"], delta, "exact {kind}: {event}");
+                assert_eq!(has_flag(event, "SPLIT"), split, "exact {kind}: {event}");
+            }
+            Some(false) => tally.1 += 1,
+            None => panic!("no exact field: {event}"),
+        }
+    }
+    let total = |kind: &str| seen.get(kind).map_or(0, |(e, i)| e + i);
+    assert_eq!(total("mprotect"), threads, "{seen:?}");
+    for kind in ["hole", "whole", "noise"] {
+        assert_eq!(total(kind), threads * rounds, "{kind}: {seen:?}");
+    }
+    let inexact: u64 = seen.values().map(|(_, i)| i).sum();
+    let exact: u64 = seen.values().map(|(e, _)| e).sum();
+    eprintln!("exact {exact}, inexact {inexact}: {seen:?}");
+    if thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(inexact > 0, "4 threads on several CPUs never overlapped?");
+    }
+
+    // The text lines (replayed from the recording) mark exactly the
+    // inexact deltas with `~`.
+    let replay = Running::vmatrace(&["replay", &recording]).finish();
+    assert_eq!(replay.code(), 0, "{}", replay.stderr_text());
+    let approx = replay.stdout.iter().filter(|l| l.contains(" (~")).count();
+    let inexact_events = events
+        .iter()
+        .filter(|e| e["type"] == "syscall" && e["exact"] == false)
+        .count();
+    assert_eq!(approx, inexact_events);
+}
+
 /// jemalloc with retain:false, its blocks held, driven to the limit: the
 /// report's verdict says it hit the limit, names jemalloc's unmapping path
 /// and retain, and gives a limit. Reaching 65530 VMAs this way takes

@@ -10,7 +10,10 @@ use aya::{
     programs::TracePoint,
 };
 use aya_log::EbpfLogger;
-use vmatrace_common::{Call, SYSCALL_TABLE_SIZE, TARGET_TRACED, lost, names};
+use vmatrace_common::{
+    Call, SYSCALL_BYSTANDER, SYSCALL_BYSTANDER_PRCTL, SYSCALL_TABLE_SIZE, TARGET_TRACED,
+    count_mode, lost, names,
+};
 
 use super::{btf, prog_info, tracefs};
 use crate::error::Failure;
@@ -32,6 +35,74 @@ pub struct ProbeConfig {
     pub warn_at: u64,
     /// Turn on the programs' diagnostics (aya-log) and print them.
     pub debug_probes: bool,
+    /// Where the calls' counts are to be read.
+    pub count_mode: CountModeChoice,
+}
+
+/// Where the calls' counts are to be read (`--count-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CountModeChoice {
+    /// The lock probes where the kernel has the mmap_lock tracepoints and
+    /// they attach; at syscall entry and exit otherwise.
+    #[default]
+    Auto,
+    /// The lock probes, or fail.
+    Lock,
+    /// At syscall entry and exit, on any kernel.
+    Syscall,
+}
+
+/// Where the calls' counts are read in this run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CountMode {
+    /// When each call takes and releases the mmap write lock: exact under
+    /// any concurrency.
+    Lock,
+    /// At syscall entry and exit: exact unless another call of the same
+    /// process ran meanwhile. `why`: the reason the lock probes do not run.
+    Syscall { why: String },
+}
+
+impl CountMode {
+    /// The `COUNT_MODE` global's value.
+    fn global(&self) -> u8 {
+        match self {
+            CountMode::Lock => count_mode::LOCK,
+            CountMode::Syscall { .. } => count_mode::SYSCALL,
+        }
+    }
+
+    /// One line for the banner.
+    pub fn describe(&self) -> String {
+        match self {
+            CountMode::Lock => {
+                "counts: under each call's mmap write lock (exact under any concurrency)".into()
+            }
+            CountMode::Syscall { why } => format!(
+                "counts: at syscall entry and exit ({why}); concurrent calls of one process are \
+                 marked inexact (~)"
+            ),
+        }
+    }
+}
+
+/// Why a load failed: the lock probes alone (the syscall count mode may
+/// still run), or anything else.
+enum LoadError {
+    LockProbes(Failure),
+    Other(Failure),
+}
+
+impl From<Failure> for LoadError {
+    fn from(failure: Failure) -> LoadError {
+        LoadError::Other(failure)
+    }
+}
+
+impl From<anyhow::Error> for LoadError {
+    fn from(error: anyhow::Error) -> LoadError {
+        LoadError::Other(error.into())
+    }
 }
 
 /// The loaded, attached programs. Dropping it detaches them.
@@ -44,6 +115,8 @@ pub struct Probes {
     pub offsets: btf::StructOffsets,
     /// Calls whose tracepoints this kernel does not have.
     pub missing_calls: Vec<Call>,
+    /// Where the calls' counts are read.
+    pub count_mode: CountMode,
 }
 
 /// Lost-event counts summed over CPUs, by reason.
@@ -79,7 +152,9 @@ impl LostCounts {
 
 impl Probes {
     /// Checks the machine, loads the programs with this kernel's offsets
-    /// and attaches every one of them.
+    /// and attaches every one of them: with the lock probes where the
+    /// kernel has the mmap_lock tracepoints and they attach (or
+    /// `--count-mode lock`), else counting at syscall entry and exit.
     pub fn load(config: &ProbeConfig) -> Result<Probes, Failure> {
         if EBPF_OBJECT.is_empty() {
             return Err(Failure::environment(anyhow!(
@@ -87,10 +162,69 @@ impl Probes {
             )));
         }
         require_privileges()?;
-        let offsets = btf::struct_offsets(&config.btf_path)?;
         let tracefs = tracefs::ensure_tracefs()?;
-        let tp = tracefs::tracepoint_offsets(&tracefs)?;
-        let lock = tracefs::lock_tracepoint_offsets(&tracefs)?;
+        let lock = match config.count_mode {
+            CountModeChoice::Syscall => Err("--count-mode syscall".to_string()),
+            CountModeChoice::Lock => Ok(tracefs::lock_tracepoint_offsets(&tracefs)?),
+            CountModeChoice::Auto => {
+                let has = |event: &str| tracefs.join("events/mmap_lock").join(event).is_dir();
+                if has("mmap_lock_acquire_returned") && has("mmap_lock_released") {
+                    tracefs::lock_tracepoint_offsets(&tracefs)
+                        .map_err(|e| format!("the mmap_lock tracepoints are not as expected: {e}"))
+                } else {
+                    Err("this kernel has no mmap_lock tracepoints".to_string())
+                }
+            }
+        };
+        let why = match lock {
+            Ok(lock) => match Probes::load_in(config, &tracefs, Some(lock)) {
+                Ok(probes) => return Ok(probes),
+                Err(LoadError::LockProbes(failure))
+                    if config.count_mode == CountModeChoice::Auto =>
+                {
+                    format!("the mmap_lock tracepoints could not be used: {failure}")
+                }
+                Err(LoadError::LockProbes(failure) | LoadError::Other(failure)) => {
+                    return Err(failure);
+                }
+            },
+            Err(why) => why,
+        };
+        match Probes::load_in(config, &tracefs, None) {
+            Ok(mut probes) => {
+                probes.count_mode = CountMode::Syscall { why };
+                Ok(probes)
+            }
+            Err(LoadError::LockProbes(failure) | LoadError::Other(failure)) => Err(failure),
+        }
+    }
+
+    /// Loads and attaches the programs: the lock probes with their offsets
+    /// in `lock`, or without them, counting at syscall entry and exit.
+    fn load_in(
+        config: &ProbeConfig,
+        tracefs: &Path,
+        lock: Option<tracefs::LockTracepointOffsets>,
+    ) -> Result<Probes, LoadError> {
+        let offsets = btf::struct_offsets(&config.btf_path)?;
+        let tp = tracefs::tracepoint_offsets(tracefs)?;
+        let count_mode = match lock {
+            Some(_) => CountMode::Lock,
+            None => CountMode::Syscall { why: String::new() },
+        };
+        // Unused without the lock probes: the defaults stand in.
+        let lock = lock.unwrap_or(tracefs::LockTracepointOffsets {
+            acquired_mm: 8,
+            acquired_write: 24,
+            acquired_success: 25,
+            released_mm: 8,
+        });
+        let mode_global = count_mode.global();
+        // The lock mode never uses PROCESSES: one entry is all it costs.
+        let processes_entries = match count_mode {
+            CountMode::Lock => 1,
+            CountMode::Syscall { .. } => PROCESSES_ENTRIES,
+        };
 
         let self_tgid = std::process::id();
         let trace_all = u8::from(config.trace_all);
@@ -125,7 +259,9 @@ impl Probes {
                 true,
             )
             .override_global(names::LOCK_RELEASED_MM_OFFSET, &lock.released_mm, true)
-            .map_max_entries(names::EVENTS, config.ring_buffer_bytes);
+            .override_global(names::COUNT_MODE, &mode_global, true)
+            .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
+            .map_max_entries(names::PROCESSES, processes_entries);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|e| Failure::environment(anyhow!(e).context("loading the eBPF object")))?;
@@ -142,8 +278,21 @@ impl Probes {
             logs,
             offsets,
             missing_calls: Vec::new(),
+            count_mode,
         };
-        probes.attach_all(&tracefs)?;
+        probes.attach_all(tracefs)?;
+        if probes.count_mode == CountMode::Lock {
+            probes
+                .attach_as(
+                    "mmap_lock_acquired",
+                    "mmap_lock",
+                    "mmap_lock_acquire_returned",
+                )
+                .map_err(LoadError::LockProbes)?;
+            probes
+                .attach_as("mmap_lock_released", "mmap_lock", "mmap_lock_released")
+                .map_err(LoadError::LockProbes)?;
+        }
         Ok(probes)
     }
 
@@ -156,20 +305,22 @@ impl Probes {
     fn attach_all(&mut self, tracefs: &Path) -> Result<(), Failure> {
         self.fill_syscall_table(tracefs)?;
         // Exit before entry: an entry seen then always has its exit seen,
-        // so an exit without its entry means the entry was skipped.
-        self.attach_as("raw_sys_exit", "raw_syscalls", "sys_exit")?;
-        self.attach_as("raw_sys_enter", "raw_syscalls", "sys_enter")?;
+        // so an exit without its entry means the entry was skipped. The
+        // syscall count mode has programs of its own, so the lock mode's
+        // hot path carries nothing of it.
+        let (enter, exit) = match self.count_mode {
+            CountMode::Lock => ("raw_sys_enter", "raw_sys_exit"),
+            CountMode::Syscall { .. } => ("raw_sys_enter_counted", "raw_sys_exit_counted"),
+        };
+        self.attach_as(exit, "raw_syscalls", "sys_exit")?;
+        self.attach_as(enter, "raw_syscalls", "sys_enter")?;
         // Lifecycle first in intent, but attached after the syscalls: a
         // followed child can only appear once a traced call could be seen.
         self.attach_as("task_newtask", "task", "task_newtask")?;
         self.attach_as("sched_process_exec", "sched", "sched_process_exec")?;
         self.attach_as("sched_process_exit", "sched", "sched_process_exit")?;
-        self.attach_as(
-            "mmap_lock_acquired",
-            "mmap_lock",
-            "mmap_lock_acquire_returned",
-        )?;
-        self.attach_as("mmap_lock_released", "mmap_lock", "mmap_lock_released")?;
+        // The lock probes, if they are used, come last (`load_in`): a
+        // failure there alone leaves the syscall count mode to try.
         Ok(())
     }
 
@@ -205,6 +356,13 @@ impl Probes {
             table
                 .set(syscall_number(call), call as u8 + 1, 0)
                 .map_err(|e| Failure::environment(anyhow!(e).context("filling SYSCALL_CALLS")))?;
+        }
+        if let CountMode::Syscall { .. } = self.count_mode {
+            for (number, code) in BYSTANDERS {
+                table.set(number as u32, code, 0).map_err(|e| {
+                    Failure::environment(anyhow!(e).context("filling SYSCALL_CALLS"))
+                })?;
+            }
         }
         Ok(())
     }
@@ -288,6 +446,25 @@ impl Probes {
             .sum()
     }
 }
+
+/// Syscalls vmatrace does not report that may change a process's VMA
+/// count: in the syscall count mode, the calls they overlap are inexact.
+/// (An ioctl registering a userfaultfd range does too; ioctl is too common
+/// to count.)
+const BYSTANDERS: [(libc::c_long, u8); 7] = [
+    (libc::SYS_io_setup, SYSCALL_BYSTANDER),
+    (libc::SYS_io_destroy, SYSCALL_BYSTANDER),
+    (libc::SYS_mbind, SYSCALL_BYSTANDER),
+    (libc::SYS_set_mempolicy_home_node, SYSCALL_BYSTANDER),
+    (libc::SYS_remap_file_pages, SYSCALL_BYSTANDER),
+    // Not named by every libc crate yet; 453 on x86-64.
+    (453, SYSCALL_BYSTANDER),
+    (libc::SYS_prctl, SYSCALL_BYSTANDER_PRCTL),
+];
+
+/// Processes the syscall count mode can follow at once (`PROCESSES`); a
+/// process beyond them has every call marked inexact.
+const PROCESSES_ENTRIES: u32 = 32768;
 
 /// The syscall number of a call on the architecture vmatrace is built for.
 fn syscall_number(call: Call) -> u32 {

@@ -13,18 +13,36 @@
 //!   lock and when it lets go of it: their difference is the call's own
 //!   effect, whatever other threads do, and a SPLIT is a difference larger
 //!   than what the call creates (`vmatrace_common::creates`).
+//!
+//!   On kernels without the mmap_lock tracepoints the counts are read at
+//!   syscall entry and exit instead (`Event::counted`). The difference is
+//!   still the call's own when no other call of its process ran meanwhile
+//!   (the kernel marks it exact then); otherwise it includes what those
+//!   did, and SPLIT is judged from it all the same, marked inexact: the
+//!   line shows the delta as `~+1`, JSON says `"exact": false`.
 //! - ENOMEM: the call failed with ENOMEM.
 //! - NEAR-LIMIT: the process's VMA count crossed the warning threshold
 //!   upwards. It re-arms once the count falls clearly below it again.
 
 use serde::Serialize;
-use vmatrace_common::{Call, ENOMEM_RET, Event, EventKind, creates};
+use vmatrace_common::{Call, ENOMEM_RET, Event, EventKind, count_mode, creates};
 
-/// The call's own change to the VMA count, measured while it held the mmap
-/// write lock; `None` if it never took it (it changed nothing then).
+/// The call's own change to the VMA count: measured while it held the mmap
+/// write lock, or between its syscall entry and exit; `None` if it never
+/// took the lock (it changed nothing then). Read at syscall entry and exit
+/// while other calls of the process ran, it includes their changes: see
+/// [`delta_is_exact`].
 pub fn own_delta(event: &Event) -> Option<i64> {
-    (event.locked != 0 && event.vmas_before >= 0 && event.vmas_after >= 0)
+    let measured = event.locked != 0 || event.counted == count_mode::SYSCALL;
+    (measured && event.vmas_before >= 0 && event.vmas_after >= 0)
         .then(|| i64::from(event.vmas_after) - i64::from(event.vmas_before))
+}
+
+/// Whether [`own_delta`] is the call's own effect for certain. Not when the
+/// counts were read at syscall entry and exit while another call of the
+/// same process was in progress: the text line shows such a delta as `~+1`.
+pub fn delta_is_exact(event: &Event) -> bool {
+    event.locked != 0 || event.counted != count_mode::SYSCALL
 }
 
 /// Whether a cut left the process with more VMAs than the call created.
@@ -145,6 +163,29 @@ mod tests {
         event.locked = 0;
         assert_eq!(own_delta(&event), None);
         assert!(!Detector::new(65530, 0.9).inspect(&event, false).0.split);
+    }
+
+    #[test]
+    fn counts_at_syscall_entry_and_exit_are_judged_exact_or_not() {
+        let detector = Detector::new(65530, 0.9);
+        let mut event = munmap(0, 100, 101);
+        event.counted = count_mode::SYSCALL;
+        // No other call of the process ran meanwhile: exact.
+        assert_eq!(own_delta(&event), Some(1));
+        assert!(delta_is_exact(&event));
+        assert!(detector.inspect(&event, false).0.split);
+        // Another did: the delta includes its effect, judged all the same.
+        event.locked = 0;
+        assert_eq!(own_delta(&event), Some(1));
+        assert!(!delta_is_exact(&event));
+        assert!(detector.inspect(&event, false).0.split);
+        event.vmas_after = 100;
+        assert!(!detector.inspect(&event, false).0.split);
+        // The lock mode's calls that never took the lock are exact: they
+        // changed nothing.
+        let mut unlocked = munmap(-22, 100, 100);
+        unlocked.locked = 0;
+        assert!(delta_is_exact(&unlocked));
     }
 
     #[test]

@@ -130,8 +130,15 @@ impl Output {
                 };
                 let duration = event.exit_ns.saturating_sub(event.enter_ns) as f64 / 1e9;
                 let delta = detect::own_delta(event).unwrap_or(0);
+                // Counted at syscall entry and exit while other calls of the
+                // process ran: the delta may include theirs.
+                let approx = if detect::delta_is_exact(event) {
+                    ""
+                } else {
+                    "~"
+                };
                 let mut line = format!(
-                    "{when} {who} {comm} {}({}) = {} <{duration:.6}> vmas={} ({delta:+})",
+                    "{when} {who} {comm} {}({}) = {} <{duration:.6}> vmas={} ({approx}{delta:+})",
                     call.name(),
                     syscalls::format_args(call, &event.args),
                     syscalls::format_result(call, event.ret),
@@ -284,6 +291,27 @@ mod tests {
             ),
             "{line}"
         );
+    }
+
+    #[test]
+    fn an_inexact_delta_is_marked_on_the_line_and_in_json() {
+        let output = Output::new(Format::Text, false, false, 0);
+        let mut processes = Processes::new(Detector::new(65530, 0.9));
+        let mut event = split_munmap();
+        event.counted = vmatrace_common::count_mode::SYSCALL;
+        event.locked = 0;
+        let applied = processes.apply(&event);
+        let line = output.text_line(&event, &applied, 65530);
+        assert!(line.ends_with("vmas=100 (~+1)  [SPLIT]"), "{line}");
+        let value = output.json_event(&event, &applied, 65530);
+        assert_eq!(
+            (value["delta"].clone(), value["exact"].clone()),
+            (json!(1), json!(false))
+        );
+        // Exact at syscall entry and exit: no mark.
+        event.locked = 1;
+        let line = output.text_line(&event, &applied, 65530);
+        assert!(line.ends_with("vmas=100 (+1)  [SPLIT]"), "{line}");
     }
 
     #[test]

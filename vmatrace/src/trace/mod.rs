@@ -26,7 +26,7 @@ use crate::{
     error::{Failure, exit_code},
     kernel::{
         self, monotonic_ns,
-        probes::{LostCounts, ProbeConfig, Probes, require_privileges},
+        probes::{CountMode, LostCounts, ProbeConfig, Probes, require_privileges},
     },
     model::{
         detect::Detector,
@@ -68,6 +68,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         btf_path: cli.btf.clone(),
         capture_stacks: stack_mode(&cli),
         debug_probes: cli.debug_probes,
+        count_mode: cli.count_mode,
     })?;
     let stacks = probes.take_stacks().map_err(Failure::environment)?;
     let events = probes.take_events().map_err(Failure::environment)?;
@@ -104,7 +105,10 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     let command_pid = gated.as_ref().map(|command| command.pid);
     let started = std::time::Instant::now();
     let start_ns = monotonic_ns();
-    eprintln!("{}", banner(&targets, &processes, limit));
+    eprintln!(
+        "{}",
+        banner(&targets, &processes, limit, &probes.count_mode)
+    );
     let top = if cli.top {
         Some(Top::new(cli.json).map_err(|e| {
             Failure::environment(anyhow!(e).context("setting up the terminal for --top"))
@@ -195,11 +199,12 @@ pub(super) fn executable_of(pid: u32) -> std::path::PathBuf {
 /// terminal, where a person reads; all when piped or JSON, unless asked.
 fn max_rate(cli: &LiveArgs) -> u32 {
     use std::io::IsTerminal;
-    cli.max_rate.unwrap_or(if std::io::stdout().is_terminal() && !cli.json {
-        fold::DEFAULT_MAX_RATE
-    } else {
-        0
-    })
+    cli.max_rate
+        .unwrap_or(if std::io::stdout().is_terminal() && !cli.json {
+            fold::DEFAULT_MAX_RATE
+        } else {
+            0
+        })
 }
 
 fn stack_mode(cli: &LiveArgs) -> u8 {
@@ -259,7 +264,7 @@ fn exit_status(lost: LostCounts, child: Option<ExitStatus>) -> i32 {
     child.map_or(exit_code::OK, targets::shell_exit_code)
 }
 
-fn banner(targets: &Targets, processes: &Processes, limit: u64) -> String {
+fn banner(targets: &Targets, processes: &Processes, limit: u64, mode: &CountMode) -> String {
     let what = match targets {
         Targets::Pids(_) => processes
             .by_pid
@@ -280,5 +285,10 @@ fn banner(targets: &Targets, processes: &Processes, limit: u64) -> String {
         ),
         Targets::All => "every process".to_string(),
     };
-    format!("vmatrace: tracing {what}; vm.max_map_count {limit}")
+    let mut banner = format!("vmatrace: tracing {what}; vm.max_map_count {limit}");
+    // The usual mode goes without saying; the fallback is said, with why.
+    if let CountMode::Syscall { .. } = mode {
+        banner.push_str(&format!("\nvmatrace: {}", mode.describe()));
+    }
+    banner
 }

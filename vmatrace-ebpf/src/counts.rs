@@ -1,0 +1,175 @@
+//! The syscall count mode, for kernels without the mmap_lock tracepoints
+//! (Linux 5.10 and older) or where they cannot be attached: a call's counts
+//! are read at its syscall entry and exit, so their difference is its own
+//! effect only if no other thread of the process changed the count in
+//! between. The programs keep, per process, how many traced calls began
+//! (`entries`) and ended (`exits`), and a call is exact (`locked` 1) when
+//!
+//! 1. right after its entry was counted, `entries - exits` was 1: every
+//!    other call that had begun had ended, and
+//! 2. at exit, after its last count was read, `entries` is still the value
+//!    it read at entry: no call began meanwhile.
+//!
+//! Why that suffices: the changes of another call B fall between B's entry
+//! add and B's exit add, and this call's readings between its entry add and
+//! its exit read. If B's entry add came before ours, B had either ended
+//! before our first reading (then it changed nothing in our window) or is
+//! counted in progress by (1); if after ours but before our exit read,
+//! (2) sees `entries` move; if later, B changed nothing in our window.
+//! This needs the two reads of (1) in order (`entries`, then `exits`) and
+//! the atomic adds as barriers, which x86-64 gives (a locked add orders
+//! every access; loads are not reordered with loads). Other architectures
+//! are not verified.
+//!
+//! Syscalls vmatrace does not report but that may change the count
+//! (io_setup, io_destroy, mbind, set_mempolicy_home_node, prctl for
+//! PR_SET_VMA, remap_file_pages, map_shadow_stack: `SYSCALL_BYSTANDER`)
+//! count as calls in progress too, so the calls they overlap are inexact.
+//!
+//! What it cannot see: the count changed meanwhile by anything else: an
+//! ioctl registering a userfaultfd range (or the close of a userfaultfd),
+//! another process sharing the address space (clone(CLONE_VM) without
+//! CLONE_THREAD, a vfork child), another process changing it from outside
+//! (a userfaultfd handed to a monitor); nor, right after `-p`, a call that
+//! was already in progress when tracing began and ends after ours. Page
+//! faults never change the count.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use vmatrace_common::count_mode;
+
+use crate::{
+    helpers::map_count,
+    maps::{CallCounts, Inflight, PROCESSES},
+};
+
+/// At syscall entry (`slot` is the thread's, freshly set up for the call):
+/// counts the call in progress and reads the count before it.
+#[inline(always)]
+pub fn enter(slot: &mut Inflight, tgid: u32) {
+    slot.counted = 0;
+    slot.alone = 0;
+    slot.bystander = 0;
+    if let Some(counts) = process_counts(tgid) {
+        let counts = counts as *const CallCounts;
+        unsafe {
+            add(&raw const (*counts).entries);
+            // In this order: see the module doc.
+            let entries = core::ptr::read_volatile(&raw const (*counts).entries);
+            let exits = core::ptr::read_volatile(&raw const (*counts).exits);
+            slot.entries_seen = entries;
+            slot.alone = u8::from(entries.wrapping_sub(exits) == 1);
+            slot.made_ns = (*counts).made_ns;
+        }
+        slot.counted = 1;
+    }
+    slot.event.vmas_before = map_count(slot.mm as *const u8);
+    slot.event.counted = count_mode::SYSCALL;
+}
+
+/// At the entry of an unreported syscall that may change the count
+/// (`SYSCALL_BYSTANDER`): counted in progress like a traced call, so the
+/// traced calls it overlaps are inexact; `abandon` at its exit.
+#[inline(always)]
+pub fn enter_bystander(slot: &mut Inflight, tgid: u32) {
+    slot.counted = 0;
+    slot.bystander = 0;
+    if let Some(counts) = process_counts(tgid) {
+        unsafe {
+            add(&raw const (*counts).entries);
+            slot.made_ns = (*counts).made_ns;
+        }
+        slot.counted = 1;
+        slot.bystander = 1;
+    }
+}
+
+/// At syscall exit: reads the count after the call, decides whether the
+/// difference is the call's own and counts the call as ended.
+#[inline(always)]
+pub fn exit(slot: &mut Inflight, now_ns: u64) {
+    slot.event.vmas_after = map_count(slot.mm as *const u8);
+    slot.event.count_ns = now_ns;
+    let mut exact = false;
+    if slot.counted != 0 {
+        if let Some(counts) = counts_of(slot.event.pid, slot.made_ns) {
+            unsafe {
+                let entries = core::ptr::read_volatile(&raw const (*counts).entries);
+                exact = slot.alone != 0 && entries == slot.entries_seen;
+                add(&raw const (*counts).exits);
+            }
+        }
+        slot.counted = 0;
+    }
+    slot.event.locked = u8::from(exact);
+}
+
+/// Counts the thread's call in progress, if any, as ended: at the exit of
+/// an unreported syscall (`enter_bystander`), or for a call whose exit will
+/// never be seen (its exit program was skipped, or its thread is gone), so
+/// the process's later calls are not all held inexact.
+#[inline(always)]
+pub fn abandon(slot: &mut Inflight) {
+    if slot.counted == 0 {
+        return;
+    }
+    if let Some(counts) = counts_of(slot.event.pid, slot.made_ns) {
+        unsafe { add(&raw const (*counts).exits) };
+    }
+    slot.counted = 0;
+    slot.bystander = 0;
+}
+
+/// A traced call whose entry was not seen ended (it began before tracing
+/// did, or its entry program was skipped): every call of the process in
+/// progress is made inexact, as if one had begun.
+#[inline(always)]
+pub fn unseen_call_ended(tgid: u32) {
+    if let Some(counts) = PROCESSES.get_ptr_mut(&tgid) {
+        let counts = counts as *const CallCounts;
+        unsafe {
+            add(&raw const (*counts).entries);
+            add(&raw const (*counts).exits);
+        }
+    }
+}
+
+/// The process is gone: its entry goes.
+#[inline(always)]
+pub fn forget(tgid: u32) {
+    let _ = PROCESSES.remove(&tgid);
+}
+
+/// The process's counts, made on its first traced call. Never replaced:
+/// the insert only makes an entry that does not exist, so threads racing to
+/// make it share the one that won.
+#[inline(always)]
+fn process_counts(tgid: u32) -> Option<*mut CallCounts> {
+    if let Some(counts) = PROCESSES.get_ptr_mut(&tgid) {
+        return Some(counts);
+    }
+    let fresh = CallCounts {
+        entries: 0,
+        exits: 0,
+        made_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    let _ = PROCESSES.insert(&tgid, &fresh, BPF_NOEXIST as u64);
+    PROCESSES.get_ptr_mut(&tgid)
+}
+
+/// The process's counts if they are the ones a call was counted in.
+#[inline(always)]
+fn counts_of(tgid: u32, made_ns: u64) -> Option<*mut CallCounts> {
+    let counts = PROCESSES.get_ptr_mut(&tgid)?;
+    (unsafe { (*counts).made_ns } == made_ns).then_some(counts)
+}
+
+/// An atomic add of 1 whose result is unused: BPF_XADD, which every kernel
+/// with BPF takes (an add that returns the old value needs Linux 5.12).
+/// The intrinsic, since the BPF target has no compare-and-swap and so no
+/// `AtomicU64::fetch_add`.
+#[inline(always)]
+unsafe fn add(counter: *const u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter as *mut u64, 1) };
+}
