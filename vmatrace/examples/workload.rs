@@ -312,6 +312,39 @@ fn mmap_pairs(n: usize) {
     say(&format!("mmap pairs={n}"));
 }
 
+/// An mmap that fails with ENOMEM for lack of address space, far below the
+/// VMA limit: RLIMIT_AS lowered to 64 MiB above what the process uses, then
+/// a 1 GiB mapping asked for.
+fn map_beyond_rlimit_as() {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let vm_size_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize");
+    let limit = (vm_size_kib * 1024 + (64 << 20)) as libc::rlim_t;
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit reads a valid struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
+    let pages = (1 << 30) / PAGE;
+    // SAFETY: an anonymous mapping at an address of the kernel's choosing.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            pages * PAGE,
+            RW,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(p, libc::MAP_FAILED, "RLIMIT_AS did not stop a 1 GiB mmap");
+    say(&format!("nomem errno={}", std::io::Error::last_os_error()));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let wait = args.iter().any(|a| a == "--wait");
@@ -340,6 +373,7 @@ fn main() {
         "named-split" => punch_hole_in_named_function(),
         "mmap" => mmap_pairs(number(1, 100)),
         "mappings" => cut_each_kind_of_mapping(),
+        "nomem" => map_beyond_rlimit_as(),
         other => {
             say(&format!("unknown mode {other:?}"));
             std::process::exit(2);

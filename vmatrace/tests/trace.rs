@@ -79,6 +79,11 @@ fn incident_every_split_flagged_then_enomem_at_the_limit() {
         "every hole is a SPLIT that adds one VMA"
     );
     let failed: Vec<&&Value> = munmaps.iter().filter(|e| e["errno"] == "ENOMEM").collect();
+    // The kernel's rule for a cut: it fails at the limit.
+    assert!(
+        failed.iter().all(|e| e["enomem_cause"] == "vma_limit"),
+        "{failed:?}"
+    );
     assert_eq!(failed.len(), 3);
     let first = failed[0];
     assert!(has_flag(first, "ENOMEM"), "{first}");
@@ -1226,6 +1231,34 @@ fn jemalloc_at_the_limit_gets_a_verdict_with_retain() {
     );
     assert!(text.contains("retain:false"), "{text}");
     assert!(text.contains("vm.max_map_count="), "{text}");
+}
+
+/// An mmap refused for lack of address space (RLIMIT_AS), far below the
+/// VMA limit: its ENOMEM is "memory", and the verdict does not blame the
+/// VMA limit.
+#[test]
+fn an_enomem_for_memory_is_not_the_vma_limit() {
+    let finished =
+        Running::vmatrace(&["--json", "--only-flagged", "--", &workload(), "nomem"]).finish();
+    finished.assert_complete();
+    let failed: Vec<Value> = finished
+        .events()
+        .into_iter()
+        .filter(|e| e["errno"] == "ENOMEM")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["enomem_cause"], "memory");
+    assert_eq!(failed[0]["call"], "mmap");
+    let summary = finished.summary();
+    let verdict = &summary["verdicts"][0];
+    assert!(
+        verdict["what"]
+            .as_str()
+            .unwrap()
+            .contains("not the VMA limit"),
+        "{verdict}"
+    );
+    assert!(!verdict.to_string().contains("max_map_count"), "{verdict}");
 }
 
 /// A split storm on a terminal is folded: a few whole lines of each site a

@@ -20,7 +20,9 @@
 //!   (the kernel marks it exact then); otherwise it includes what those
 //!   did, and SPLIT is judged from it all the same, marked inexact: the
 //!   line shows the delta as `~+1`, JSON says `"exact": false`.
-//! - ENOMEM: the call failed with ENOMEM.
+//! - ENOMEM: the call failed with ENOMEM, with its cause by the kernel's own
+//!   rules for that call ([`enomem_cause`]): the VMA limit, or memory
+//!   (overcommit, RLIMIT_AS, no address space left).
 //! - NEAR-LIMIT: the process's VMA count crossed the warning threshold
 //!   upwards. It re-arms once the count falls clearly below it again.
 
@@ -54,7 +56,62 @@ fn cut_grew_the_count(event: &Event) -> bool {
 pub struct Flags {
     pub split: bool,
     pub enomem: bool,
+    /// Why, when `enomem`.
+    pub enomem_cause: Option<EnomemCause>,
     pub near_limit: bool,
+}
+
+/// Why a call failed with ENOMEM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnomemCause {
+    /// The count left no room for the VMAs the call needed.
+    VmaLimit,
+    /// Anything else: overcommit, RLIMIT_AS, no address space left.
+    Memory,
+}
+
+impl EnomemCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            EnomemCause::VmaLimit => "vma_limit",
+            EnomemCause::Memory => "memory",
+        }
+    }
+}
+
+/// The cause of a call's ENOMEM, by the checks the kernel makes for that
+/// call against `vm.max_map_count` (mm/mmap.c, mm/vma.c, mm/mremap.c, the
+/// same from 5.10 to 7.x): a new mapping fails only once the count is above
+/// the limit (`map_count > max`), a cut of a mapping (munmap, mprotect,
+/// madvise, mlock, mseal on part of one; MAP_FIXED over the middle of one)
+/// fails at the limit (`map_count >= max`), and mremap keeps room for the
+/// cuts of a move (`map_count + 2 >= max - 3` and the like). The count is
+/// the one the call saw: read when it took the mmap write lock.
+pub fn enomem_cause(event: &Event, limit: u64) -> EnomemCause {
+    const MAP_FIXED: u64 = 0x10;
+    const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+    const SHM_REMAP: u64 = 0o40000;
+    let count = i64::from(event.vmas_before.max(event.vmas_after));
+    let limit = limit as i64;
+    let over = count > limit;
+    let at = count >= limit;
+    let hit = match Call::from_u8(event.call) {
+        Some(Call::Mmap) => {
+            let flags = event.args[3];
+            over || (flags & MAP_FIXED != 0 && flags & MAP_FIXED_NOREPLACE == 0 && at)
+        }
+        Some(Call::Shmat) => over || (event.args[2] & SHM_REMAP != 0 && at),
+        Some(Call::Brk) => over,
+        Some(Call::Mremap) => count + 5 >= limit,
+        Some(_) => at,
+        None => false,
+    };
+    if hit {
+        EnomemCause::VmaLimit
+    } else {
+        EnomemCause::Memory
+    }
 }
 
 impl Flags {
@@ -109,6 +166,7 @@ impl Detector {
         let syscall = event.kind == EventKind::Syscall as u8;
         let split = syscall && cut_grew_the_count(event);
         let enomem = syscall && event.ret == ENOMEM_RET && event.call != Call::Brk as u8;
+        let enomem_cause = enomem.then(|| enomem_cause(event, self.limit));
         let count = event.vmas_after.max(event.vmas_before);
         let (near_limit, above) = if count < 0 {
             (false, above_warn)
@@ -123,6 +181,7 @@ impl Detector {
             Flags {
                 split,
                 enomem,
+                enomem_cause,
                 near_limit,
             },
             above,
@@ -143,6 +202,32 @@ mod tests {
         event.vmas_after = after;
         event.locked = 1;
         event
+    }
+
+    #[test]
+    fn enomem_causes_follow_the_kernels_rule_for_each_call() {
+        let detector = Detector::new(100, 0.9);
+        let cause = |event: &Event| detector.inspect(event, false).0.enomem_cause;
+        // A cut fails at the limit; below it, it was memory.
+        assert_eq!(cause(&munmap(-12, 100, 100)), Some(EnomemCause::VmaLimit));
+        assert_eq!(cause(&munmap(-12, 99, 99)), Some(EnomemCause::Memory));
+        assert_eq!(cause(&munmap(0, 100, 101)), None);
+        // A new mapping fails only above the limit, MAP_FIXED cuts at it.
+        let mut mmap = munmap(-12, 100, 100);
+        mmap.call = Call::Mmap as u8;
+        mmap.args[3] = 0x22; // MAP_PRIVATE|MAP_ANONYMOUS
+        assert_eq!(cause(&mmap), Some(EnomemCause::Memory));
+        mmap.args[3] |= 0x10; // MAP_FIXED
+        assert_eq!(cause(&mmap), Some(EnomemCause::VmaLimit));
+        mmap.args[3] = 0x22;
+        (mmap.vmas_before, mmap.vmas_after) = (101, 101);
+        assert_eq!(cause(&mmap), Some(EnomemCause::VmaLimit));
+        // mremap keeps room for the cuts of a move.
+        let mut mremap = munmap(-12, 95, 95);
+        mremap.call = Call::Mremap as u8;
+        assert_eq!(cause(&mremap), Some(EnomemCause::VmaLimit));
+        (mremap.vmas_before, mremap.vmas_after) = (90, 90);
+        assert_eq!(cause(&mremap), Some(EnomemCause::Memory));
     }
 
     #[test]

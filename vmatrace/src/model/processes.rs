@@ -12,7 +12,7 @@ use vmatrace_common::{Call, Event, EventKind};
 use crate::{
     model::address_space::AddressSpace,
     model::allocator::{self, Detected},
-    model::detect::{Detector, Flags},
+    model::detect::{Detector, EnomemCause, Flags},
     model::history::CountHistory,
     model::snapshot::{ProcessInfo, maps_snapshot_count},
     model::syscalls,
@@ -47,6 +47,10 @@ pub struct ProcessState {
     pub splits_by_call_and_kind: BTreeMap<(&'static str, &'static str), u64>,
     /// When the first call failed with ENOMEM (CLOCK_MONOTONIC ns).
     pub first_enomem_ns: Option<u64>,
+    /// ENOMEMs by cause (`vma_limit`, `memory`).
+    pub enomem_by_cause: BTreeMap<&'static str, u64>,
+    /// When the first call failed for the VMA limit.
+    pub first_vma_limit_ns: Option<u64>,
     pub enomem: u64,
     pub near_limit: u64,
     pub bytes_mapped: u64,
@@ -113,6 +117,12 @@ impl ProcessState {
         if flags.enomem {
             self.enomem += 1;
             self.first_enomem_ns.get_or_insert(event.exit_ns);
+            if let Some(cause) = flags.enomem_cause {
+                *self.enomem_by_cause.entry(cause.name()).or_default() += 1;
+                if cause == EnomemCause::VmaLimit {
+                    self.first_vma_limit_ns.get_or_insert(event.exit_ns);
+                }
+            }
         }
         if event.ret >= 0 {
             let sizes = match call {

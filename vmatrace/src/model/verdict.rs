@@ -105,10 +105,23 @@ fn what_happened(state: &ProcessState, ctx: &Context) -> String {
         percent(state.peak.max(0) as u64, ctx.limit),
         at(state.peak_ns, ctx)
     );
-    match state.first_enomem_ns {
-        Some(first) if state.enomem > 0 => format!(
-            "hit the VMA limit: {} calls failed with ENOMEM, the first at {}; its count peaked at {peak}",
-            state.enomem,
+    let at_limit = vma_limit_enomems(state);
+    let for_memory = state.enomem.saturating_sub(at_limit);
+    let memory = if for_memory > 0 {
+        format!(
+            "; {for_memory} calls failed with ENOMEM for lack of memory, not the VMA limit \
+             (overcommit, RLIMIT_AS or address space)"
+        )
+    } else {
+        String::new()
+    };
+    match (state.first_vma_limit_ns, state.first_enomem_ns) {
+        (Some(first), _) if at_limit > 0 => format!(
+            "hit the VMA limit: {at_limit} calls failed with ENOMEM at the limit, the first at {}; its count peaked at {peak}{memory}",
+            at(first, ctx)
+        ),
+        (_, Some(first)) if for_memory > 0 => format!(
+            "failed with ENOMEM for lack of memory, not the VMA limit: {for_memory} calls, the first at {} (overcommit, RLIMIT_AS or address space); its count peaked at {peak}",
             at(first, ctx)
         ),
         _ if state.near_limit > 0 => {
@@ -116,6 +129,11 @@ fn what_happened(state: &ProcessState, ctx: &Context) -> String {
         }
         _ => format!("peaked at {peak}; no call failed"),
     }
+}
+
+/// ENOMEMs the VMA limit caused.
+fn vma_limit_enomems(state: &ProcessState) -> u64 {
+    state.enomem_by_cause.get("vma_limit").copied().unwrap_or(0)
 }
 
 fn kind_phrase(kind: &str) -> &'static str {
@@ -167,7 +185,7 @@ fn advice(state: &ProcessState, ctx: &Context) -> Vec<Advice> {
 
 /// A `vm.max_map_count` that would have held what was seen.
 fn limit_advice(state: &ProcessState, ctx: &Context) -> Option<Advice> {
-    let hit = state.enomem > 0 || state.peak as u64 >= ctx.limit;
+    let hit = vma_limit_enomems(state) > 0 || state.peak as u64 >= ctx.limit;
     if hit {
         let four_times = (ctx.limit * 4).next_power_of_two();
         return Some(Advice {
@@ -274,6 +292,8 @@ mod tests {
         state.peak_ns = 20_900_000_000;
         state.enomem = 49_972;
         state.first_enomem_ns = Some(21_000_000_000);
+        state.enomem_by_cause.insert("vma_limit", 49_972);
+        state.first_vma_limit_ns = Some(21_000_000_000);
         state.splits = 291_621;
         state
             .splits_by_call_and_kind
@@ -296,7 +316,7 @@ mod tests {
         assert!(at_risk(&state, &ctx));
         let text = verdict(&state, &ctx).to_text();
         for needle in [
-            "pid 42 (redis-server) hit the VMA limit: 49972 calls failed with ENOMEM, the first at +21.0 s",
+            "pid 42 (redis-server) hit the VMA limit: 49972 calls failed with ENOMEM at the limit, the first at +21.0 s",
             "291600 munmap calls cut anonymous mappings (100% of its 291621 SPLITs), most from je_pages_unmap; it uses jemalloc",
             "vm.max_map_count=262144",
             "retain:false",
@@ -304,6 +324,36 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} not in {text}");
         }
+    }
+
+    #[test]
+    fn enomem_for_memory_is_not_called_the_vma_limit() {
+        let ctx = Context {
+            limit: 65_530,
+            warn_at: 58_977,
+            start_ns: 0,
+            top_site: &no_site,
+        };
+        let mut state = ProcessState::new(9);
+        state.peak = 40;
+        state.enomem = 2;
+        state.first_enomem_ns = Some(1_000_000_000);
+        state.enomem_by_cause.insert("memory", 2);
+        assert!(at_risk(&state, &ctx));
+        let verdict = verdict(&state, &ctx);
+        assert!(
+            verdict
+                .what
+                .starts_with("failed with ENOMEM for lack of memory, not the VMA limit: 2 calls"),
+            "{verdict:?}"
+        );
+        assert!(
+            verdict
+                .advice
+                .iter()
+                .all(|a| !a.text.contains("max_map_count")),
+            "{verdict:?}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use vmatrace_common::{Call, Event, EventKind};
 
 use crate::{
-    model::detect::{self, Flags},
+    model::detect::{self, EnomemCause, Flags},
     model::processes::{Applied, comm_str},
     model::syscalls,
     stacks::symbols::{self, Stack},
@@ -171,8 +171,12 @@ impl Output {
             text.push_str(&format!("  {}", self.paint("[SPLIT]", "1;33")));
         }
         if flags.enomem {
-            let at = format!("[ENOMEM at vmas={}/{limit}]", event.vmas_after);
-            text.push_str(&format!("  {}", self.paint(&at, "1;31")));
+            let count = event.vmas_before.max(event.vmas_after);
+            let why = match flags.enomem_cause {
+                Some(EnomemCause::VmaLimit) => format!("[ENOMEM: vma limit {count}/{limit}]"),
+                _ => format!("[ENOMEM: memory, not the vma limit: vmas={count}/{limit}]"),
+            };
+            text.push_str(&format!("  {}", self.paint(&why, "1;31")));
         }
         if flags.near_limit {
             let pct = event.vmas_after.max(0) as f64 * 100.0 / limit.max(1) as f64;
@@ -219,6 +223,9 @@ impl Output {
             object.insert("delta".into(), json!(detect::own_delta(event).unwrap_or(0)));
             object.insert("exact".into(), json!(event.locked != 0));
             object.insert("flags".into(), json!(applied.flags.names()));
+            if let Some(cause) = applied.flags.enomem_cause {
+                object.insert("enomem_cause".into(), json!(cause.name()));
+            }
             object.insert("mapping".into(), json!(applied.mapping.as_deref()));
         }
         if event.kind == EventKind::Fork as u8 {

@@ -103,6 +103,13 @@ impl Summary<'_> {
             if let Some(allocator) = &s.allocator {
                 text.push_str(&format!("{:>8} allocator: {allocator}\n", ""));
             }
+            if s.enomem > 0 {
+                text.push_str(&format!(
+                    "{:>8} ENOMEM causes: {}\n",
+                    "",
+                    enomem_causes(&s.enomem_by_cause)
+                ));
+            }
             if !s.splits_by_mapping.is_empty() {
                 text.push_str(&format!(
                     "{:>8} splits by mapping: {}\n",
@@ -214,4 +221,13 @@ fn wrap(paragraph: &str, width: usize) -> String {
     text.push_str(&line);
     text.push('\n');
     text
+}
+
+/// "vma limit 3, memory 1": ENOMEMs by cause.
+pub fn enomem_causes(by_cause: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    by_cause
+        .iter()
+        .map(|(cause, n)| format!("{} {n}", cause.replace('_', " ")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

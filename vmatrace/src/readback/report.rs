@@ -413,6 +413,7 @@ fn process_json(state: &ProcessState, e: &Extra, header: &Header) -> Value {
         "splits": state.splits,
         "splits_by_mapping": state.splits_by_mapping,
         "enomem": state.enomem,
+        "enomem_by_cause": state.enomem_by_cause,
         "near_limit": state.near_limit,
         "exited": state.exited,
         "busiest_second": busiest.map(|(s, n)| json!({"from_s": s, "calls": n})),
@@ -597,6 +598,13 @@ fn process_text(p: &Value, limit: &Value) -> String {
         p["enomem"],
         p["near_limit"],
     ));
+    if let Some(causes) = p["enomem_by_cause"].as_object().filter(|c| !c.is_empty()) {
+        let causes: Vec<String> = causes
+            .iter()
+            .map(|(cause, n)| format!("{} {n}", cause.replace('_', " ")))
+            .collect();
+        text.push_str(&format!("  ENOMEM causes: {}\n", causes.join(", ")));
+    }
     let by_mapping: std::collections::BTreeMap<String, u64> =
         serde_json::from_value(p["splits_by_mapping"].clone()).unwrap_or_default();
     if !by_mapping.is_empty() {
