@@ -189,6 +189,9 @@ pub struct Applied {
     pub count: Option<i64>,
     /// The mapping(s) the call touched, when known (`mappings`).
     pub mapping: Option<Arc<str>>,
+    /// The process's name, when the thread that made the call has another
+    /// (`redis-server` for a `jemalloc_bg_thd` call): lines show both.
+    pub process_comm: Option<String>,
 }
 
 impl Processes {
@@ -278,9 +281,12 @@ impl Processes {
         // (jemalloc_bg_thd, say) stands in only until a better one is known.
         let comm = comm_str(&event.comm);
         let by_main_thread = event.tid == event.pid && kind != Some(EventKind::Exit);
-        if !comm.is_empty() && (by_main_thread || state.comm.is_empty()) {
+        let process_comm = if !comm.is_empty() && (by_main_thread || state.comm.is_empty()) {
             state.comm = comm;
-        }
+            None
+        } else {
+            (state.comm != comm).then(|| state.comm.clone())
+        };
         if kind == Some(EventKind::Exec) {
             // A new address space: the old peak says nothing about it.
             state.execs += 1;
@@ -340,6 +346,7 @@ impl Processes {
             flags,
             count,
             mapping,
+            process_comm,
         }
     }
 
@@ -455,8 +462,10 @@ mod tests {
         by_main.comm = [0; 16];
         by_main.comm[..12].copy_from_slice(b"redis-server");
         processes.apply(&by_main);
-        processes.apply(&by_thread);
+        let applied = processes.apply(&by_thread);
         assert_eq!(processes.by_pid[&7].comm, "redis-server");
+        // The line names both: the process, and the thread that called.
+        assert_eq!(applied.process_comm.as_deref(), Some("redis-server"));
     }
 
     #[test]

@@ -131,6 +131,7 @@ mod tests {
             },
             count: Some(11),
             mapping: None,
+            process_comm: None,
         };
         let plain = Applied {
             flags: Flags::default(),

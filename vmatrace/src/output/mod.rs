@@ -122,7 +122,12 @@ impl Output {
     pub fn text_line(&self, event: &Event, applied: &Applied, limit: u64) -> String {
         let when = self.clock(event.exit_ns);
         let who = format!("{}/{}", event.pid, event.tid);
-        let comm = comm_str(&event.comm);
+        // The process as ps names it, and the thread when it has a name
+        // of its own: "redis-server[jemalloc_bg_thd]".
+        let comm = match &applied.process_comm {
+            Some(process) => format!("{process}[{}]", comm_str(&event.comm)),
+            None => comm_str(&event.comm),
+        };
         match EventKind::from_u8(event.kind) {
             Some(EventKind::Syscall) => {
                 let Some(call) = Call::from_u8(event.call) else {
@@ -200,6 +205,7 @@ impl Output {
             "pid": event.pid,
             "tid": event.tid,
             "comm": comm_str(&event.comm),
+            "process": applied.process_comm.as_deref().map_or_else(|| comm_str(&event.comm), str::to_string),
             "vmas": applied.count,
             "limit": limit,
         });

@@ -33,7 +33,9 @@ use crate::{
 /// that cannot keep up at all (a terminal at 200,000 lines a second).
 const QUEUE_JOBS: usize = 1 << 15;
 
-/// What the printer prints, in order.
+/// What the printer prints, in order. Events are the hot variant: boxing
+/// them would cost an allocation each, for the rare status line's sake.
+#[allow(clippy::large_enum_variant)]
 pub enum Job {
     Event(EventJob),
     /// A JSON object among the events (a status with `--json`).
