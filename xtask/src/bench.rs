@@ -69,7 +69,224 @@ pub fn run(tools: &Tools, args: &[String]) -> Result<ExitCode> {
     for workload in &workloads {
         bench_workload(workload, compare)?;
     }
+    bench_bystander(&workloads[0], compare)?;
+    bench_footprint()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What tracing one process costs the others: an untraced churn loop (a
+/// bystander) timed alone and while vmatrace (or bpftrace) traces an idle
+/// process.
+fn bench_bystander(workload: &Workload, compare: bool) -> Result<()> {
+    let root = workspace_root();
+    let bin = root
+        .join("target/release/examples/workload")
+        .display()
+        .to_string();
+    let vmatrace = root.join("target/release/vmatrace").display().to_string();
+    let args: Vec<&str> = workload.args.iter().map(String::as_str).collect();
+    let (mut alone, mut beside_vmatrace, mut beside_bpftrace) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        alone.push(timed(&bin, &args, false)?.0);
+        let idle = Idle::start(&bin)?;
+        let pid = idle.pid().to_string();
+        let tracer = Background::start(&vmatrace, &["-q", "-p", &pid], "vmatrace: tracing")?;
+        beside_vmatrace.push(timed(&bin, &args, false)?.0);
+        tracer.stop()?;
+        if compare {
+            let script = format!(
+                "tracepoint:syscalls:sys_enter_mmap,tracepoint:syscalls:sys_enter_munmap \
+                 /pid == {pid}/ {{ @calls[probe] = count(); }} \
+                 tracepoint:syscalls:sys_exit_mmap,tracepoint:syscalls:sys_exit_munmap \
+                 /pid == {pid}/ {{ @ret[probe] = count(); }}"
+            );
+            let tracer = Background::start("bpftrace", &["-e", &script], "Attaching")?;
+            beside_bpftrace.push(timed(&bin, &args, false)?.0);
+            tracer.stop()?;
+        }
+        idle.stop();
+    }
+    let base = median(&mut alone);
+    println!(
+        "\nbystander: an untraced {} loop while another, idle process is traced",
+        workload.args[0]
+    );
+    println!("  alone                            {base:>8.3} s");
+    let report = |label: &str, secs: f64| {
+        println!("  {label:<32} {secs:>8.3} s   x{:.3}", secs / base);
+    };
+    report("beside vmatrace -q -p IDLE", median(&mut beside_vmatrace));
+    if compare {
+        report(
+            "beside bpftrace (counting, pid)",
+            median(&mut beside_bpftrace),
+        );
+    }
+    Ok(())
+}
+
+/// vmatrace's own cost: from launch to the traced command's start, from
+/// the summary to the exit, and its peak memory, tracing a short churn.
+fn bench_footprint() -> Result<()> {
+    let root = workspace_root();
+    let bin = root
+        .join("target/release/examples/workload")
+        .display()
+        .to_string();
+    let vmatrace = root.join("target/release/vmatrace").display().to_string();
+    let (mut start, mut exit, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let run = footprint_run(&vmatrace, &bin)?;
+        start.push(run.0);
+        exit.push(run.1);
+        rss.push(run.2);
+    }
+    println!("\nvmatrace itself: `vmatrace -q -- workload churn 50000 4` (default ring buffer)");
+    println!(
+        "  launch to the command's start    {:>8.3} s",
+        median(&mut start)
+    );
+    println!(
+        "  summary to exit                  {:>8.3} s",
+        median(&mut exit)
+    );
+    println!(
+        "  peak RSS                         {:>8.1} MB",
+        median(&mut rss)
+    );
+    Ok(())
+}
+
+/// One run: (launch to "workload: ready", summary to exit, peak RSS MB).
+fn footprint_run(vmatrace: &str, bin: &str) -> Result<(f64, f64, f64)> {
+    use std::io::{BufRead, BufReader};
+    use std::time::Instant;
+    let launched = Instant::now();
+    let mut child = Command::new("/usr/bin/time")
+        .args([
+            "-f",
+            "maxrss_kib=%M",
+            vmatrace,
+            "-q",
+            "--",
+            bin,
+            "churn",
+            "50000",
+            "4",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running vmatrace under /usr/bin/time (package time)")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let (mut ready, mut summary, mut maxrss) = (None, None, None);
+    for line in BufReader::new(stderr).lines() {
+        let line = line?;
+        if line.starts_with("workload: ready") {
+            ready.get_or_insert(launched.elapsed());
+        }
+        if line.starts_with("lost events") || line.starts_with("LOST EVENTS") {
+            summary.get_or_insert(launched.elapsed());
+        }
+        if let Some(kib) = line.strip_prefix("maxrss_kib=") {
+            maxrss = kib.trim().parse::<f64>().ok();
+        }
+    }
+    let exited = launched.elapsed();
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("vmatrace failed ({status})");
+    }
+    let (ready, summary) = (
+        ready.context("the workload never started")?,
+        summary.context("no summary")?,
+    );
+    Ok((
+        ready.as_secs_f64(),
+        (exited - summary).as_secs_f64(),
+        maxrss.context("no peak RSS from /usr/bin/time")? / 1024.0,
+    ))
+}
+
+/// A workload that waits, idle, until stopped: the traced process of the
+/// bystander benchmark.
+struct Idle(std::process::Child);
+
+impl Idle {
+    fn start(bin: &str) -> Result<Idle> {
+        let child = Command::new(bin)
+            .args(["mmap", "1", "--wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the idle workload")?;
+        Ok(Idle(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn stop(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A tracer running beside the benchmark, ready once its stderr or stdout
+/// says `ready_when`.
+struct Background(std::process::Child);
+
+impl Background {
+    fn start(program: &str, args: &[&str], ready_when: &str) -> Result<Background> {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            let needle = ready_when.to_string();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if line.contains(&needle) {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+        }
+        rx.recv_timeout(Duration::from_secs(60))
+            .with_context(|| format!("{program} did not get ready"))?;
+        Ok(Background(child))
+    }
+
+    /// SIGINT, as a user stops a tracer, then waits for it.
+    fn stop(mut self) -> Result<()> {
+        Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status()?;
+        self.0.wait()?;
+        Ok(())
+    }
 }
 
 fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
