@@ -5,6 +5,8 @@
 //! There is exactly one event type, [`Event`], for every kind of record.
 #![no_std]
 
+pub mod proc_stats;
+
 /// The memory-mapping calls vmatrace traces. The discriminant is what the
 /// kernel writes into [`Event::call`]; the order is part of the ABI between
 /// the two sides (and, later, of the trace file format), so only append.

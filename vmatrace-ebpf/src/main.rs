@@ -54,6 +54,9 @@ mod counts;
 /// `task_newtask`, `sched_process_exec`, `sched_process_exit`.
 mod lifecycle;
 
+/// Per-process counters for `serve` and `top -a`.
+mod proc_stats;
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

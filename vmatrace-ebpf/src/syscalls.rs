@@ -314,6 +314,9 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
         slot.event.locked = 0;
     }
     let ret = ctx_field::<i64>(ctx, SYSCALL_RET_OFFSET);
+    if !crate::proc_stats::record::<COUNTED>(&slot.event, slot.mm, ret, exit_ns) {
+        return;
+    }
     let stack = user_stack_if_wanted::<COUNTED>(ctx, &slot.event, ret);
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {

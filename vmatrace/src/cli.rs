@@ -88,6 +88,12 @@ pub enum Command {
     Report(ReportArgs),
     /// Convert a recorded trace for other tools.
     Export(ExportArgs),
+    /// Export every process's VMA count, splits and ENOMEMs to Prometheus
+    /// (GET /metrics), from counters kept in the kernel.
+    Serve(crate::host::serve::ServeArgs),
+    /// Rank every process (-a) or some (-p) by their risk of reaching
+    /// vm.max_map_count, live.
+    Top(crate::host::top::TopArgs),
 }
 
 #[derive(Debug, Args)]

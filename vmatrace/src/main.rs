@@ -27,6 +27,8 @@ fn main() {
         Some(Command::Replay(args)) => readback::replay(&args),
         Some(Command::Report(args)) => readback::report(&args),
         Some(Command::Export(args)) => readback::export(&args),
+        Some(Command::Serve(args)) => vmatrace::host::serve::run(args),
+        Some(Command::Top(args)) => vmatrace::host::top::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -12,7 +12,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use vmatrace_common::{
     Call, SYSCALL_BYSTANDER, SYSCALL_BYSTANDER_PRCTL, SYSCALL_TABLE_SIZE, TARGET_TRACED,
-    count_mode, lost, names,
+    count_mode, lost, names, proc_stats,
 };
 
 use super::{btf, prog_info, tracefs};
@@ -37,6 +37,11 @@ pub struct ProbeConfig {
     pub debug_probes: bool,
     /// Where the calls' counts are to be read.
     pub count_mode: CountModeChoice,
+    /// Send each call's event to userspace (false: only the per-process
+    /// counters of `PROC_STATS` are kept, as `serve` wants).
+    pub send_events: bool,
+    /// `vm.max_map_count`, for the ENOMEM causes the counters keep.
+    pub max_map_count: u64,
 }
 
 /// Where the calls' counts are to be read (`--count-mode`).
@@ -233,6 +238,8 @@ impl Probes {
         let wakeup_bytes = u64::from(config.ring_buffer_bytes / 4);
         let warn_at = i32::try_from(config.warn_at).unwrap_or(i32::MAX);
         let log_level = log_level(config.debug_probes);
+        let send_events = u8::from(config.send_events);
+        let max_map_count = i64::try_from(config.max_map_count).unwrap_or(i64::MAX);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::TRACE_ALL, &trace_all, true)
@@ -260,6 +267,8 @@ impl Probes {
             )
             .override_global(names::LOCK_RELEASED_MM_OFFSET, &lock.released_mm, true)
             .override_global(names::COUNT_MODE, &mode_global, true)
+            .override_global(proc_stats::names::SEND_EVENTS, &send_events, true)
+            .override_global(proc_stats::names::MAX_MAP_COUNT, &max_map_count, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
             .map_max_entries(names::PROCESSES, processes_entries);
         let mut ebpf = loader
@@ -413,6 +422,17 @@ impl Probes {
     }
 
     /// The map of captured user stacks. Taken once.
+    /// The per-process counters (`PROC_STATS`), for `serve` and `top -a`.
+    pub fn take_proc_stats(
+        &mut self,
+    ) -> anyhow::Result<HashMap<MapData, u32, proc_stats::ProcStats>> {
+        let map = self
+            .ebpf
+            .take_map(proc_stats::names::PROC_STATS)
+            .context("PROC_STATS map")?;
+        Ok(HashMap::try_from(map)?)
+    }
+
     pub fn take_stacks(&mut self) -> anyhow::Result<StackTraceMap<MapData>> {
         let map = self
             .ebpf

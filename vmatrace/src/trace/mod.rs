@@ -69,6 +69,8 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         capture_stacks: stack_mode(&cli),
         debug_probes: cli.debug_probes,
         count_mode: cli.count_mode,
+        send_events: true,
+        max_map_count: limit,
     })?;
     let stacks = probes.take_stacks().map_err(Failure::environment)?;
     let events = probes.take_events().map_err(Failure::environment)?;
