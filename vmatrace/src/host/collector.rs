@@ -150,6 +150,9 @@ pub struct Collector {
 impl Collector {
     /// Loads the programs with events off, and reads the count of every
     /// process in scope from /proc.
+    // `..ProbeConfig::default()`: needless today, it keeps options the
+    // loader gains later (off by default) from breaking this.
+    #[allow(clippy::needless_update)]
     pub fn start(config: &CollectorConfig) -> Result<Collector, Failure> {
         let limit = kernel::max_map_count().map_err(Failure::environment)?;
         let warn_at = (limit as f64 * config.warn_fraction).ceil() as u64;
@@ -165,6 +168,8 @@ impl Collector {
             count_mode: config.count_mode,
             send_events: false,
             max_map_count: limit,
+            // Whatever else the loader learns to do stays off here.
+            ..ProbeConfig::default()
         })?;
         let stats = probes.take_proc_stats().map_err(Failure::environment)?;
         let ring = probes.take_events().map_err(Failure::environment)?;

@@ -23,7 +23,7 @@ static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vmatrace.bpf.o"));
 
 /// How the programs are to be configured.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ProbeConfig {
     pub trace_all: bool,
     pub follow_forks: bool,
