@@ -10,9 +10,12 @@
 //! - `bench`  setup, then the overhead benchmark (see bench.rs).
 //! - `kernels` Debian kernels under QEMU: list, fetch, run a command in one
 //!   (see kernels.rs).
+//! - `test-kernels` the portable core of the integration tests inside each
+//!   kernel of the matrix (see matrix.rs); `test` runs it too, last.
 
 mod bench;
 mod kernels;
+mod matrix;
 mod setup;
 
 use std::{
@@ -49,13 +52,19 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "test" => test(rest),
         "bench" => bench::run(&setup::ensure()?, rest),
         "kernels" => kernels::main(rest),
+        "test-kernels" => matrix::main(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <setup|build|run|test|bench|kernels> [ARGS]\n\
+                "usage: cargo xtask <setup|build|run|test|test-kernels|bench|kernels> [ARGS]\n\
                  \n  setup           install nightly rust-src and bpf-linker if missing\
                  \n  build           build everything\
                  \n  run -- ARGS     build (release) and run vmatrace ARGS\
-                 \n  test            fmt, clippy and every test, real probes included (root)\
+                 \n  test            fmt, clippy and every test, real probes included (root),\
+                 \n                  then test-kernels (VMATRACE_SKIP_KERNELS=1 skips it\
+                 \n                  outside CI)\
+                 \n  test-kernels [KERNEL...]\
+                 \n                  the integration tests' portable core as root in Debian\
+                 \n                  kernels under QEMU, one line per kernel and test\
                  \n  bench           overhead of tracing an mmap/munmap churn workload\
                  \n  kernels ...     Debian kernels under QEMU (cargo xtask kernels help)"
             );
@@ -105,10 +114,42 @@ fn test(args: &[String]) -> Result<ExitCode> {
     test_args.extend(args.iter().map(String::as_str));
     let counts = cargo_test(&tools, &test_args)?;
     fuzz_smoke(&tools)?;
+    let kernels = if skip_kernels() {
+        matrix::Counts::default()
+    } else {
+        let names: Vec<String> = matrix::KERNELS.iter().map(|k| k.to_string()).collect();
+        matrix::run(&tools, &names, matrix::TESTS)?
+    };
     // One closing line for every test run above (cargo's own last line is
     // that of a doc-test crate with none).
-    println!("tests: {} passed, {} failed", counts.0, counts.1);
-    Ok(ExitCode::SUCCESS)
+    println!(
+        "tests: {} passed, {} failed",
+        counts.0 + kernels.passed,
+        counts.1 + kernels.failed
+    );
+    Ok(if kernels.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `VMATRACE_SKIP_KERNELS=1` leaves the kernel matrix out of a local
+/// `cargo xtask test`; CI (`CI=true`) runs it whatever that says.
+fn skip_kernels() -> bool {
+    let skip = env::var("VMATRACE_SKIP_KERNELS").is_ok_and(|v| !v.is_empty() && v != "0");
+    let ci = env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    match (skip, ci) {
+        (true, true) => {
+            eprintln!("xtask: CI is set: VMATRACE_SKIP_KERNELS is ignored, the kernel matrix runs");
+            false
+        }
+        (true, false) => {
+            eprintln!("xtask: VMATRACE_SKIP_KERNELS is set: the kernel matrix is skipped");
+            true
+        }
+        (false, _) => false,
+    }
 }
 
 /// Runs cargo test, passing its output through, and sums its results.

@@ -28,6 +28,9 @@ pub struct Guest {
     pub memory_mib: u32,
     /// Wall-clock limit for boot + command; QEMU is killed past it.
     pub timeout: Duration,
+    /// Wall-clock limit for reaching the command: a kernel that hangs
+    /// while booting is killed then, not at `timeout`.
+    pub boot_timeout: Duration,
     /// Where the command starts (a host path: the guest sees the host's
     /// root).
     pub cwd: PathBuf,
@@ -43,6 +46,7 @@ impl Guest {
             smp,
             memory_mib: 2048,
             timeout: Duration::from_secs(600),
+            boot_timeout: Duration::from_secs(120),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             share_rw: None,
         }
@@ -153,7 +157,9 @@ pub fn run(kernel: &Kernel, guest: &Guest, command: &[&str], runs: &Path) -> Res
         .stderr(fs::File::create(run_dir.join("qemu.log"))?)
         .spawn()
         .context("starting qemu-system-x86_64")?;
-    let finished = wait_with_timeout(&mut qemu, guest.timeout)?;
+    let output_log = run_dir.join("output.log");
+    let booted = || read_lossy(&output_log).contains("<<guest-booted");
+    let finished = wait_with_timeout(&mut qemu, guest.timeout, guest.boot_timeout, booted)?;
     let wall = start.elapsed();
     for daemon in &mut daemons {
         daemon.stop();
@@ -198,16 +204,26 @@ fn quote(word: &str) -> String {
 
 fn qemu_command(kernel: &Kernel, guest: &Guest, run_dir: &Path, script: &Path) -> Command {
     let mut append = format!(
-        "console=ttyS0 panic=-1 loglevel=4 guest.script={}",
+        // oops=panic: a guest whose kernel oopsed is done for; with panic=-1
+        // and -no-reboot it powers off at once instead of hanging until the
+        // time-out.
+        "console=ttyS0 panic=-1 oops=panic loglevel=4 guest.script={}",
         script.display()
     );
     if let Some(share) = &guest.share_rw {
         append.push_str(&format!(" guest.rw={}", share.display()));
     }
+    // For diagnosing a guest: more kernel parameters (`loglevel=8`...).
+    if let Ok(extra) = std::env::var("VMATRACE_KERNEL_APPEND") {
+        append.push(' ');
+        append.push_str(&extra);
+    }
     let memory = guest.memory_mib;
+    // The emulated CPU model; `max` unless VMATRACE_QEMU_CPU says otherwise.
+    let cpu = std::env::var("VMATRACE_QEMU_CPU").unwrap_or_else(|_| "max".into());
     let mut qemu = Command::new(QEMU);
     qemu.args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-accel", "tcg", "-cpu", "max", "-no-reboot"])
+        .args(["-accel", "tcg", "-cpu", &cpu, "-no-reboot"])
         .args(["-m", &format!("{memory}M"), "-smp", &guest.smp.to_string()])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
@@ -320,12 +336,30 @@ impl Drop for Daemon {
     }
 }
 
-/// True if the child exited in time; otherwise it is killed.
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<bool> {
-    let deadline = Instant::now() + timeout;
+/// True if the child exited in time; otherwise it is killed, at `timeout`
+/// or at `boot_timeout` if `booted` is not true by then.
+fn wait_with_timeout(
+    child: &mut Child,
+    timeout: Duration,
+    boot_timeout: Duration,
+    booted: impl Fn() -> bool,
+) -> Result<bool> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut boot_deadline = Some(start + boot_timeout);
     loop {
         if child.try_wait()?.is_some() {
             return Ok(true);
+        }
+        if let Some(at) = boot_deadline {
+            if booted() {
+                boot_deadline = None;
+            } else if Instant::now() > at {
+                eprintln!("xtask: the guest did not reach its command in {boot_timeout:?}");
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(false);
+            }
         }
         if Instant::now() > deadline {
             let _ = child.kill();
