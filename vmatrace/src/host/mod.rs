@@ -8,7 +8,6 @@
 
 pub mod collector;
 pub mod metrics;
-pub mod ranked;
 pub mod seed;
 pub mod serve;
 pub mod top;

@@ -7,6 +7,7 @@ pub mod allocator;
 pub mod detect;
 pub mod history;
 pub mod processes;
+pub mod ranking;
 pub mod sites;
 pub mod snapshot;
 pub mod syscalls;

@@ -8,9 +8,14 @@ use crate::{
     kernel::probes::LostCounts,
     model::{
         processes::Processes,
+        ranking,
         verdict::{self, Verdict},
     },
 };
+
+/// Processes the text summary shows, most at risk first; the rest are
+/// summed up in one line (`-a` meets hundreds of short-lived ones).
+const SHOWN_PROCESSES: usize = 20;
 
 /// Everything the closing summary reports.
 pub struct Summary<'a> {
@@ -84,7 +89,12 @@ impl Summary<'_> {
             "MAPPED",
             "UNMAPPED"
         ));
-        for s in self.processes.by_pid.values() {
+        let (shown, folded) = ranking::rank_and_fold(
+            self.processes.by_pid.values(),
+            limit,
+            SHOWN_PROCESSES,
+        );
+        for s in shown {
             let opt = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
             text.push_str(&format!(
                 "{:>8} {:<16} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>10} {:>10}{}\n",
@@ -126,6 +136,9 @@ impl Summary<'_> {
                     s.failed_calls
                 ));
             }
+        }
+        if let Some(folded) = folded {
+            text.push_str(&format!("{:>8} {}\n", "", folded.to_text()));
         }
         let lost = self.lost;
         if lost.stacks_unavailable > 0 {

@@ -1,6 +1,6 @@
-//! For the `-a` summary (output/summary.rs, the lead's): the processes
-//! ranked by risk, the first `shown` of them, and the rest folded into one
-//! line ("and 724 short-lived processes: 12,345 calls, 0 flagged").
+//! Processes ranked by risk, for the summary of a run that met many (`-a`):
+//! the first `shown` of them, and the rest folded into one line ("and 724
+//! short-lived processes: 12,345 calls, 0 flagged").
 
 use crate::model::processes::ProcessState;
 
