@@ -273,6 +273,11 @@ pub mod names {
     pub const LOCK_ACQUIRED_WRITE_OFFSET: &str = "LOCK_ACQUIRED_WRITE_OFFSET";
     pub const LOCK_ACQUIRED_SUCCESS_OFFSET: &str = "LOCK_ACQUIRED_SUCCESS_OFFSET";
     pub const LOCK_RELEASED_MM_OFFSET: &str = "LOCK_RELEASED_MM_OFFSET";
+    pub const USER_STACK_COPIES: &str = "USER_STACK_COPIES";
+    pub const USER_STACK_BYTES: &str = "USER_STACK_BYTES";
+    pub const PT_REGS_IP_OFFSET: &str = "PT_REGS_IP_OFFSET";
+    pub const PT_REGS_SP_OFFSET: &str = "PT_REGS_SP_OFFSET";
+    pub const PT_REGS_BP_OFFSET: &str = "PT_REGS_BP_OFFSET";
 }
 
 /// Entries of the `SYSCALL_CALLS` map: syscall numbers below this are
@@ -323,6 +328,34 @@ pub const TARGET_TRACED: u8 = 1;
 
 /// `-ENOMEM` as the kernel returns it.
 pub const ENOMEM_RET: i64 = -12;
+
+/// Most bytes of user stack a [`UserStackCopy`] holds.
+pub const USER_STACK_COPY_MAX: usize = 16384;
+
+/// The user registers and the top of the user stack of a call that got a
+/// stack, sent through the `USER_STACK_COPIES` ring buffer just before its
+/// event (matched by `tid` and `enter_ns`): the return address at `sp` names
+/// the caller of a syscall stub, which a frame-pointer walk skips, and the
+/// bytes let userspace unwind with the modules' call-frame information.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UserStackCopy {
+    pub pid: u32,
+    pub tid: u32,
+    pub enter_ns: u64,
+    /// The user instruction pointer, stack pointer and frame pointer
+    /// (rbp) as the syscall left user mode.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// How many bytes from `sp` on were read (0: none were readable).
+    pub len: u32,
+    pub _pad: u32,
+    pub bytes: [u8; USER_STACK_COPY_MAX],
+}
+
+/// The header of a [`UserStackCopy`], before its bytes.
+pub const USER_STACK_COPY_HEADER: usize = core::mem::offset_of!(UserStackCopy, bytes);
 
 #[cfg(feature = "user")]
 mod user {

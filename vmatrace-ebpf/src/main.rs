@@ -57,6 +57,9 @@ mod lifecycle;
 /// Per-process counters for `serve` and `top -a`.
 mod proc_stats;
 
+/// The user registers and stack top of the calls that get a stack.
+mod user_stack;
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -368,7 +368,10 @@ fn user_stack_if_wanted<const COUNTED: bool>(
         return 0;
     }
     match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
-        Ok(id) => id as u32 + 1,
+        Ok(id) => {
+            crate::user_stack::copy_for(event);
+            id as u32 + 1
+        }
         Err(error) => {
             count_lost(lost::STACK_UNAVAILABLE);
             debug!(ctx, "pid {}: no user stack (error {})", event.pid, error);

@@ -188,6 +188,19 @@ pub struct LiveArgs {
     #[arg(long)]
     pub no_stacks: bool,
 
+    /// How user stacks are walked: `fp` follows frame pointers (plus the
+    /// caller of a syscall stub, read at the stack pointer), `dwarf` unwinds
+    /// a copy of the stack's top with the modules' call-frame information
+    /// (.eh_frame, .debug_frame), `auto` unwinds with DWARF as far as the
+    /// copy reaches and continues with the frame-pointer walk.
+    #[arg(long, value_enum, default_value_t = crate::stacks::unwind::UnwindMode::Auto)]
+    pub unwind: crate::stacks::unwind::UnwindMode,
+
+    /// Bytes of user stack copied for DWARF unwinding of each call that
+    /// gets a stack (at most 16384).
+    #[arg(long, value_name = "BYTES", default_value_t = 8192)]
+    pub stack_bytes: u32,
+
     /// On a terminal, print at most N flagged lines of one flag and call
     /// site a second, and one line saying how many more there were; 0
     /// prints every line. Default: 5 on a terminal, every line when piped

@@ -800,12 +800,20 @@ fn top_shows_the_allocator_pattern_live() {
         "--pause",
     ]);
     // Sites come from symbolized stacks, which the printer thread catches
-    // up with: in time the churn's own function comes out on top.
+    // up with: in time the churn's own path comes out on top (the site is
+    // the function that called munmap, the workload's `unmap` helper,
+    // called from split_churn).
     let caught_up = run.wait_event(|v| {
+        let top = &v["processes"][0]["top_sites"][0];
         v["type"] == "top"
-            && v["processes"][0]["top_sites"][0]["site"]
-                .as_str()
-                .is_some_and(|s| s.contains("split_churn"))
+            && top["site"].as_str().is_some_and(|s| s.ends_with("unmap"))
+            && top["stack"]["frames"].as_array().is_some_and(|frames| {
+                frames.iter().any(|f| {
+                    f["function"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("split_churn"))
+                })
+            })
     });
     run.send_line();
     let finished = run.finish();

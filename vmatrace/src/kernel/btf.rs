@@ -17,6 +17,17 @@ pub struct StructOffsets {
     pub task_mm: u64,
     /// `offsetof(struct mm_struct, map_count)`, through anonymous members.
     pub mm_map_count: u64,
+    /// `offsetof(struct pt_regs, ip/sp/bp)` (x86-64; `pc`, `sp`,
+    /// `regs[29]` elsewhere is not handled): where the user registers of a
+    /// call that gets a stack are read. None: no user stack copies.
+    pub pt_regs: Option<PtRegsOffsets>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PtRegsOffsets {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
 }
 
 /// Reads the member offsets from a BTF file (normally the running kernel's).
@@ -49,6 +60,13 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
     Ok(StructOffsets {
         task_mm: offset("task_struct", "mm").map_err(Failure::environment)?,
         mm_map_count: offset("mm_struct", "map_count").map_err(Failure::environment)?,
+        pt_regs: (|| {
+            Some(PtRegsOffsets {
+                ip: offset("pt_regs", "ip").ok()?,
+                sp: offset("pt_regs", "sp").ok()?,
+                bp: offset("pt_regs", "bp").ok()?,
+            })
+        })(),
     })
 }
 
@@ -81,6 +99,15 @@ mod tests {
         let offsets = struct_offsets(Path::new(DEFAULT_BTF_PATH)).expect("offsets");
         assert!(offsets.task_mm > 0);
         assert!(offsets.mm_map_count > 0);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            offsets.pt_regs,
+            Some(PtRegsOffsets {
+                ip: 128,
+                sp: 152,
+                bp: 32
+            })
+        );
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct ProbeConfig {
     pub send_events: bool,
     /// `vm.max_map_count`, for the ENOMEM causes the counters keep.
     pub max_map_count: u64,
+    /// Bytes of user stack copied (with the user registers) for each call
+    /// that gets a stack; 0 for none.
+    pub user_stack_bytes: u32,
 }
 
 /// Where the calls' counts are to be read (`--count-mode`).
@@ -240,6 +243,19 @@ impl Probes {
         let log_level = log_level(config.debug_probes);
         let send_events = u8::from(config.send_events);
         let max_map_count = i64::try_from(config.max_map_count).unwrap_or(i64::MAX);
+        // Without the registers' offsets, no copies.
+        let (user_stack_bytes, pt_regs) = match offsets.pt_regs {
+            Some(pt_regs) => (config.user_stack_bytes, pt_regs),
+            None => (
+                0,
+                btf::PtRegsOffsets {
+                    ip: 0,
+                    sp: 0,
+                    bp: 0,
+                },
+            ),
+        };
+        let user_stack_bytes = user_stack_bytes.min(vmatrace_common::USER_STACK_COPY_MAX as u32);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::TRACE_ALL, &trace_all, true)
@@ -269,6 +285,10 @@ impl Probes {
             .override_global(names::COUNT_MODE, &mode_global, true)
             .override_global(proc_stats::names::SEND_EVENTS, &send_events, true)
             .override_global(proc_stats::names::MAX_MAP_COUNT, &max_map_count, true)
+            .override_global(names::USER_STACK_BYTES, &user_stack_bytes, true)
+            .override_global(names::PT_REGS_IP_OFFSET, &pt_regs.ip, true)
+            .override_global(names::PT_REGS_SP_OFFSET, &pt_regs.sp, true)
+            .override_global(names::PT_REGS_BP_OFFSET, &pt_regs.bp, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
             .map_max_entries(names::PROCESSES, processes_entries);
         let mut ebpf = loader
@@ -418,6 +438,15 @@ impl Probes {
             .ebpf
             .take_map(names::EVENTS)
             .context("the EVENTS ring buffer was already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The ring buffer of user registers and stack tops. Taken once.
+    pub fn take_user_stack_copies(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
+        let map = self
+            .ebpf
+            .take_map(names::USER_STACK_COPIES)
+            .context("the USER_STACK_COPIES ring buffer was already taken")?;
         Ok(RingBuf::try_from(map)?)
     }
 

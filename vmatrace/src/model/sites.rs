@@ -6,7 +6,11 @@ use std::collections::HashMap;
 use serde::Serialize;
 use vmatrace_common::Event;
 
-use crate::{model::detect, model::processes::Applied, stacks::symbols::Stack};
+use crate::{
+    model::detect,
+    model::processes::Applied,
+    stacks::symbols::{Frame, Stack},
+};
 
 /// Call sites, by the first frame outside the C library and the loader:
 /// where in the program (or its allocator) a mapping call came from.
@@ -21,6 +25,10 @@ pub struct SiteStats {
     pub vmas_added: i64,
     pub splits: u64,
     pub enomem: u64,
+    /// The first frame outside the allocator too, in the first stack
+    /// seen from this site: the code that drove the allocator to the call
+    /// (the site itself when it is no allocator frame).
+    pub caller: Option<String>,
     /// The first stack seen from this site.
     #[serde(rename = "stack")]
     pub example: Option<Stack>,
@@ -41,6 +49,7 @@ impl Sites {
         stats.splits += u64::from(applied.flags.split);
         stats.enomem += u64::from(applied.flags.enomem);
         stats.example.get_or_insert_with(|| stack.clone());
+        stats.caller.get_or_insert_with(|| caller_of(stack));
     }
 
     /// The `n` sites that added the most VMAs (then SPLITs, ENOMEMs).
@@ -71,24 +80,82 @@ impl Sites {
 /// entirely inside libc and the loader (the loader's own mappings) is
 /// named by its outermost known frame.
 pub fn site_of(stack: &Stack) -> String {
+    first_outside(stack, |_| false)
+}
+
+/// The first frame outside libc, the loader and the allocator (jemalloc,
+/// tcmalloc, mimalloc, glibc malloc): the code that asked for memory.
+pub fn caller_of(stack: &Stack) -> String {
+    first_outside(stack, is_allocator)
+}
+
+fn first_outside(stack: &Stack, also_skip: impl Fn(&Frame) -> bool) -> String {
     let known = || stack.frames.iter().filter(|f| f.module.is_some());
     known()
-        .find(|f| !f.module.as_deref().is_some_and(is_libc_or_loader))
+        .find(|f| !f.module.as_deref().is_some_and(is_libc_or_loader) && !also_skip(f))
         .or_else(|| known().next_back())
-        .map(|f| match (&f.function, &f.module) {
-            (Some(function), _) => function.clone(),
-            (None, Some(module)) => {
-                let file = module.rsplit('/').next().unwrap_or(module);
-                format!("{file}@{:#x}", f.addr)
-            }
-            (None, None) => format!("{:#x}", f.addr),
-        })
+        .map(name_of)
         .unwrap_or_else(|| "??".into())
+}
+
+fn name_of(f: &Frame) -> String {
+    match (&f.function, &f.module) {
+        (Some(function), _) => function.clone(),
+        (None, Some(module)) => {
+            // Unnamed: its place in its file, the same in every process.
+            let file = module.rsplit('/').next().unwrap_or(module);
+            format!("{file}+{:#x}", f.offset)
+        }
+        (None, None) => format!("{:#x}", f.addr),
+    }
 }
 
 fn is_libc_or_loader(module: &str) -> bool {
     let file = module.rsplit('/').next().unwrap_or(module);
     file.starts_with("libc.so") || file.starts_with("ld-linux") || file.starts_with("libc-")
+}
+
+/// An allocator's frame: in an allocator's library, or a function of one
+/// linked into the program (jemalloc's `je_`/`_rjem_` names, tcmalloc's
+/// `tc_`, mimalloc's `mi_`, the C allocation entry points).
+fn is_allocator(f: &Frame) -> bool {
+    const LIBRARIES: &[&str] = &["libjemalloc", "libtcmalloc", "libmimalloc"];
+    const ENTRY_POINTS: &[&str] = &[
+        "malloc",
+        "free",
+        "calloc",
+        "realloc",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "sdallocx",
+        "mallocx",
+        "rallocx",
+        "dallocx",
+    ];
+    let file = f
+        .module
+        .as_deref()
+        .map(|m| m.rsplit('/').next().unwrap_or(m));
+    if file.is_some_and(|file| LIBRARIES.iter().any(|l| file.starts_with(l))) {
+        return true;
+    }
+    let Some(function) = f.function.as_deref() else {
+        return false;
+    };
+    let bare = function.trim_start_matches('_');
+    [
+        "je_", "rjem_", "tc_", "mi_", "jemalloc", "tcmalloc", "mimalloc",
+    ]
+    .iter()
+    .any(|p| bare.starts_with(p))
+        || function.contains("jemalloc")
+        || ENTRY_POINTS.contains(&bare)
+        || bare.starts_with("int_free")
+        || bare.starts_with("int_malloc")
+        || bare.starts_with("libc_malloc")
+        || bare.starts_with("libc_free")
 }
 
 /// Call sites by pid, shared between the printer and the `--top` view.
@@ -99,7 +166,7 @@ mod tests {
     use vmatrace_common::{Call, EventKind};
 
     use super::*;
-    use crate::{model::detect::Flags, stacks::symbols::Frame};
+    use crate::model::detect::Flags;
 
     fn frame(function: &str, module: &str) -> Frame {
         Frame {
@@ -109,6 +176,7 @@ mod tests {
             module: Some(module.into()),
             file: None,
             line: None,
+            build_id: None,
         }
     }
 
@@ -140,6 +208,8 @@ mod tests {
         let jemalloc = Stack::new(vec![
             frame("__munmap", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
             frame("je_pages_unmap", "/app"),
+            frame("free", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+            frame("free_whole", "/app"),
         ]);
         let free = Stack::new(vec![frame("free_whole", "/app")]);
         let mut sites = Sites::default();
@@ -156,6 +226,7 @@ mod tests {
             ),
             (2, 2, 2)
         );
+        assert_eq!(top[0].stats.caller.as_deref(), Some("free_whole"));
         assert_eq!(top[1].site, "free_whole");
         assert_eq!(top[1].stats.vmas_added, 0);
         assert_eq!(sites.top(1).len(), 1);

@@ -502,15 +502,16 @@ fn report_text(report: &Value, verdicts: &str) -> String {
 fn sites_text(report: &Value) -> String {
     let mut text = String::new();
     if let Some(sites) = report["top_sites"].as_array() {
-        text.push_str("  top call sites by VMAs added:\n");
+        text.push_str("  top call sites by VMAs added (site, and past the allocator):\n");
         for s in sites {
+            let site = s["site"].as_str().unwrap_or("?");
+            let caller = match s["caller"].as_str() {
+                Some(caller) if caller != site => format!("  <- {caller}"),
+                _ => String::new(),
+            };
             text.push_str(&format!(
-                "    {:>8} VMAs added, {:>7} SPLIT, {:>5} ENOMEM, {:>8} calls  {}\n",
-                s["vmas_added"],
-                s["splits"],
-                s["enomem"],
-                s["calls"],
-                s["site"].as_str().unwrap_or("?")
+                "    {:>8} VMAs added, {:>7} SPLIT, {:>5} ENOMEM, {:>8} calls  {site}{caller}\n",
+                s["vmas_added"], s["splits"], s["enomem"], s["calls"],
             ));
         }
     }

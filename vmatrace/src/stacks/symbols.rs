@@ -18,12 +18,18 @@ pub struct Frame {
     pub addr: u64,
     /// The function (demangled), if known.
     pub function: Option<String>,
-    /// Offset of `addr` in the function.
+    /// Offset of `addr` in the function; in an unnamed frame, its offset
+    /// in the file `module` (printed `module+0xoffset`, for `addr2line` or
+    /// a debug package later).
     pub offset: u64,
     /// The ELF file the address is in.
     pub module: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// The GNU build id of `module` (hex), when the file has one: what
+    /// finds its debug file. Not kept in recordings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -73,6 +79,7 @@ pub struct RawStack {
 pub struct Symbols {
     symbolizer: Symbolizer,
     done: HashMap<(u32, u32), Arc<Stack>>,
+    build_ids: HashMap<Arc<str>, Option<String>>,
 }
 
 impl Default for Symbols {
@@ -80,6 +87,7 @@ impl Default for Symbols {
         Symbols {
             symbolizer: Symbolizer::new(),
             done: HashMap::new(),
+            build_ids: HashMap::new(),
         }
     }
 }
@@ -103,6 +111,7 @@ impl Symbols {
     pub fn symbolize(&mut self, raw: &RawStack) -> Arc<Stack> {
         let mut frames = self.through_process(raw.pid, &raw.addrs);
         self.fill_from_files(&mut frames, &raw.files);
+        self.place_unnamed(&mut frames, &raw.files);
         let stack = Arc::new(Stack::new(frames));
         self.done.insert((raw.pid, raw.id), stack.clone());
         stack
@@ -155,6 +164,38 @@ impl Symbols {
     }
 }
 
+impl Symbols {
+    /// Gives each frame still unnamed its file and file offset (and the
+    /// file's build id), so it prints as `module+0xoffset`.
+    fn place_unnamed(&mut self, frames: &mut [Frame], files: &[Option<(Arc<str>, u64)>]) {
+        for (frame, file) in frames.iter_mut().zip(files) {
+            if frame.function.is_some() {
+                continue;
+            }
+            // A file's path; not a label such as `file (fd 3)`.
+            let Some((path, offset)) = file.as_ref().filter(|(p, _)| p.starts_with('/')) else {
+                continue;
+            };
+            frame.module = Some(path.to_string());
+            frame.offset = *offset;
+            frame.build_id = self
+                .build_ids
+                .entry(path.clone())
+                .or_insert_with(|| build_id_of(path))
+                .clone();
+        }
+    }
+}
+
+/// The GNU build id of an ELF file, in hex.
+fn build_id_of(path: &str) -> Option<String> {
+    use object::Object;
+    let data = std::fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let id = file.build_id().ok()??;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 impl Frame {
     fn unknown(addr: u64) -> Frame {
         Frame {
@@ -164,6 +205,7 @@ impl Frame {
             module: None,
             file: None,
             line: None,
+            build_id: None,
         }
     }
 }
@@ -186,6 +228,7 @@ fn frame_of(addr: u64, sym: &Sym, module: Option<&str>) -> Frame {
             }
         }),
         line: sym.code_info.as_ref().and_then(|c| c.line),
+        build_id: None,
     }
 }
 
@@ -193,7 +236,19 @@ fn frame_of(addr: u64, sym: &Sym, module: Option<&str>) -> Frame {
 pub fn format_stack(stack: &Stack) -> String {
     let mut text = String::new();
     for (i, frame) in stack.frames.iter().enumerate() {
-        let name = frame.function.as_deref().unwrap_or("??");
+        let name = match (&frame.function, &frame.module) {
+            (Some(function), _) => function.clone(),
+            (None, Some(module)) => {
+                // An unnamed frame: where it is in its file.
+                let base = module.rsplit('/').next().unwrap_or(module);
+                text.push_str(&format!(
+                    "    #{i:<2} {:#014x} {base}+{:#x}\n",
+                    frame.addr, frame.offset
+                ));
+                continue;
+            }
+            (None, None) => "??".to_string(),
+        };
         text.push_str(&format!("    #{i:<2} {:#014x} {name}", frame.addr));
         if frame.offset > 0 {
             text.push_str(&format!("+{:#x}", frame.offset));
@@ -227,7 +282,24 @@ mod tests {
             module: Some("/usr/lib/libc.so.6".into()),
             file: None,
             line: None,
+            build_id: None,
         }
+    }
+
+    #[test]
+    fn unnamed_frames_print_as_module_and_offset() {
+        let unnamed = Frame {
+            addr: 0x7f00_0000_1234,
+            function: None,
+            offset: 0x1234,
+            module: Some("/usr/lib/libjemalloc.so.2".into()),
+            file: None,
+            line: None,
+            build_id: Some("abcd".into()),
+        };
+        let text = format_stack(&Stack::new(vec![frame("munmap"), unnamed]));
+        assert!(text.contains(" libjemalloc.so.2+0x1234\n"), "{text}");
+        assert!(!text.contains("??"), "{text}");
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! state and detectors to the recording and the printer, and wake for
 //! status lines, checkpoints, signals and the command's exit.
 
-use std::{collections::HashSet, io::IsTerminal, process::ExitStatus, time::Duration};
+use std::{io::IsTerminal, process::ExitStatus, time::Duration};
 
 use anyhow::anyhow;
-use aya::maps::{MapData, RingBuf, StackTraceMap};
+use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::oneshot};
 use vmatrace_common::{EVENT_SIZE, Event, EventKind};
 
@@ -14,6 +14,7 @@ use super::{
     printer::{EventJob, Job, Printer},
     recording::lost_record,
     targets,
+    user_stacks::UserStacks,
 };
 use crate::{
     cli::{LiveArgs, Targets},
@@ -21,7 +22,6 @@ use crate::{
     kernel::{monotonic_ns, probes::Probes},
     model::{address_space, processes::Processes, snapshot::snapshot_process},
     output::{EventFilter, Output, status::StatusLines, top::Top},
-    stacks::symbols::RawStack,
     tracefile::{
         format::{Checkpoint, MappingRecord, Record},
         writer::Recorder,
@@ -56,9 +56,8 @@ pub(super) struct Run {
     /// exec in the system would be one: there a process is taken in at
     /// its first call after the exec).
     pub(super) snapshot_execs: bool,
-    pub(super) stacks: StackTraceMap<MapData>,
-    /// The (pid, stack id) pairs already read and handed to the printer.
-    pub(super) seen_stacks: HashSet<(u32, u32)>,
+    /// The user stacks: the kernel's walks and the copies to walk again.
+    pub(super) stacks: UserStacks,
     /// The live allocator view, with --top.
     pub(super) top: Option<Top>,
 }
@@ -223,26 +222,6 @@ impl Run {
         }
     }
 
-    /// The event's user stack, the first time (pid, stack id) is seen: its
-    /// addresses, and the file and offset of each from the process's map
-    /// before the call changed it, so it can be symbolized later, even
-    /// after the process is gone.
-    fn new_stack(&mut self, event: &Event) -> Option<RawStack> {
-        let id = event.stack.checked_sub(1)?;
-        if !self.seen_stacks.insert((event.pid, id)) {
-            return None;
-        }
-        let trace = self.stacks.get(&id, 0).ok()?;
-        let addrs: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-        let files = self.processes.files_of(event.pid, &addrs);
-        Some(RawStack {
-            pid: event.pid,
-            id,
-            addrs,
-            files,
-        })
-    }
-
     /// Waits for the printer to print every event; the output comes back
     /// for the summary.
     pub(super) fn finish_printing(&mut self) -> Result<Output, Failure> {
@@ -273,7 +252,7 @@ impl Run {
     /// Moves every waiting event through state and detectors to the
     /// recording and the printer.
     pub(super) fn drain(&mut self) -> Result<(), Failure> {
-        while let Some(event) = self.next_event() {
+        while let Some(mut event) = self.next_event() {
             self.events += 1;
             // Before the event in the file: readers meet a snapshot and a
             // file name first, as the live view did.
@@ -282,7 +261,10 @@ impl Run {
                 self.take_snapshot(event.pid, monotonic_ns());
             }
             self.name_mapped_file(&event);
-            let new_stack = self.new_stack(&event);
+            let new_stack = self.stacks.new_stack(&mut event, &self.processes);
+            if event.kind == EventKind::Exit as u8 {
+                self.stacks.forget(event.pid);
+            }
             if let Some(recorder) = self.recorder.as_mut() {
                 recorder.record(&Record::Event(event));
             }
@@ -323,6 +305,7 @@ impl Run {
         let snapshot = snapshot_process(pid, at_ns);
         self.processes
             .snapshot(&snapshot, Some(&executable_of(pid)));
+        self.stacks.seed(pid, &snapshot.maps);
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.record(&Record::Process(snapshot));
         }
@@ -344,6 +327,7 @@ impl Run {
                 path: path.to_string(),
             }));
         }
+        self.stacks.mapped(event, &path);
         self.processes.name_file_mapping(event.pid, start, path);
     }
 }

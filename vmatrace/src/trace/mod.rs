@@ -6,6 +6,7 @@ mod event_loop;
 pub mod printer;
 mod recording;
 pub mod targets;
+mod user_stacks;
 
 use std::process::ExitStatus;
 
@@ -71,8 +72,16 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         count_mode: cli.count_mode,
         send_events: true,
         max_map_count: limit,
+        user_stack_bytes: match stack_mode(&cli) {
+            capture_stacks::NONE => 0,
+            _ => cli.unwind.copy_bytes(cli.stack_bytes),
+        },
     })?;
-    let stacks = probes.take_stacks().map_err(Failure::environment)?;
+    let mut stacks = user_stacks::UserStacks::new(
+        probes.take_stacks().map_err(Failure::environment)?,
+        probes.take_user_stack_copies().ok(),
+        cli.unwind,
+    );
     let events = probes.take_events().map_err(Failure::environment)?;
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for
     // as long as it is registered.
@@ -100,7 +109,13 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
 
     let mut gated = None;
     match &targets {
-        Targets::Pids(_) => attach_pids(attached, &mut probes, &mut processes, recorder.as_mut())?,
+        Targets::Pids(_) => attach_pids(
+            attached,
+            &mut probes,
+            &mut processes,
+            &mut stacks,
+            recorder.as_mut(),
+        )?,
         Targets::Command(argv) => gated = Some(gate_command(argv, &mut probes, &mut processes)?),
         Targets::All => {}
     }
@@ -143,7 +158,6 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         recorder,
         snapshot_execs: targets != Targets::All,
         stacks,
-        seen_stacks: Default::default(),
         top,
     };
     // The command starts last, when everything is ready to follow it: a
@@ -225,6 +239,7 @@ fn attach_pids(
     attached: Vec<targets::TargetInfo>,
     probes: &mut Probes,
     processes: &mut Processes,
+    stacks: &mut user_stacks::UserStacks,
     mut recorder: Option<&mut Recorder>,
 ) -> Result<(), Failure> {
     for info in attached {
@@ -232,6 +247,7 @@ fn attach_pids(
         processes.attach(info.pid, info.comm, info.count, monotonic_ns());
         let snapshot = snapshot_process(info.pid, monotonic_ns());
         processes.snapshot(&snapshot, Some(&executable_of(info.pid)));
+        stacks.seed(info.pid, &snapshot.maps);
         if let Some(recorder) = recorder.as_deref_mut() {
             recorder.record(&Record::Process(snapshot));
         }

@@ -396,6 +396,7 @@ fn decode_payload(kind: Kind, mut buf: &[u8]) -> Option<Record> {
                     module,
                     file,
                     line,
+                    build_id: None,
                 });
             }
             Record::Stack(StackRecord {

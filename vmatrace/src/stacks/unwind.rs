@@ -1,0 +1,450 @@
+//! Walking a user stack the frame-pointer walk got wrong.
+//!
+//! The kernel's walk (`bpf_get_stackid`) follows frame pointers: it skips
+//! the caller of a syscall stub (the stub sets up no frame, so the walk
+//! goes from the stub straight to its caller's caller), and in code built
+//! without frame pointers it reads garbage. For the calls that get a
+//! stack, the kernel also sends the user registers and the top of the
+//! stack ([`StackCopy`]): the return address at the stack pointer is the
+//! stub's caller, and the copy can be unwound with the call-frame
+//! information (`.eh_frame`, `.debug_frame`) of each module, with
+//! framehop.
+
+use std::{collections::HashMap, fs, ops::Range, sync::Arc};
+
+use framehop::{
+    ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder,
+    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
+};
+use object::{Object, ObjectSection, ObjectSegment};
+
+/// How user stacks are walked (`--unwind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnwindMode {
+    /// Frame pointers (the kernel's walk), plus the caller of a syscall
+    /// stub read at the stack pointer.
+    Fp,
+    /// Call-frame information over the copied top of the stack only.
+    Dwarf,
+    /// Call-frame information as far as the copy reaches, then the
+    /// frame-pointer walk from where the two meet.
+    #[default]
+    Auto,
+}
+
+impl UnwindMode {
+    /// Bytes of stack the kernel is to copy for `requested` bytes: the
+    /// frame-pointer mode needs only the word at the stack pointer.
+    pub fn copy_bytes(self, requested: u32) -> u32 {
+        match self {
+            UnwindMode::Fp => 64,
+            UnwindMode::Dwarf | UnwindMode::Auto => requested.max(64),
+        }
+    }
+}
+
+/// The user registers and the top of the user stack as a call left user
+/// mode.
+#[derive(Clone, Debug)]
+pub struct StackCopy {
+    pub tid: u32,
+    pub enter_ns: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl StackCopy {
+    /// Parses a `vmatrace_common::UserStackCopy` record.
+    pub fn parse(record: &[u8]) -> Option<StackCopy> {
+        use vmatrace_common::USER_STACK_COPY_HEADER as HEADER;
+        let header = record.get(..HEADER)?;
+        let u32_at = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_ne_bytes(header[at..at + 8].try_into().unwrap());
+        let len = u32_at(40) as usize;
+        let bytes = record.get(HEADER..HEADER + len)?.to_vec();
+        Some(StackCopy {
+            tid: u32_at(4),
+            enter_ns: u64_at(8),
+            ip: u64_at(16),
+            sp: u64_at(24),
+            bp: u64_at(32),
+            bytes,
+        })
+    }
+
+    /// The word at `addr`, if the copy holds it.
+    pub fn read(&self, addr: u64) -> Option<u64> {
+        let at = usize::try_from(addr.checked_sub(self.sp)?).ok()?;
+        let word = self.bytes.get(at..at.checked_add(8)?)?;
+        Some(u64::from_ne_bytes(word.try_into().ok()?))
+    }
+}
+
+/// An executable mapping of a process.
+#[derive(Clone, Debug)]
+struct CodeMapping {
+    range: Range<u64>,
+    offset: u64,
+    path: Arc<str>,
+}
+
+/// What is known of one process: its executable mappings and an unwinder
+/// with a module for each file among them.
+struct ProcessCode {
+    mappings: Vec<CodeMapping>,
+    unwinder: UnwinderX86_64<Arc<[u8]>>,
+}
+
+/// Walks stacks for many processes, keeping each one's modules.
+pub struct StackWalker {
+    mode: UnwindMode,
+    processes: HashMap<u32, ProcessCode>,
+    cache: CacheX86_64,
+    /// Each file's unwind sections, parsed once (None: unreadable).
+    files: HashMap<Arc<str>, Option<Arc<FileUnwindInfo>>>,
+}
+
+/// How deep a DWARF walk goes at most.
+const MAX_FRAMES: usize = 128;
+
+impl StackWalker {
+    pub fn new(mode: UnwindMode) -> StackWalker {
+        StackWalker {
+            mode,
+            processes: HashMap::new(),
+            cache: CacheX86_64::new(),
+            files: HashMap::new(),
+        }
+    }
+
+    /// Forgets a process that exited.
+    pub fn forget(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
+    /// The stack of the call `copy` was taken at, from the kernel's
+    /// frame-pointer walk `fp` and the copy: with the stub's caller in its
+    /// place, unwound with call-frame information where the mode says so,
+    /// and without frames outside executable mappings.
+    pub fn walk(&mut self, pid: u32, fp: &[u64], copy: &StackCopy) -> Vec<u64> {
+        self.know(pid, fp.iter().copied().chain([copy.ip]));
+        let fixed = self.with_stub_caller(pid, fp, copy);
+        match self.mode {
+            UnwindMode::Fp => fixed,
+            UnwindMode::Dwarf => {
+                let dwarf = self.dwarf(pid, copy);
+                if dwarf.is_empty() { fixed } else { dwarf }
+            }
+            UnwindMode::Auto => {
+                let dwarf = self.dwarf(pid, copy);
+                if dwarf.len() < 2 {
+                    return fixed;
+                }
+                join(dwarf, &fixed)
+            }
+        }
+    }
+
+    /// `fp` with the return address at the stack pointer after frame #0
+    /// when the walk skipped it, cut at the first address outside
+    /// executable code (from there on, the walk read garbage).
+    fn with_stub_caller(&mut self, pid: u32, fp: &[u64], copy: &StackCopy) -> Vec<u64> {
+        let mut addrs = fp.to_vec();
+        if let Some(caller) = copy.read(copy.sp)
+            && !addrs.is_empty()
+            && addrs.get(1) != Some(&caller)
+            && self.is_code(pid, caller)
+        {
+            addrs.insert(1, caller);
+        }
+        self.cut_at_non_code(pid, addrs)
+    }
+
+    /// The frames up to the first one outside executable code.
+    /// Unless nothing is known of the process's code (it was gone before
+    /// its mappings could be read): then the addresses stay as they are.
+    pub fn cut_at_non_code(&mut self, pid: u32, mut addrs: Vec<u64>) -> Vec<u64> {
+        self.know(pid, addrs.iter().copied());
+        if self
+            .processes
+            .get(&pid)
+            .is_none_or(|p| p.mappings.is_empty())
+        {
+            return addrs;
+        }
+        if let Some(bad) = addrs.iter().position(|a| !self.is_code(pid, *a)) {
+            addrs.truncate(bad);
+        }
+        addrs
+    }
+
+    fn is_code(&self, pid: u32, addr: u64) -> bool {
+        self.processes
+            .get(&pid)
+            .is_some_and(|p| p.mappings.iter().any(|m| m.range.contains(&addr)))
+    }
+
+    /// Reads the process's executable mappings the first time, and again
+    /// when one of `addrs` lies in none of them (a library loaded since).
+    fn know(&mut self, pid: u32, mut addrs: impl Iterator<Item = u64>) {
+        let stale = match self.processes.get(&pid) {
+            None => true,
+            Some(known) => addrs.any(|a| {
+                (0x1000..0x8000_0000_0000).contains(&a)
+                    && !known.mappings.iter().any(|m| m.range.contains(&a))
+            }),
+        };
+        if !stale {
+            return;
+        }
+        // A process that is exiting or gone reads as empty: what was
+        // known stands.
+        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        self.seed(pid, &maps);
+    }
+
+    /// Takes the process's executable mappings from a `/proc/PID/maps`
+    /// text (a snapshot), replacing what was known, unless it has none
+    /// (the process was gone).
+    pub fn seed(&mut self, pid: u32, maps: &str) {
+        let mappings = code_mappings(maps);
+        if mappings.is_empty() {
+            self.processes.entry(pid).or_insert_with(|| ProcessCode {
+                mappings: Vec::new(),
+                unwinder: UnwinderX86_64::new(),
+            });
+            return;
+        }
+        let mut unwinder = UnwinderX86_64::new();
+        for mapping in &mappings {
+            if let Some(module) = self.module_for(mapping) {
+                unwinder.add_module(module);
+            }
+        }
+        self.processes
+            .insert(pid, ProcessCode { mappings, unwinder });
+    }
+
+    /// Adds an executable file mapping the process made (a library loaded
+    /// with dlopen), known from its mmap event.
+    pub fn mapped_code(&mut self, pid: u32, range: Range<u64>, offset: u64, path: Arc<str>) {
+        let mapping = CodeMapping {
+            range,
+            offset,
+            path,
+        };
+        let module = self.module_for(&mapping);
+        let Some(process) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        process
+            .mappings
+            .retain(|m| m.range.end <= mapping.range.start || m.range.start >= mapping.range.end);
+        if let Some(module) = module {
+            process.unwinder.add_module(module);
+        }
+        process.mappings.push(mapping);
+    }
+
+    fn module_for(&mut self, mapping: &CodeMapping) -> Option<Module<Arc<[u8]>>> {
+        if !mapping.path.starts_with('/') {
+            return None;
+        }
+        let info = self
+            .files
+            .entry(mapping.path.clone())
+            .or_insert_with(|| FileUnwindInfo::read(&mapping.path).map(Arc::new))
+            .clone()?;
+        // The load bias: where the file's address 0 is in the process.
+        let segment = info
+            .segments
+            .iter()
+            .find(|s| s.file_range.contains(&mapping.offset))?;
+        let svma = segment.svma + (mapping.offset - segment.file_range.start);
+        let bias = mapping.range.start.wrapping_sub(svma);
+        Some(Module::new(
+            mapping.path.to_string(),
+            mapping.range.clone(),
+            bias,
+            info.section_info(),
+        ))
+    }
+
+    /// The return addresses a DWARF walk of the copy finds, frame #0 (the
+    /// instruction pointer) first; it stops where the copy ends.
+    fn dwarf(&mut self, pid: u32, copy: &StackCopy) -> Vec<u64> {
+        let Some(process) = self.processes.get(&pid) else {
+            return Vec::new();
+        };
+        let mut regs = UnwindRegsX86_64::new(copy.ip, copy.sp, copy.bp);
+        let mut read = |addr: u64| copy.read(addr).ok_or(());
+        let mut frames = vec![copy.ip];
+        let mut address = FrameAddress::from_instruction_pointer(copy.ip);
+        while frames.len() < MAX_FRAMES {
+            match process
+                .unwinder
+                .unwind_frame(address, &mut regs, &mut self.cache, &mut read)
+            {
+                Ok(Some(ret)) if ret != 0 => {
+                    let Some(next) = FrameAddress::from_return_address(ret) else {
+                        break;
+                    };
+                    if !process.mappings.iter().any(|m| m.range.contains(&ret)) {
+                        break;
+                    }
+                    frames.push(ret);
+                    address = next;
+                }
+                _ => break,
+            }
+        }
+        frames
+    }
+}
+
+/// The DWARF frames, then the frame-pointer walk's frames after the
+/// DWARF walk's last frame, if the frame-pointer walk has it too (it goes
+/// on past the copied stack).
+fn join(dwarf: Vec<u64>, fp: &[u64]) -> Vec<u64> {
+    let mut joined = dwarf;
+    if let Some(last) = joined.last().copied()
+        && joined.len() > 1
+        && let Some(at) = fp.iter().skip(1).position(|a| *a == last)
+    {
+        joined.extend_from_slice(&fp[at + 2..]);
+    }
+    joined
+}
+
+/// The executable mappings in a `/proc/PID/maps` text.
+fn code_mappings(maps: &str) -> Vec<CodeMapping> {
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms), Some(offset)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if perms.as_bytes().get(2) != Some(&b'x') {
+            continue;
+        }
+        let path = fields.nth(2).unwrap_or("");
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end), Ok(offset)) = (
+            u64::from_str_radix(start, 16),
+            u64::from_str_radix(end, 16),
+            u64::from_str_radix(offset, 16),
+        ) else {
+            continue;
+        };
+        out.push(CodeMapping {
+            range: start..end,
+            offset,
+            path: path.into(),
+        });
+    }
+    out
+}
+
+/// The unwind sections of one ELF file.
+struct FileUnwindInfo {
+    segments: Vec<Segment>,
+    text: Option<(Range<u64>, Arc<[u8]>)>,
+    eh_frame: Option<(Range<u64>, Arc<[u8]>)>,
+    eh_frame_hdr: Option<(Range<u64>, Arc<[u8]>)>,
+    debug_frame: Option<Arc<[u8]>>,
+}
+
+struct Segment {
+    file_range: Range<u64>,
+    svma: u64,
+}
+
+impl FileUnwindInfo {
+    fn read(path: &str) -> Option<FileUnwindInfo> {
+        let data = fs::read(path).ok()?;
+        let file = object::File::parse(&*data).ok()?;
+        let section = |name: &str| {
+            let s = file.section_by_name(name)?;
+            let bytes: Arc<[u8]> = s.uncompressed_data().ok()?.into_owned().into();
+            Some((s.address()..s.address() + s.size(), bytes))
+        };
+        let segments = file
+            .segments()
+            .map(|s| {
+                let (offset, size) = s.file_range();
+                Segment {
+                    file_range: offset..offset + size.max(1),
+                    svma: s.address(),
+                }
+            })
+            .collect();
+        Some(FileUnwindInfo {
+            segments,
+            text: section(".text"),
+            eh_frame: section(".eh_frame"),
+            eh_frame_hdr: section(".eh_frame_hdr"),
+            debug_frame: section(".debug_frame").map(|(_, b)| b),
+        })
+    }
+
+    fn section_info(&self) -> ExplicitModuleSectionInfo<Arc<[u8]>> {
+        ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: self.text.as_ref().map(|(r, _)| r.clone()),
+            text: self.text.as_ref().map(|(_, b)| b.clone()),
+            eh_frame_svma: self.eh_frame.as_ref().map(|(r, _)| r.clone()),
+            eh_frame: self.eh_frame.as_ref().map(|(_, b)| b.clone()),
+            eh_frame_hdr_svma: self.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
+            eh_frame_hdr: self.eh_frame_hdr.as_ref().map(|(_, b)| b.clone()),
+            debug_frame: self.debug_frame.clone(),
+            ..ExplicitModuleSectionInfo::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dwarf_frames_continue_with_the_frame_pointer_walk() {
+        assert_eq!(join(vec![1, 2, 3], &[1, 3, 4, 5]), vec![1, 2, 3, 4, 5]);
+        assert_eq!(join(vec![1, 2], &[1, 9, 8]), vec![1, 2]);
+        assert_eq!(join(vec![1, 2, 3, 4], &[1, 2, 7]), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn only_executable_mappings_are_code() {
+        let maps = "55d0-55e0 r--p 00000000 08:01 1 /bin/x\n\
+                    55e0-55f0 r-xp 00001000 08:01 1 /bin/x\n\
+                    7ff0-7ff8 rw-p 00000000 00:00 0 [stack]\n";
+        let code = code_mappings(maps);
+        assert_eq!(code.len(), 1);
+        assert_eq!(code[0].range, 0x55e0..0x55f0);
+        assert_eq!(code[0].offset, 0x1000);
+    }
+
+    #[test]
+    fn a_copy_reads_words_it_holds() {
+        let copy = StackCopy {
+            tid: 1,
+            enter_ns: 2,
+            ip: 0,
+            sp: 0x1000,
+            bp: 0,
+            bytes: (0u8..16).collect(),
+        };
+        assert_eq!(
+            copy.read(0x1000),
+            Some(u64::from_ne_bytes([0, 1, 2, 3, 4, 5, 6, 7]))
+        );
+        assert_eq!(copy.read(0x1009), None);
+        assert_eq!(copy.read(0xfff), None);
+    }
+}

@@ -1,0 +1,271 @@
+//! User stacks of flagged calls on code built like distribution packages
+//! (needs root, gcc): the caller of the syscall stub is named, code
+//! without frame pointers is unwound with its call-frame information, and
+//! no frame lies outside executable code.
+
+mod support;
+
+use std::{path::PathBuf, process::Command};
+
+use serde_json::Value;
+use support::*;
+
+/// A C program whose splitting munmap is three named noinline calls below
+/// main; it pauses after the call until a line comes on stdin.
+const WORKLOAD_C: &str = r#"
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+__attribute__((noinline)) void third_unmaps(char *p) {
+    if (munmap(p + 4096, 4096) != 0) perror("munmap");
+    __asm__ volatile("" ::: "memory");
+}
+__attribute__((noinline)) void second_calls(char *p) {
+    third_unmaps(p);
+    __asm__ volatile("" ::: "memory");
+}
+__attribute__((noinline)) void first_calls(char *p) {
+    second_calls(p);
+    __asm__ volatile("" ::: "memory");
+}
+int main(void) {
+    char *p = mmap(0, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return 1;
+    p[0] = 1;
+    first_calls(p);
+    fprintf(stderr, "paused pid=%d\n", getpid());
+    char line[8];
+    if (!fgets(line, sizeof line, stdin)) return 0;
+    return 0;
+}
+"#;
+
+/// Builds the workload with `flags` into `dir`.
+fn build_workload(dir: &std::path::Path, name: &str, flags: &[&str]) -> PathBuf {
+    let source = dir.join("stack_workload.c");
+    std::fs::write(&source, WORKLOAD_C).unwrap();
+    let exe = dir.join(name);
+    let status = Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .expect("gcc runs");
+    assert!(status.success(), "gcc {flags:?} failed");
+    exe
+}
+
+/// The munmap event with a stack, the workload's pid, and whether every
+/// frame lay in an executable mapping of the paused process.
+fn traced_split(exe: &std::path::Path, extra: &[&str], file: &str) -> (Value, bool) {
+    let exe = exe.display().to_string();
+    let mut args = vec!["--json", "--only-flagged", "-o", file];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", &exe]);
+    let mut run = Running::vmatrace(&args);
+    let paused = run.wait_stderr("paused pid=");
+    let pid: u32 = field(&paused, "pid") as u32;
+    let split = run.wait_event(|e| {
+        e["call"] == "munmap"
+            && e["stack"]["frames"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+    });
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let all_code = split["stack"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| in_code(&maps, f["addr"].as_u64().unwrap()));
+    run.send_line();
+    let finished = run.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    assert!(has_flag(&split, "SPLIT"), "{split}");
+    (split, all_code)
+}
+
+fn in_code(maps: &str, addr: u64) -> bool {
+    maps.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            return false;
+        };
+        let Some((start, end)) = range.split_once('-') else {
+            return false;
+        };
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        perms.as_bytes()[2] == b'x' && (start..end).contains(&addr)
+    })
+}
+
+/// The positions of `names` in the stack, each found after the previous.
+fn in_order(functions: &[&str], names: &[&str]) -> bool {
+    let mut at = 0;
+    for name in names {
+        match functions[at..].iter().position(|f| f == name) {
+            Some(i) => at += i + 1,
+            None => return false,
+        }
+    }
+    true
+}
+
+const CALLERS: [&str; 4] = ["third_unmaps", "second_calls", "first_calls", "main"];
+
+/// Built like a distribution package: no frame pointers anywhere in the
+/// workload. The stack names all three calls and main, in order, live and
+/// in the replay of the recording after the process is gone.
+#[test]
+fn stacks_without_frame_pointers_name_every_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_workload(dir.path(), "no_fp", &["-O2", "-g", "-fomit-frame-pointer"]);
+    let file = dir.path().join("no_fp.vmat").display().to_string();
+    let (split, all_code) = traced_split(&exe, &[], &file);
+    let functions = stack_functions(&split);
+    assert!(functions[0].contains("munmap"), "{functions:?}");
+    assert_eq!(functions.get(1), Some(&"third_unmaps"), "{functions:?}");
+    assert!(in_order(&functions, &CALLERS), "{functions:?}");
+    assert!(all_code, "a frame outside executable code: {split}");
+
+    let replay = Running::vmatrace(&["replay", "--json", "--only-flagged", &file]).finish();
+    assert_eq!(replay.code(), 0, "{}", replay.stderr_text());
+    let replayed = replay
+        .events()
+        .into_iter()
+        .find(|e| e["call"] == "munmap" && has_flag(e, "SPLIT"))
+        .expect("the split in the replay");
+    let functions = stack_functions(&replayed);
+    assert!(in_order(&functions, &CALLERS), "replayed: {functions:?}");
+}
+
+/// With frame pointers, the frame-pointer walk alone: the caller of the
+/// libc stub (which sets up no frame) is still named, right after it.
+#[test]
+fn the_caller_of_a_syscall_stub_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_workload(dir.path(), "fp", &["-O2", "-g", "-fno-omit-frame-pointer"]);
+    let file = dir.path().join("fp.vmat").display().to_string();
+    let (split, all_code) = traced_split(&exe, &["--unwind", "fp"], &file);
+    let functions = stack_functions(&split);
+    assert!(functions[0].contains("munmap"), "{functions:?}");
+    assert_eq!(functions.get(1), Some(&"third_unmaps"), "{functions:?}");
+    assert!(in_order(&functions, &CALLERS), "{functions:?}");
+    assert!(all_code, "a frame outside executable code: {split}");
+}
+
+/// A C program that mallocs and frees blocks of 256 KiB in a named
+/// function, for Debian's jemalloc to unmap piecemeal.
+const JEMALLOC_WORKLOAD_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+__attribute__((noinline)) void churn_in_named_function(void) {
+    for (int round = 0; round < 50; round++) {
+        void *p[16];
+        for (int i = 0; i < 16; i++) p[i] = malloc(256 * 1024);
+        for (int i = 0; i < 16; i += 2) free(p[i]);
+        for (int i = 1; i < 16; i += 2) free(p[i]);
+        __asm__ volatile("" ::: "memory");
+    }
+}
+int main(void) {
+    churn_in_named_function();
+    fprintf(stderr, "paused pid=%d\n", getpid());
+    char line[8];
+    if (!fgets(line, sizeof line, stdin)) return 0;
+    return 0;
+}
+"#;
+
+const LIBJEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+
+/// Debian's shared jemalloc, installed if missing.
+fn debian_jemalloc() -> &'static str {
+    if !std::path::Path::new(LIBJEMALLOC).exists() {
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "libjemalloc2"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(installed, "apt-get install libjemalloc2 failed");
+    }
+    LIBJEMALLOC
+}
+
+/// Debian's libjemalloc2 preloaded into a C program built without frame
+/// pointers, told to give memory back at once: the SPLIT stacks pass
+/// through jemalloc into the program's own function, and `report
+/// --top-sites` ranks a jemalloc frame first, with the program's function
+/// past the allocator beside it.
+#[test]
+fn jemalloc_splits_are_unwound_into_the_program() {
+    let jemalloc = debian_jemalloc();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("jemalloc_churn.c");
+    std::fs::write(&source, JEMALLOC_WORKLOAD_C).unwrap();
+    let exe = dir.path().join("jemalloc_churn");
+    let status = Command::new("gcc")
+        .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let file = dir.path().join("jemalloc.vmat").display().to_string();
+    let preload = format!("LD_PRELOAD={jemalloc}");
+    let exe = exe.display().to_string();
+    let mut run = Running::vmatrace(&[
+        "--json",
+        "--only-flagged",
+        "-o",
+        &file,
+        "--",
+        "env",
+        &preload,
+        "MALLOC_CONF=retain:false,dirty_decay_ms:0,muzzy_decay_ms:0",
+        &exe,
+    ]);
+    run.wait_stderr("paused pid=");
+    let split = run.wait_event(|e| {
+        e["call"] == "munmap" && has_flag(e, "SPLIT") && e["stack"]["frames"].is_array()
+    });
+    run.send_line();
+    let finished = run.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    let frames = split["stack"]["frames"].as_array().unwrap();
+    let through_jemalloc = frames.iter().any(|f| {
+        f["module"]
+            .as_str()
+            .is_some_and(|m| m.contains("libjemalloc"))
+    });
+    assert!(through_jemalloc, "{split}");
+    assert!(
+        stack_functions(&split).contains(&"churn_in_named_function"),
+        "{split}"
+    );
+    // No frame is printed as `??`: unnamed ones are module+offset.
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["function"].is_string() || f["module"].is_string()),
+        "{split}"
+    );
+
+    let report = Running::vmatrace(&["report", "--json", "--top-sites", "3", &file]).finish();
+    assert_eq!(report.code(), 0, "{}", report.stderr_text());
+    let top = report
+        .json()
+        .into_iter()
+        .find_map(|r| r["top_sites"].as_array().and_then(|s| s.first().cloned()))
+        .expect("top sites in the report");
+    let site = top["site"].as_str().unwrap();
+    assert!(
+        site.contains("jemalloc") || site.starts_with("je_"),
+        "{top}"
+    );
+    assert_eq!(top["caller"], "churn_in_named_function", "{top}");
+}
