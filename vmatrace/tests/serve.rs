@@ -195,36 +195,62 @@ impl Drop for Prometheus {
     }
 }
 
+/// Ends a process when dropped, also when an assertion fails first.
+struct Reaped(Option<Running>);
+
+impl Reaped {
+    fn running(&mut self) -> &mut Running {
+        self.0.as_mut().expect("running")
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").pid()
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut running) = self.0.take() {
+            let _ = running.child.kill();
+            let _ = running.child.wait();
+        }
+    }
+}
+
 /// `vmatrace serve` on a free port, once it serves.
-fn start_serve(extra: &[&str]) -> (Running, u16) {
+fn start_serve(extra: &[&str]) -> (Reaped, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec!["serve", "--listen", listen.as_str()];
     args.extend_from_slice(extra);
-    let mut serve = Running::vmatrace(&args);
-    serve.wait_stderr("serving http://");
+    let mut serve = Reaped(Some(Running::vmatrace(&args)));
+    serve.running().wait_stderr("serving http://");
     (serve, port)
 }
 
-fn stop(mut running: Running) {
+/// Stops vmatrace as an operator would (SIGTERM); it must exit 0.
+fn stop(mut reaped: Reaped) {
+    let mut running = reaped.0.take().expect("running");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(running.pid() as i32, libc::SIGTERM) };
-    let _ = running.child.wait();
+    let status = running.child.wait().unwrap();
+    assert!(status.success(), "{status}");
 }
 
 /// A workload holding `pages / 2` holes in one mapping: as many splits,
 /// paused with its mappings held. Started (with `--wait`) before vmatrace,
 /// so its start-up calls are not counted; released by `go`.
-fn holding_workload(pages: usize) -> Running {
-    let mut workload = Running::spawn(
+fn holding_workload(pages: usize) -> Reaped {
+    let mut workload = Reaped(Some(Running::spawn(
         &workload_bin(),
         &["incident", &pages.to_string(), "--wait", "--pause"],
-    );
-    workload.wait_stderr("ready pid=");
+    )));
+    workload.running().wait_stderr("ready pid=");
     workload
 }
 
-fn go(workload: &mut Running) -> u64 {
+fn go(workload: &mut Reaped) -> u64 {
+    let workload = workload.running();
     workload.send_line();
     let line = workload.wait_stderr("incident base=");
     workload.wait_stderr("paused pid=");
@@ -293,8 +319,7 @@ fn prometheus_scrapes_counts_splits_and_fires_the_alert() {
         prometheus.query_one("vmatrace_lost_events_total"),
         Some(0.0)
     );
-    workload.send_line();
-    let _ = workload.finish();
+    workload.running().send_line();
     stop(serve);
 }
 
@@ -302,13 +327,16 @@ fn prometheus_scrapes_counts_splits_and_fires_the_alert() {
 fn enomem_at_the_limit_is_counted_with_its_cause() {
     let _host = HOST_WIDE.lock().unwrap_or_else(|e| e.into_inner());
     // The whole incident: munmap fails with ENOMEM 3 times at the limit.
-    let mut workload = Running::spawn(&workload_bin(), &["incident", "--wait", "--pause"]);
-    workload.wait_stderr("ready pid=");
+    let mut workload = Reaped(Some(Running::spawn(
+        &workload_bin(),
+        &["incident", "--wait", "--pause"],
+    )));
+    workload.running().wait_stderr("ready pid=");
     let pid = workload.pid();
     let (serve, port) = start_serve(&[]);
-    workload.send_line();
-    let line = workload.wait_stderr("incident base=");
-    workload.wait_stderr("paused pid=");
+    workload.running().send_line();
+    let line = workload.running().wait_stderr("incident base=");
+    workload.running().wait_stderr("paused pid=");
     assert!(line.contains("enomem=3"), "{line}");
     let metrics = http_get(port, "/metrics", None).unwrap();
     let wanted = format!(
@@ -317,8 +345,6 @@ fn enomem_at_the_limit_is_counted_with_its_cause() {
     assert!(body(&metrics).contains(&wanted), "{}", body(&metrics));
     let near = format!("vmatrace_near_limit_total{{pid=\"{pid}\",comm=\"workload\"}} 1");
     assert!(body(&metrics).contains(&near), "{}", body(&metrics));
-    workload.send_line();
-    let _ = workload.finish();
     stop(serve);
 }
 
@@ -339,18 +365,29 @@ fn many_processes_stay_within_max_series_and_leave_no_stale_series() {
     let _host = HOST_WIDE.lock().unwrap_or_else(|e| e.into_inner());
     let (serve, port) = start_serve(&["--max-series", "20"]);
     // 300 processes alive at once, each with a few calls, then gone.
-    let mut children: Vec<Child> = (0..300)
-        .map(|_| {
-            Command::new(workload_bin())
-                .args(["mmap", "3", "--pause"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
+    struct Children(Vec<Child>);
+    impl Drop for Children {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let mut children = Children(
+        (0..300)
+            .map(|_| {
+                Command::new(workload_bin())
+                    .args(["mmap", "3", "--pause"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let pids: Vec<String> = children.0.iter().map(|c| c.id().to_string()).collect();
     std::thread::sleep(Duration::from_secs(2));
     let during = body(&http_get(port, "/metrics", None).unwrap()).to_string();
     for metric in [
@@ -369,10 +406,10 @@ fn many_processes_stay_within_max_series_and_leave_no_stale_series() {
         .expect("vmatrace_folded_processes");
     assert!(folded >= 280.0, "{folded}");
     assert!(during.contains("process_memory_map_areas{comm=\"other\"}"));
-    for child in &mut children {
+    for child in &mut children.0 {
         drop(child.stdin.take());
     }
-    for child in &mut children {
+    for child in &mut children.0 {
         let _ = child.wait();
     }
     std::thread::sleep(Duration::from_millis(1500));
@@ -450,7 +487,7 @@ fn top_all_ranks_the_workload_first_on_a_terminal_and_piped() {
 
     // Piped, JSON: the first process of each refresh.
     let out = Command::new(vmatrace_bin())
-        .args(["top", "-a", "--json", "-i", "0.5", "-d", "1.2"])
+        .args(["top", "-a", "--json", "-i", "0.5", "-d", "3"])
         .output()
         .unwrap();
     assert!(
@@ -516,6 +553,4 @@ fn top_all_ranks_the_workload_first_on_a_terminal_and_piped() {
         .split(|c: char| !c.is_ascii_digit())
         .find(|w| !w.is_empty());
     assert_eq!(first_pid, Some(pid.to_string().as_str()), "{shown}");
-    workload.send_line();
-    let _ = workload.finish();
 }

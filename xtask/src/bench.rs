@@ -299,6 +299,7 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
     let calls = workload.calls_per_iteration * workload.iterations;
 
     let mut untraced = Vec::new();
+    let mut served = Vec::new();
     let mut quiet = Vec::new();
     let mut printed = Vec::new();
     let mut no_stacks = Vec::new();
@@ -312,6 +313,7 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
     for _ in 0..ROUNDS {
         let wl_args: Vec<&str> = wl[1..].iter().map(String::as_str).collect();
         untraced.push(timed(&wl[0], &wl_args, false)?.0);
+        served.push(timed_beside_serve(&vmatrace, &wl[0], &wl_args)?);
         let (secs, summary) = timed_vmatrace(&vmatrace, &["-q", "--json"], &wl)?;
         quiet.push(secs);
         lost += summary.lost;
@@ -350,6 +352,7 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
         println!("  {label:<32} {:>8.3} s   x{:.3}", secs, secs / base);
     };
     report("vmatrace -q (stacks of flagged)", median(&mut quiet));
+    report("vmatrace serve (every process)", median(&mut served));
     report("vmatrace -q --no-stacks", median(&mut no_stacks));
     report("vmatrace -q --stacks (every call)", median(&mut all_stacks));
     report("vmatrace --json > /dev/null", median(&mut printed));
@@ -430,6 +433,33 @@ fn parse_summary(line: &str) -> Result<TraceSummary> {
 
 /// Runs a command that (somewhere in it) runs the workload, and returns
 /// the workload's own loop time from its report, plus stdout if asked.
+/// The workload's loop time while `vmatrace serve` watches every process
+/// (its counters kept in the kernel, no event sent per call).
+fn timed_beside_serve(vmatrace: &std::path::Path, program: &str, args: &[&str]) -> Result<f64> {
+    use std::io::{BufRead, BufReader};
+    let mut serve = Command::new(vmatrace)
+        .args(["serve", "--listen", "127.0.0.1:19499"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting vmatrace serve")?;
+    let stderr = serve.stderr.take().context("stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(|l| l.ok())
+        .any(|l| l.contains("serving http://"));
+    let result = if serving {
+        timed(program, args, false).map(|(secs, _)| secs)
+    } else {
+        Err(anyhow::anyhow!("vmatrace serve did not start"))
+    };
+    let _ = Command::new("kill").arg(serve.id().to_string()).status();
+    serve.wait()?;
+    result
+}
+
 fn timed(program: &str, args: &[&str], capture_stdout: bool) -> Result<(f64, String)> {
     let out = Command::new(program)
         .args(args)

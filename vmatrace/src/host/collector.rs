@@ -202,6 +202,7 @@ impl Collector {
         for (pid, count) in counts {
             collector.tracked.entry(pid).or_default().seeded = Some(count);
         }
+        release_freed_memory();
         Ok(collector)
     }
 
@@ -378,5 +379,16 @@ impl Collector {
             });
         }
         rows
+    }
+}
+
+/// Gives the memory freed after loading (the kernel's BTF, parsed while
+/// loading: tens of megabytes) back to the system; an agent that runs for
+/// months should not keep it.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
