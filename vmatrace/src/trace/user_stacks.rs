@@ -32,6 +32,9 @@ const WALKED_IDS: u32 = 0x4000_0000;
 /// ring buffer leaves its copy behind).
 const MAX_PENDING: usize = 4096;
 
+/// Kernel walks kept at most.
+const MAX_KERNEL_WALKS: usize = 65536;
+
 pub(super) struct UserStacks {
     stacks: StackTraceMap<MapData>,
     copies: Option<RingBuf<MapData>>,
@@ -40,6 +43,10 @@ pub(super) struct UserStacks {
     walked_ids: HashMap<(u32, Vec<u64>), u32>,
     /// The (pid, stack id) pairs already read and handed to the printer.
     seen: HashSet<(u32, u32)>,
+    /// The kernel's walks already read, by (pid, kernel stack id): the
+    /// kernel gives one id to every identical stack, and reading the map
+    /// is a system call.
+    kernel_walks: HashMap<(u32, u32), Vec<u64>>,
     /// Stacks walked from a copy, and events with a stack that had none.
     pub(super) walked: u64,
     pub(super) without_copy: u64,
@@ -58,6 +65,7 @@ impl UserStacks {
             walker: StackWalker::new(mode),
             walked_ids: HashMap::new(),
             seen: HashSet::new(),
+            kernel_walks: HashMap::new(),
             walked: 0,
             without_copy: 0,
         }
@@ -77,7 +85,17 @@ impl UserStacks {
         let copy = self.copy_for(event);
         let (id, addrs) = match copy {
             Some(copy) => {
-                let fp = self.kernel_stack(kernel_id).unwrap_or_default();
+                let fp = match self.kernel_walks.get(&(event.pid, kernel_id)) {
+                    Some(fp) => fp.clone(),
+                    None => {
+                        let fp = self.kernel_stack(kernel_id).unwrap_or_default();
+                        if self.kernel_walks.len() >= MAX_KERNEL_WALKS {
+                            self.kernel_walks.clear();
+                        }
+                        self.kernel_walks.insert((event.pid, kernel_id), fp.clone());
+                        fp
+                    }
+                };
                 let addrs = self.walker.walk(event.pid, &fp, &copy);
                 self.walked += 1;
                 let next = WALKED_IDS + self.walked_ids.len() as u32;
@@ -151,5 +169,6 @@ impl UserStacks {
     /// Forgets what was kept for a process that exited.
     pub(super) fn forget(&mut self, pid: u32) {
         self.walker.forget(pid);
+        self.kernel_walks.retain(|(p, _), _| *p != pid);
     }
 }
