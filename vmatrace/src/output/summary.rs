@@ -89,11 +89,8 @@ impl Summary<'_> {
             "MAPPED",
             "UNMAPPED"
         ));
-        let (shown, folded) = ranking::rank_and_fold(
-            self.processes.by_pid.values(),
-            limit,
-            SHOWN_PROCESSES,
-        );
+        let (shown, folded) =
+            ranking::rank_and_fold(self.processes.by_pid.values(), limit, SHOWN_PROCESSES);
         for s in shown {
             let opt = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
             text.push_str(&format!(
