@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::TracePoint,
+    programs::{TracePoint, trace_point::TracePointLinkId},
 };
 use aya_log::EbpfLogger;
 use vmatrace_common::{
@@ -125,6 +125,31 @@ pub struct Probes {
     pub missing_calls: Vec<Call>,
     /// Where the calls' counts are read.
     pub count_mode: CountMode,
+    /// Every attachment, by program: detached together at the end.
+    links: Vec<(String, TracePointLinkId)>,
+}
+
+impl Drop for Probes {
+    /// Detaching a program waits for the kernel's grace period (50-80 ms
+    /// each here): the links are dropped on threads of their own, so
+    /// vmatrace exits after one wait, not one per program.
+    fn drop(&mut self) {
+        let mut links = Vec::new();
+        for (program, id) in self.links.drain(..) {
+            let program: Option<&mut TracePoint> = self
+                .ebpf
+                .program_mut(&program)
+                .and_then(|p| p.try_into().ok());
+            if let Some(link) = program.and_then(|p| p.take_link(id).ok()) {
+                links.push(link);
+            }
+        }
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
+    }
 }
 
 /// Lost-event counts summed over CPUs, by reason.
@@ -308,6 +333,7 @@ impl Probes {
             offsets,
             missing_calls: Vec::new(),
             count_mode,
+            links: Vec::new(),
         };
         probes.attach_all(tracefs)?;
         if probes.count_mode == CountMode::Lock {
@@ -408,11 +434,12 @@ impl Probes {
                 "the kernel refused the program {program} ({category}/{event})"
             )))
         })?;
-        prog.attach(category, event).map_err(|e| {
+        let link = prog.attach(category, event).map_err(|e| {
             Failure::environment(
                 anyhow!(e).context(format!("cannot attach {program} to {category}/{event}")),
             )
         })?;
+        self.links.push((program.to_string(), link));
         Ok(())
     }
 
