@@ -258,11 +258,27 @@ impl StackWalker {
             .or_insert_with(|| FileUnwindInfo::read(&mapping.path).map(Arc::new))
             .clone()?;
         // The load bias: where the file's address 0 is in the process.
+        // The executable segment the mapping shows (its file offset is
+        // rounded down to a page, so it may begin in the segment before).
+        let len = mapping.range.end - mapping.range.start;
+        let shown = mapping.offset..mapping.offset + len;
+        let overlaps =
+            |s: &&Segment| s.file_range.start < shown.end && shown.start < s.file_range.end;
         let segment = info
             .segments
             .iter()
-            .find(|s| s.file_range.contains(&mapping.offset))?;
-        let svma = segment.svma + (mapping.offset - segment.file_range.start);
+            .filter(overlaps)
+            .find(|s| s.executable)
+            .or_else(|| {
+                info.segments
+                    .iter()
+                    .find(|s| s.file_range.contains(&mapping.offset))
+            })?;
+        // The mapping's file offset may lie before the segment's own.
+        let svma = segment
+            .svma
+            .wrapping_add(mapping.offset)
+            .wrapping_sub(segment.file_range.start);
         let bias = mapping.range.start.wrapping_sub(svma);
         Some(Module::new(
             mapping.path.to_string(),
@@ -363,6 +379,7 @@ struct FileUnwindInfo {
 struct Segment {
     file_range: Range<u64>,
     svma: u64,
+    executable: bool,
 }
 
 impl FileUnwindInfo {
@@ -378,9 +395,14 @@ impl FileUnwindInfo {
             .segments()
             .map(|s| {
                 let (offset, size) = s.file_range();
+                const PF_X: u32 = 1;
                 Segment {
                     file_range: offset..offset + size.max(1),
                     svma: s.address(),
+                    executable: matches!(
+                        s.flags(),
+                        object::SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0
+                    ),
                 }
             })
             .collect();
