@@ -270,8 +270,8 @@ impl Probes {
         let max_map_count = i64::try_from(config.max_map_count).unwrap_or(i64::MAX);
         // Without the registers' offsets, no copies.
         let (user_stack_bytes, pt_regs) = match offsets.pt_regs {
-            Some(pt_regs) => (config.user_stack_bytes, pt_regs),
-            None => (
+            Some(pt_regs) if has_task_pt_regs() => (config.user_stack_bytes, pt_regs),
+            _ => (
                 0,
                 btf::PtRegsOffsets {
                     ip: 0,
@@ -603,4 +603,19 @@ pub fn require_privileges() -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// Whether the kernel has `bpf_task_pt_regs` (Linux 5.15): the programs
+/// read the user registers for stack copies with it, and a kernel without
+/// it would refuse them, so older ones get no copies (the frame-pointer
+/// walk alone).
+fn has_task_pt_regs() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .trim()
+        .split(['.', '-'])
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let major = numbers.next().unwrap_or(0);
+    let minor = numbers.next().unwrap_or(0);
+    (major, minor) >= (5, 15)
 }
