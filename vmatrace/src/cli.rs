@@ -238,7 +238,7 @@ pub struct LiveArgs {
 
     /// Size of the kernel-to-userspace ring buffer (a power of two, >= 4096;
     /// suffixes K, M, G).
-    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_buffer_size)]
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_buffer_size)]
     pub buffer_size: u32,
 
     /// Also record every event to FILE (created mode 0600), for replay,

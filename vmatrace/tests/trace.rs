@@ -443,7 +443,10 @@ fn help_teaches() {
 /// --all traces processes vmatrace did not start or name, and -d ends it.
 #[test]
 fn all_mode_sees_other_processes_until_the_duration_ends() {
-    let mut trace = Running::vmatrace(&["--json", "--all", "-d", "3"]);
+    // Every process's events, printed as JSON, while other tests run their
+    // storms: a large ring buffer, so that this test sees -a, not the
+    // limits of a 2-core machine.
+    let mut trace = Running::vmatrace(&["--json", "--all", "-d", "3", "--buffer-size", "64M"]);
     let tracer = trace.pid();
     trace.wait_stderr("vmatrace: tracing every process");
     let target = Running::spawn(&workload_bin(), &["mmap", "20"]);
