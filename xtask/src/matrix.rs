@@ -13,11 +13,16 @@
 //! `target/kernels/matrix/<release>/`.
 
 use std::{
+    collections::HashSet,
     fmt::Write as _,
     fs,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -293,9 +298,23 @@ fn run_kernel(name: &str, binaries: &Binaries, tests: &[(&str, &str)]) -> (u64, 
     guest.timeout = Duration::from_secs(TEST_TIMEOUT_SECS * tests.len() as u64 + 120);
     let script_arg = script.display().to_string();
     let command = ["sh", script_arg.as_str()];
+    println!(
+        "kernel {}  booting ({} from {}; {SMP} vCPU, TCG)",
+        kernel.release, kernel.package_version, kernel.suite
+    );
+    // Results are printed as the guest writes them.
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (release, logs, done) = (kernel.release.clone(), logs.clone(), done.clone());
+        let tests = tests.iter().map(|(_, t)| t.to_string()).collect();
+        std::thread::spawn(move || stream_results(release, tests, logs, done))
+    };
+    let output = kernels::run_in_guest(&kernel, &guest, &command);
+    done.store(true, Ordering::Release);
+    let streamed = watcher.join().unwrap_or_default();
     // A guest that never reached its command is booted once more: this
     // says nothing about vmatrace (see kernels::MATRIX on flaky kernels).
-    let output = match kernels::run_in_guest(&kernel, &guest, &command) {
+    let output = match output {
         Ok(output) => output,
         Err(first) => {
             println!(
@@ -309,25 +328,25 @@ fn run_kernel(name: &str, binaries: &Binaries, tests: &[(&str, &str)]) -> (u64, 
             }
         }
     };
+    let seconds = |s: Option<f64>| s.map_or("?".into(), |s| format!("{s:.1} s"));
     println!(
-        "kernel {}  booted in {} ({} vCPU, TCG; {} from {})",
+        "kernel {}  guest: boot {}, tests {}",
         kernel.release,
-        output
-            .boot_seconds
-            .map_or("?".into(), |s| format!("{s:.1} s")),
-        SMP,
-        kernel.package_version,
-        kernel.suite
+        seconds(output.boot_seconds),
+        seconds(output.command_seconds)
     );
-    report(&kernel, tests, &output, &logs)
+    report(&kernel, tests, &output, &logs, &streamed)
 }
 
-/// Prints the per-test lines from the guest's markers; (passed, failed).
+/// Prints what the guest left: a vmatrace that does not start, the
+/// results not printed while it ran (`streamed` were), tests that did not
+/// run, a guest that died; (passed, failed).
 fn report(
     kernel: &kernels::Kernel,
     tests: &[(&str, &str)],
     output: &kernels::GuestOutput,
     logs: &Path,
+    streamed: &HashSet<String>,
 ) -> (u64, u64) {
     let release = &kernel.release;
     let marker = |prefix: &str| -> Vec<Vec<String>> {
@@ -366,46 +385,26 @@ fn report(
             said.join(" / ")
         );
     }
-    let results = marker("<<test ");
     let (mut passed, mut failed) = (0, 0);
     for (_, test) in tests {
-        let result = results
-            .iter()
-            .find(|r| r.first().map(String::as_str) == Some(test));
-        let Some(result) = result else {
-            failed += 1;
-            println!("kernel {release}  {test:width$}  FAILED  (not run: the guest ended first)");
-            continue;
+        let ok = match test_result(logs, test) {
+            Some(result) => {
+                if !streamed.contains(*test) {
+                    print_result(release, test, width, logs, &result);
+                }
+                result.passed()
+            }
+            None => {
+                println!(
+                    "kernel {release}  {test:width$}  FAILED  (not run: the guest ended first)"
+                );
+                false
+            }
         };
-        let status: i32 = result.get(1).and_then(|s| s.parse().ok()).unwrap_or(-1);
-        let seconds = result
-            .get(2)
-            .and_then(|ms| ms.parse::<f64>().ok())
-            .map_or("?".into(), |ms| format!("{:.1} s", ms / 1000.0));
-        let log = logs.join(format!("{test}.log"));
-        // `--exact` with a name the binary does not have runs nothing and
-        // exits 0: a renamed test must not pass here unseen.
-        let ran = read_lossy(&log).contains("1 passed");
-        if status == 0 && !ran {
-            failed += 1;
-            println!(
-                "kernel {release}  {test:width$}  FAILED  (no such test in its binary; log {})",
-                log.display()
-            );
-        } else if status == 0 {
+        if ok {
             passed += 1;
-            println!("kernel {release}  {test:width$}  ok  ({seconds})");
         } else {
             failed += 1;
-            let why = match status {
-                124 | 137 => format!(", timed out after {TEST_TIMEOUT_SECS} s"),
-                _ => String::new(),
-            };
-            println!(
-                "kernel {release}  {test:width$}  FAILED  ({seconds}, exit {status}{why}; log {})",
-                log.display()
-            );
-            print_indented(&read_lossy(&log), 40);
         }
     }
     if output.status.is_none() {
@@ -418,9 +417,96 @@ fn report(
     (passed, failed)
 }
 
+/// One test's end, as the guest wrote it to `NAME.status`.
+struct TestResult {
+    status: i32,
+    millis: Option<f64>,
+    /// `--exact` with a name the binary does not have runs nothing and
+    /// exits 0: a renamed test must not pass here unseen.
+    ran: bool,
+}
+
+impl TestResult {
+    fn passed(&self) -> bool {
+        self.status == 0 && self.ran
+    }
+}
+
+fn test_result(logs: &Path, test: &str) -> Option<TestResult> {
+    let text = fs::read_to_string(logs.join(format!("{test}.status"))).ok()?;
+    let mut words = text.split_whitespace();
+    let status = words.next()?.parse().ok()?;
+    let millis = words.next().and_then(|ms| ms.parse().ok());
+    Some(TestResult {
+        status,
+        millis,
+        ran: read_lossy(&logs.join(format!("{test}.log"))).contains("1 passed"),
+    })
+}
+
+/// `kernel RELEASE  TEST  ok  (12.3 s)`, or FAILED with why and the end of
+/// the test's output.
+fn print_result(release: &str, test: &str, width: usize, logs: &Path, result: &TestResult) {
+    let seconds = result
+        .millis
+        .map_or("?".into(), |ms| format!("{:.1} s", ms / 1000.0));
+    let log = logs.join(format!("{test}.log"));
+    if result.passed() {
+        println!("kernel {release}  {test:width$}  ok  ({seconds})");
+    } else if result.status == 0 {
+        println!(
+            "kernel {release}  {test:width$}  FAILED  (no such test in its binary; log {})",
+            log.display()
+        );
+    } else {
+        let why = match result.status {
+            124 | 137 => format!(", timed out after {TEST_TIMEOUT_SECS} s"),
+            _ => String::new(),
+        };
+        println!(
+            "kernel {release}  {test:width$}  FAILED  ({seconds}, exit {}{why}; log {})",
+            result.status,
+            log.display()
+        );
+        print_indented(&read_lossy(&log), 40);
+    }
+}
+
+/// Prints each test's line as soon as the guest has written its status,
+/// until `done`; returns the tests it printed.
+fn stream_results(
+    release: String,
+    tests: Vec<String>,
+    logs: PathBuf,
+    done: Arc<AtomicBool>,
+) -> HashSet<String> {
+    let width = tests.iter().map(String::len).max().unwrap_or(0);
+    let mut printed = HashSet::new();
+    loop {
+        // Read `done` first: a status written before it was set is seen
+        // by the pass that follows.
+        let last = done.load(Ordering::Acquire);
+        for test in &tests {
+            if printed.contains(test) {
+                continue;
+            }
+            if let Some(result) = test_result(&logs, test) {
+                print_result(&release, test, width, &logs, &result);
+                printed.insert(test.clone());
+            } else {
+                break; // they run in order
+            }
+        }
+        if last {
+            return printed;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The guest's script: lower the limit, see that vmatrace starts, run each
-/// test alone with its output in the writable share, one marker line each
-/// on the output port: `<<test NAME STATUS MILLISECONDS>>`.
+/// test alone with its output in the writable share (`NAME.log`) and its
+/// end there too (`NAME.status`: exit status and milliseconds).
 fn guest_script(binaries: &Binaries, tests: &[(&str, &str)], logs: &Path) -> Result<String> {
     let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
     let mut script = String::from("# Written by cargo xtask test-kernels.\n");
@@ -460,7 +546,7 @@ fn guest_script(binaries: &Binaries, tests: &[(&str, &str)], logs: &Path) -> Res
              timeout -k 10 {TEST_TIMEOUT_SECS} {} --test-threads=1 --exact {test} \
              > \"$logs/{test}.log\" 2>&1\n\
              status=$?\n\
-             echo \"<<test {test} $status $(( $(date +%s%3N) - start ))>>\"",
+             echo \"$status $(( $(date +%s%3N) - start ))\" > \"$logs/{test}.status\"",
             quote(binaries.test(binary)?)
         );
     }
