@@ -153,6 +153,15 @@ impl Summary<'_> {
                 lost_reasons(&lost)
             ));
         }
+        if lost.kernel_skipped_runs > 0 {
+            text.push_str(&format!(
+                "kernel skips: {} runs of vmatrace's programs were skipped by the kernel's \
+                 recursion guard, host-wide (most are other processes' syscalls); a traced \
+                 call with one half skipped is counted as lost above, one with both halves \
+                 skipped would be among these\n",
+                lost.kernel_skipped_runs
+            ));
+        }
         if !self.missing_calls.is_empty() {
             let names: Vec<&str> = self.missing_calls.iter().map(|c| c.name()).collect();
             text.push_str(&format!(
@@ -180,10 +189,6 @@ fn lost_reasons(lost: &LostCounts) -> String {
         (
             lost.unpaired_calls,
             "calls the kernel skipped the entry or exit of",
-        ),
-        (
-            lost.kernel_skipped_runs,
-            "program runs the kernel skipped (its recursion guard; they may include traced calls)",
         ),
     ]
     .iter()

@@ -95,7 +95,6 @@ impl LostRecord {
             + self.lifecycle_ring_buffer_full
             + self.recorder_queue_full
             + self.unpaired_calls
-            + self.kernel_skipped_runs
     }
 }
 
