@@ -36,7 +36,11 @@ use crate::{kernels, setup};
 /// once vmatrace starts there (issue 11, part 2): add "5.10" here; if
 /// vmatrace still refuses, every test of that kernel fails and the refusal
 /// is printed.
-pub const KERNELS: &[&str] = &["6.1", "6.12", "newest"];
+///
+/// `newest` (7.x) is not in the default list yet: the kernel there still
+/// skips a few of vmatrace's program runs a trace (issue 14), which fails
+/// a test now and then; `cargo xtask test-kernels newest` runs it.
+pub const KERNELS: &[&str] = &["6.1", "6.12"];
 
 /// Where the binaries the guests run are built, relative to the workspace.
 const MATRIX_TARGET_DIR: &str = "target/matrix";
