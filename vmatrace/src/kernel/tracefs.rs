@@ -51,27 +51,41 @@ pub struct TracepointOffsets {
     pub newtask_clone_flags: u64,
 }
 
-pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> {
-    let read = |event: &str| -> Result<HashMap<String, u64>, Failure> {
-        let path = tracefs.join("events").join(event).join("format");
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the tracepoint format {}", path.display()))
-            .map_err(Failure::environment)?;
-        Ok(format_offsets(&text))
-    };
-    let field = |fields: &HashMap<String, u64>, event: &str, name: &str| {
-        fields
-            .get(name)
-            .copied()
-            .ok_or_else(|| Failure::environment(anyhow!("tracepoint {event} has no field {name}")))
-    };
-    let exit = read("sched/sched_process_exit")?;
-    let newtask = read("task/task_newtask")?;
+/// The field offsets of tracepoint `event` (`category/name`), from its
+/// format file; `missing` says what its absence means.
+fn event_fields(tracefs: &Path, event: &str, missing: &str) -> Result<Fields, Failure> {
+    let path = tracefs.join("events").join(event).join("format");
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("{missing}: cannot read {}", path.display()))
+        .map_err(Failure::environment)?;
+    Ok(Fields {
+        event: event.to_string(),
+        offsets: format_offsets(&text),
+    })
+}
 
+/// One tracepoint's field offsets.
+struct Fields {
+    event: String,
+    offsets: HashMap<String, u64>,
+}
+
+impl Fields {
+    fn get(&self, name: &str) -> Result<u64, Failure> {
+        self.offsets.get(name).copied().ok_or_else(|| {
+            Failure::environment(anyhow!("tracepoint {} has no field {name}", self.event))
+        })
+    }
+}
+
+pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> {
+    let lifecycle = "a tracepoint vmatrace needs is missing";
+    let exit = event_fields(tracefs, "sched/sched_process_exit", lifecycle)?;
+    let newtask = event_fields(tracefs, "task/task_newtask", lifecycle)?;
     Ok(TracepointOffsets {
-        exit_group_dead: exit.get("group_dead").copied().unwrap_or(0),
-        newtask_pid: field(&newtask, "task_newtask", "pid")?,
-        newtask_clone_flags: field(&newtask, "task_newtask", "clone_flags")?,
+        exit_group_dead: exit.offsets.get("group_dead").copied().unwrap_or(0),
+        newtask_pid: newtask.get("pid")?,
+        newtask_clone_flags: newtask.get("clone_flags")?,
     })
 }
 
@@ -86,33 +100,14 @@ pub struct LockTracepointOffsets {
 }
 
 pub fn lock_tracepoint_offsets(tracefs: &Path) -> Result<LockTracepointOffsets, Failure> {
-    let read = |event: &str| -> Result<HashMap<String, u64>, Failure> {
-        let path = tracefs.join("events/mmap_lock").join(event).join("format");
-        let text = fs::read_to_string(&path)
-            .with_context(|| {
-                format!(
-                    "this kernel has no tracepoint mmap_lock/{event} (Linux 5.11+ is needed): \
-                     cannot read {}",
-                    path.display()
-                )
-            })
-            .map_err(Failure::environment)?;
-        Ok(format_offsets(&text))
-    };
-    let field = |fields: &HashMap<String, u64>, event: &str, name: &str| {
-        fields
-            .get(name)
-            .copied()
-            .ok_or_else(|| Failure::environment(anyhow!("tracepoint {event} has no field {name}")))
-    };
-    let acquired = read("mmap_lock_acquire_returned")?;
-    let released = read("mmap_lock_released")?;
-    let a = "mmap_lock_acquire_returned";
+    let missing = "this kernel has no mmap_lock tracepoints (Linux 5.11+ has them)";
+    let acquired = event_fields(tracefs, "mmap_lock/mmap_lock_acquire_returned", missing)?;
+    let released = event_fields(tracefs, "mmap_lock/mmap_lock_released", missing)?;
     Ok(LockTracepointOffsets {
-        acquired_mm: field(&acquired, a, "mm")?,
-        acquired_write: field(&acquired, a, "write")?,
-        acquired_success: field(&acquired, a, "success")?,
-        released_mm: field(&released, "mmap_lock_released", "mm")?,
+        acquired_mm: acquired.get("mm")?,
+        acquired_write: acquired.get("write")?,
+        acquired_success: acquired.get("success")?,
+        released_mm: released.get("mm")?,
     })
 }
 
