@@ -174,8 +174,10 @@ pub struct Event {
     /// effect plus whatever calls of other threads did meanwhile: inexact.
     /// (0 in recordings older than this field.)
     pub counted: u8,
-    /// The calling thread's user stack: its id in the `STACKS` map plus 1;
-    /// 0 when none was captured (see `CAPTURE_STACKS`).
+    /// The calling thread's user stack: from the kernel, 1 when a
+    /// [`UserStack`] was sent for this call; userspace replaces it with its
+    /// own id of the stack plus 1. 0 when none was captured (see
+    /// `CAPTURE_STACKS`).
     pub stack: u32,
     pub comm: [u8; COMM_LEN],
 }
@@ -206,8 +208,9 @@ impl Event {
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 120);
 
-/// Slots of the per-CPU `LOST` counter array: why an event never reached
-/// userspace. Every slot is reported; none is ever silently dropped.
+/// Slots of the `LOST` counter array (memory-mapped by userspace, which
+/// reads it without a bpf() call): why an event never reached userspace.
+/// Every slot is reported; none is ever silently dropped.
 pub mod lost {
     /// The ring buffer was full when a completed call was to be sent.
     pub const RINGBUF_FULL: u32 = 0;
@@ -219,8 +222,8 @@ pub mod lost {
     pub const TARGETS_FULL: u32 = 2;
     /// Lifecycle (exec, fork, exit) events the ring buffer had no room for.
     pub const LIFECYCLE_RINGBUF_FULL: u32 = 3;
-    /// Stacks that could not be captured (the stack map was full, or the
-    /// stack unreadable); the events themselves were delivered.
+    /// Stacks that could not be captured (their ring buffer was full, or
+    /// the stack unreadable); the events themselves were delivered.
     pub const STACK_UNAVAILABLE: u32 = 4;
     /// A traced call's exit was seen without its entry: the kernel skipped
     /// the entry program (its recursion guard), so the call is lost.
@@ -255,7 +258,6 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const PROCESSES: &str = "PROCESSES";
     pub const COUNT_MODE: &str = "COUNT_MODE";
-    pub const STACKS: &str = "STACKS";
     pub const CAPTURE_STACKS: &str = "CAPTURE_STACKS";
     pub const WARN_AT: &str = "WARN_AT";
 
@@ -332,30 +334,52 @@ pub const ENOMEM_RET: i64 = -12;
 /// Most bytes of user stack a [`UserStackCopy`] holds.
 pub const USER_STACK_COPY_MAX: usize = 16384;
 
-/// The user registers and the top of the user stack of a call that got a
-/// stack, sent through the `USER_STACK_COPIES` ring buffer just before its
-/// event (matched by `tid` and `enter_ns`): the return address at `sp` names
-/// the caller of a syscall stub, which a frame-pointer walk skips, and the
-/// bytes let userspace unwind with the modules' call-frame information.
+/// Most frames of the kernel's frame-pointer walk a [`UserStack`] holds
+/// (the kernel's default `perf_event_max_stack`).
+pub const USER_STACK_FRAMES_MAX: usize = 127;
+
+/// The user stack of a call that got one, sent through the
+/// `USER_STACK_COPIES` ring buffer just before its event (matched by `tid`
+/// and `enter_ns`): the kernel's frame-pointer walk, and the user
+/// registers as the syscall left user mode. It travels through a ring
+/// buffer rather than a stack map so that userspace never reads a map
+/// while tracing: a map read (a bpf() call) holds the kernel's global BPF
+/// recursion guard, and on preemptible kernels (7.x) a reader preempted
+/// there makes the kernel skip every tracepoint program on its CPU.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct UserStackCopy {
+pub struct UserStack {
     pub pid: u32,
     pub tid: u32,
     pub enter_ns: u64,
     /// The user instruction pointer, stack pointer and frame pointer
-    /// (rbp) as the syscall left user mode.
+    /// (rbp) as the syscall left user mode (0 without a stack copy).
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
-    /// How many bytes from `sp` on were read (0: none were readable).
+    /// How many bytes from `sp` on were read into [`UserStackCopy::bytes`]
+    /// (0: no copy, or none were readable).
     pub len: u32,
-    pub _pad: u32,
+    /// How many bytes of `frames` the kernel's walk filled (8 a frame).
+    pub frames_len: u32,
+    pub frames: [u64; USER_STACK_FRAMES_MAX],
+}
+
+/// A [`UserStack`] and the top of the user stack: the return address at
+/// `sp` names the caller of a syscall stub, which a frame-pointer walk
+/// skips, and the bytes let userspace unwind with the modules' call-frame
+/// information. Sent instead of a bare [`UserStack`] when copies are on.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UserStackCopy {
+    pub stack: UserStack,
     pub bytes: [u8; USER_STACK_COPY_MAX],
 }
 
-/// The header of a [`UserStackCopy`], before its bytes.
+/// The header of a [`UserStackCopy`], before its bytes: the size of a
+/// bare [`UserStack`] record.
 pub const USER_STACK_COPY_HEADER: usize = core::mem::offset_of!(UserStackCopy, bytes);
+const _: () = assert!(USER_STACK_COPY_HEADER == core::mem::size_of::<UserStack>());
 
 #[cfg(feature = "user")]
 mod user {

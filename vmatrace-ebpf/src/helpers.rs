@@ -1,6 +1,8 @@
 //! Small pieces every probe family uses: the target test, the kernel's
 //! count, reads of the tracepoint record, loss counting.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -84,6 +86,7 @@ pub fn wakeup_flags() -> u64 {
 #[inline(always)]
 pub fn count_lost(slot: u32) {
     if let Some(counter) = LOST.get_ptr_mut(slot) {
-        unsafe { *counter += 1 };
+        // Shared by every CPU.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
     }
 }

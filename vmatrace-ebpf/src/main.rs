@@ -27,6 +27,13 @@
 //! program's `recursion_misses`. Perf-event tracepoint handlers
 //! (include/trace/perf.h) run with preemption disabled on every kernel.
 //!
+//! Perf-event tracepoint programs share one per-CPU guard with every
+//! `bpf()` map operation (`bpf_prog_active`), which the kernel holds
+//! preemptibly: a map read preempted on a CPU makes the kernel skip these
+//! programs there. So userspace reads nothing through `bpf()` while it
+//! traces: stacks travel through a ring buffer (`USER_STACK_COPIES`), the
+//! loss counters are a memory-mapped array.
+//!
 //! Every event that cannot be delivered is counted in `LOST`, and so is
 //! every call whose entry or exit the kernel skipped (found when pairing
 //! them); userspace adds the kernel's own skip counts.
@@ -57,7 +64,8 @@ mod lifecycle;
 /// Per-process counters for `serve` and `top -a`.
 mod proc_stats;
 
-/// The user registers and stack top of the calls that get a stack.
+/// The user stacks (frame-pointer walk, registers, stack top) of the
+/// calls that get one.
 mod user_stack;
 
 #[cfg(not(test))]

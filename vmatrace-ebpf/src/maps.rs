@@ -1,10 +1,11 @@
 //! The maps both sides share: the event ring buffer, the per-thread slots
-//! of calls in flight, the target set, the stacks and the loss counters;
+//! of calls in flight, the target set and the loss counters;
 //! and, in the syscall count mode, each process's calls in progress.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, RingBuf},
 };
 use vmatrace_common::{Event, SYSCALL_TABLE_SIZE, lost};
 
@@ -75,15 +76,13 @@ pub static PROCESSES: HashMap<u32, CallCounts> = HashMap::with_max_entries(32768
 #[map]
 pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
-/// User stacks of the calls that asked for one, by id.
-#[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
-
 /// Which traced call a syscall number is, as `Call as u8 + 1`; 0 (the
 /// default) for every other syscall. Filled by the loader.
 #[map]
 pub static SYSCALL_CALLS: Array<u8> = Array::with_max_entries(SYSCALL_TABLE_SIZE, 0);
 
-/// Per-CPU counts of events that could not be delivered, by `lost::*` slot.
+/// Counts of events that could not be delivered, by `lost::*` slot.
+/// Memory-mapped: userspace reads it without a bpf() call, which would
+/// hold the kernel's global BPF recursion guard (see `UserStack`).
 #[map]
-pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
+pub static LOST: Array<u64> = Array::with_max_entries(lost::SLOTS, BPF_F_MMAPABLE);

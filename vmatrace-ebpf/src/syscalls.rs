@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
-    programs::{TracePointContext, tracing::StackIdContext},
+    programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
 use vmatrace_common::{
@@ -20,7 +20,7 @@ use crate::{
     globals::{CAPTURE_STACKS, WARN_AT},
     helpers::{count_lost, ctx_field, current_mm, is_traced, map_count, wakeup_flags},
     maps::{
-        EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, STACKS, SYSCALL_CALLS,
+        EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, SYSCALL_CALLS,
     },
 };
 
@@ -29,7 +29,6 @@ use crate::{
 const RAW_SYSCALL_ID_OFFSET: usize = 8;
 const SYSCALL_ARGS_OFFSET: usize = 16;
 const SYSCALL_RET_OFFSET: usize = 16;
-const BPF_F_USER_STACK: u64 = 1 << 8;
 
 /// raw_syscalls/sys_enter: every syscall of the system, so the untraced
 /// ones must cost as little as possible: one array lookup.
@@ -344,7 +343,7 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
     }
 }
 
-/// The caller's user stack id + 1 if this call wants one: every call with
+/// 1 if this call wants a user stack and it was sent: every call with
 /// `--stacks`, else those that split a mapping, failed with ENOMEM, or took
 /// the count across the NEAR-LIMIT threshold (the tests userspace applies,
 /// so a flagged event has its stack; counted at syscalls, an inexact
@@ -367,15 +366,11 @@ fn user_stack_if_wanted<const COUNTED: bool>(
     if !wanted {
         return 0;
     }
-    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
-        Ok(id) => {
-            crate::user_stack::copy_for(event);
-            id as u32 + 1
-        }
-        Err(error) => {
-            count_lost(lost::STACK_UNAVAILABLE);
-            debug!(ctx, "pid {}: no user stack (error {})", event.pid, error);
-            0
-        }
+    if crate::user_stack::send_for(ctx, event) {
+        1
+    } else {
+        count_lost(lost::STACK_UNAVAILABLE);
+        debug!(ctx, "pid {}: no user stack (no room, or unreadable)", event.pid);
+        0
     }
 }

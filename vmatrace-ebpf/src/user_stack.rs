@@ -1,26 +1,32 @@
-//! The user registers and the top of the user stack of a call that gets a
-//! stack, for userspace: the return address at the stack pointer names the
-//! caller of a syscall stub (which sets up no frame, so the kernel's
-//! frame-pointer walk skips it), and the bytes let userspace unwind code
-//! built without frame pointers with its call-frame information.
+//! The user stack of a call that gets one: the kernel's frame-pointer walk
+//! and, when copies are on, the user registers and the top of the user
+//! stack: the return address at the stack pointer names the caller of a
+//! syscall stub (which sets up no frame, so the frame-pointer walk skips
+//! it), and the bytes let userspace unwind code built without frame
+//! pointers with its call-frame information.
 //!
-//! Only the calls that get a stack pay for this; the copy goes through a
-//! ring buffer of its own, so a burst of copies never costs an event.
+//! Only the calls that get a stack pay for this; the record goes through a
+//! ring buffer of its own, so a burst of stacks never costs an event, and
+//! userspace never has to read a map for it (see `UserStack`).
 
 use aya_ebpf::{
-    Global,
-    bindings::BPF_RB_NO_WAKEUP,
+    EbpfContext, Global,
+    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs},
+        generated::{
+            bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_user, bpf_task_pt_regs,
+        },
     },
     macros::map,
     maps::RingBuf,
 };
-use vmatrace_common::{Event, USER_STACK_COPY_MAX, UserStackCopy};
+use vmatrace_common::{
+    Event, USER_STACK_COPY_MAX, USER_STACK_FRAMES_MAX, UserStack, UserStackCopy,
+};
 
-/// Copies for userspace, each sent just before its event. The loader may
-/// resize it.
+/// Stacks for userspace, each sent just before its event. The loader
+/// sizes it.
 #[map]
 pub static USER_STACK_COPIES: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
@@ -37,17 +43,78 @@ pub static PT_REGS_SP_OFFSET: Global<u64> = Global::new(152);
 #[unsafe(no_mangle)]
 pub static PT_REGS_BP_OFFSET: Global<u64> = Global::new(32);
 
-/// Sends the calling thread's user registers and the top of its stack for
-/// `event`, if copies are on.
+/// Sends the calling thread's user stack for `event`: false if there was
+/// no room for it or no frame could be walked.
 #[inline(always)]
-pub fn copy_for(event: &Event) {
+pub fn send_for<C: EbpfContext>(ctx: &C, event: &Event) -> bool {
+    if USER_STACK_BYTES.load() == 0 {
+        let Some(mut entry) = USER_STACK_COPIES.reserve::<UserStack>(0) else {
+            return false;
+        };
+        let stack = entry.as_mut_ptr();
+        if unsafe { !walk_frames(ctx, event, stack) } {
+            entry.discard(BPF_RB_NO_WAKEUP as u64);
+            return false;
+        }
+        unsafe {
+            (*stack).ip = 0;
+            (*stack).sp = 0;
+            (*stack).bp = 0;
+            (*stack).len = 0;
+        }
+        entry.submit(BPF_RB_NO_WAKEUP as u64);
+        return true;
+    }
+    let Some(mut entry) = USER_STACK_COPIES.reserve::<UserStackCopy>(0) else {
+        return false;
+    };
+    let copy = entry.as_mut_ptr();
+    unsafe {
+        let stack = &raw mut (*copy).stack;
+        let walked = walk_frames(ctx, event, stack);
+        let copied = copy_registers_and_stack(copy);
+        if !walked && !copied {
+            entry.discard(BPF_RB_NO_WAKEUP as u64);
+            return false;
+        }
+    }
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    true
+}
+
+/// The kernel's frame-pointer walk of the user stack into `stack`, and who
+/// it is for: false if not a frame was found.
+#[inline(always)]
+unsafe fn walk_frames<C: EbpfContext>(ctx: &C, event: &Event, stack: *mut UserStack) -> bool {
+    unsafe {
+        (*stack).pid = event.pid;
+        (*stack).tid = event.tid;
+        (*stack).enter_ns = event.enter_ns;
+        let written = bpf_get_stack(
+            ctx.as_ptr(),
+            (*stack).frames.as_mut_ptr() as *mut _,
+            (USER_STACK_FRAMES_MAX * 8) as u32,
+            BPF_F_USER_STACK as u64,
+        );
+        (*stack).frames_len = if written > 0 { written as u32 } else { 0 };
+        written > 0
+    }
+}
+
+/// The user registers and the top of the user stack into `copy`: false if
+/// the registers could not be read.
+#[inline(always)]
+unsafe fn copy_registers_and_stack(copy: *mut UserStackCopy) -> bool {
     let wanted = USER_STACK_BYTES.load() as usize;
-    if wanted == 0 {
-        return;
+    unsafe {
+        (*copy).stack.ip = 0;
+        (*copy).stack.sp = 0;
+        (*copy).stack.bp = 0;
+        (*copy).stack.len = 0;
     }
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
     if regs.is_null() {
-        return;
+        return false;
     }
     let read_reg = |offset: u64| -> u64 {
         unsafe { bpf_probe_read_kernel(regs.wrapping_add(offset as usize) as *const u64) }
@@ -55,24 +122,15 @@ pub fn copy_for(event: &Event) {
     };
     let sp = read_reg(PT_REGS_SP_OFFSET.load());
     if sp == 0 {
-        return;
+        return false;
     }
-    let Some(mut entry) = USER_STACK_COPIES.reserve::<UserStackCopy>(0) else {
-        return;
-    };
-    let copy = entry.as_mut_ptr();
     unsafe {
-        (*copy).pid = event.pid;
-        (*copy).tid = event.tid;
-        (*copy).enter_ns = event.enter_ns;
-        (*copy).ip = read_reg(PT_REGS_IP_OFFSET.load());
-        (*copy).sp = sp;
-        (*copy).bp = read_reg(PT_REGS_BP_OFFSET.load());
-        (*copy)._pad = 0;
+        (*copy).stack.ip = read_reg(PT_REGS_IP_OFFSET.load());
+        (*copy).stack.sp = sp;
+        (*copy).stack.bp = read_reg(PT_REGS_BP_OFFSET.load());
         // A read that runs past the end of the stack's mapping fails as a
         // whole: then less, down to the end of the stack pointer's page.
         let to_page_end = 4096 - (sp as usize & 4095);
-        let mut len = 0u32;
         for size in [wanted, wanted / 2, wanted / 4, to_page_end] {
             let size = size.min(USER_STACK_COPY_MAX);
             if size == 0 {
@@ -84,11 +142,10 @@ pub fn copy_for(event: &Event) {
                 sp as *const _,
             );
             if read == 0 {
-                len = size as u32;
+                (*copy).stack.len = size as u32;
                 break;
             }
         }
-        (*copy).len = len;
     }
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    true
 }

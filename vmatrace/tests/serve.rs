@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{Running, maps_count, vmatrace_bin, workload_bin};
+use support::{Running, debian_package, maps_count, vmatrace_bin, workload_bin};
 
 /// The tests that load probes for the whole host run one at a time: each
 /// counts the others' processes otherwise.
@@ -67,31 +67,10 @@ fn percent_encode(text: &str) -> String {
 
 /// `prometheus` from Debian's package, installed once (idempotent).
 fn prometheus_bin() -> PathBuf {
-    let installed = || {
-        ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-    };
-    if let Some(path) = installed() {
-        return path;
-    }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !apt(&["install", "-y", "--no-install-recommends", "prometheus"]) {
-        assert!(apt(&["update"]), "apt-get update failed");
-        assert!(
-            apt(&["install", "-y", "--no-install-recommends", "prometheus"]),
-            "apt-get install prometheus failed"
-        );
-    }
-    installed().expect("prometheus installed")
+    debian_package(
+        "prometheus",
+        &["/usr/bin/prometheus", "/usr/local/bin/prometheus"],
+    )
 }
 
 /// A Prometheus server on loopback scraping `target` every second, with

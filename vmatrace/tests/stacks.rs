@@ -185,14 +185,7 @@ const LIBJEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
 
 /// Debian's shared jemalloc, installed if missing.
 fn debian_jemalloc() -> &'static str {
-    if !std::path::Path::new(LIBJEMALLOC).exists() {
-        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-        let installed = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "libjemalloc2"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(installed, "apt-get install libjemalloc2 failed");
-    }
+    debian_package("libjemalloc2", &[LIBJEMALLOC]);
     LIBJEMALLOC
 }
 

@@ -208,6 +208,74 @@ fn concurrent_threads_get_exact_split_flags() {
     assert!(whole.clone().all(|e| !has_flag(e, "SPLIT")));
 }
 
+/// While it traces, vmatrace reads no map with a bpf() call: each such
+/// call holds the kernel's global BPF recursion guard, and a reader
+/// preempted there (7.x kernels preempt there) makes the kernel skip the
+/// tracepoint programs on its CPU, so calls would go missing. Stacks,
+/// status lines, checkpoints and the loss counters all come through
+/// shared memory. Checked with strace on vmatrace's own threads.
+#[test]
+fn tracing_reads_no_map_through_bpf_calls() {
+    let strace = debian_package("strace", &["/usr/bin/strace"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("bpf.log");
+    let recording = dir.path().join("trace.vmat");
+    let mut workload = Running::spawn(&workload_bin(), &["split-churn", "100000", "--wait"]);
+    workload.wait_stderr("ready pid=");
+    let pid = workload.pid().to_string();
+    let vmatrace = vmatrace_bin();
+    let args = [
+        "-f",
+        "-qq",
+        "--seccomp-bpf",
+        "-e",
+        "trace=bpf",
+        "-o",
+        log.to_str().unwrap(),
+        vmatrace.to_str().unwrap(),
+        "-q",
+        "-i",
+        "0.05",
+        "-o",
+        recording.to_str().unwrap(),
+        "-p",
+        &pid,
+    ];
+    let mut trace = Running::spawn(&strace, &args);
+    trace.wait_stderr("vmatrace: tracing");
+    workload.send_line();
+    assert!(workload.finish().status.success());
+    let finished = trace.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    let log = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = log.lines().filter(|l| l.contains("bpf(BPF_")).collect();
+    let attached = calls
+        .iter()
+        .rposition(|l| l.contains("BPF_LINK_CREATE"))
+        .expect("programs attached through links");
+    let reads: Vec<&&str> = calls[attached..]
+        .iter()
+        .filter(|l| {
+            ["LOOKUP", "DELETE", "GET_NEXT_KEY", "BATCH"]
+                .iter()
+                .any(|op| l.contains(&format!("BPF_MAP_{op}")))
+        })
+        .collect();
+    assert!(reads.is_empty(), "map reads while tracing: {reads:#?}");
+    // The one write: the target's pid into TARGETS, before its calls count.
+    let writes = calls[attached..]
+        .iter()
+        .filter(|l| l.contains("BPF_MAP_UPDATE_ELEM"))
+        .count();
+    assert!(writes <= 1, "map writes while tracing:\n{log}");
+    let stderr = finished.stderr_text();
+    assert!(stderr.contains("lost events: 0"), "{stderr}");
+    assert!(
+        stderr.matches("[vmatrace]").count() >= 5,
+        "status lines: {stderr}"
+    );
+}
+
 /// -p on running processes; one exits mid-trace and tracing goes on for
 /// the other; vmatrace ends by itself once both are gone.
 #[test]

@@ -6,7 +6,7 @@ use std::{os::fd::AsFd, path::Path};
 use anyhow::{Context, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, HashMap, MapData, RingBuf},
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
 use aya_log::EbpfLogger;
@@ -15,7 +15,7 @@ use vmatrace_common::{
     count_mode, lost, names, proc_stats,
 };
 
-use super::{btf, prog_info, tracefs};
+use super::{btf, mapped::MappedCounters, prog_info, tracefs};
 use crate::error::Failure;
 
 /// The eBPF object built from `vmatrace-ebpf` by build.rs.
@@ -127,6 +127,8 @@ pub struct Probes {
     pub count_mode: CountMode,
     /// Every attachment, by program: detached together at the end.
     links: Vec<(String, TracePointLinkId)>,
+    /// The `LOST` counters, read without a bpf() call.
+    lost: MappedCounters,
 }
 
 impl Drop for Probes {
@@ -318,6 +320,10 @@ impl Probes {
             .override_global(names::PT_REGS_SP_OFFSET, &pt_regs.sp, true)
             .override_global(names::PT_REGS_BP_OFFSET, &pt_regs.bp, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
+            .map_max_entries(
+                names::USER_STACK_COPIES,
+                stack_ring_bytes(config.capture_stacks, user_stack_bytes),
+            )
             .map_max_entries(names::PROCESSES, processes_entries);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
@@ -330,6 +336,11 @@ impl Probes {
         } else {
             None
         };
+        let lost = MappedCounters::new(
+            ebpf.map(names::LOST).context("LOST map")?,
+            lost::SLOTS as usize,
+        )
+        .map_err(Failure::environment)?;
         let mut probes = Probes {
             ebpf,
             logs,
@@ -337,6 +348,7 @@ impl Probes {
             missing_calls: Vec::new(),
             count_mode,
             links: Vec::new(),
+            lost,
         };
         probes.attach_all(tracefs)?;
         if probes.count_mode == CountMode::Lock {
@@ -480,7 +492,6 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// The map of captured user stacks. Taken once.
     /// The per-process counters (`PROC_STATS`), for `serve` and `top -a`.
     pub fn take_proc_stats(
         &mut self,
@@ -492,25 +503,17 @@ impl Probes {
         Ok(HashMap::try_from(map)?)
     }
 
-    pub fn take_stacks(&mut self) -> anyhow::Result<StackTraceMap<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(names::STACKS)
-            .context("the STACKS map was already taken")?;
-        Ok(StackTraceMap::try_from(map)?)
-    }
-
+    /// The losses so far. Reads no map through bpf() (see
+    /// [`MappedCounters`]), so it can be called while tracing.
     pub fn lost(&self) -> anyhow::Result<LostCounts> {
-        let array: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map(names::LOST).context("LOST map")?)?;
-        let slot = |index: u32| -> anyhow::Result<u64> { Ok(array.get(&index, 0)?.iter().sum()) };
+        let slot = |index: u32| self.lost.get(index);
         Ok(LostCounts {
-            ring_buffer_full: slot(lost::RINGBUF_FULL)?,
-            inflight_table_full: slot(lost::INFLIGHT_FULL)?,
-            targets_table_full: slot(lost::TARGETS_FULL)?,
-            lifecycle_ring_buffer_full: slot(lost::LIFECYCLE_RINGBUF_FULL)?,
-            stacks_unavailable: slot(lost::STACK_UNAVAILABLE)?,
-            unpaired_calls: slot(lost::ENTRY_MISSED)? + slot(lost::EXIT_MISSED)?,
+            ring_buffer_full: slot(lost::RINGBUF_FULL),
+            inflight_table_full: slot(lost::INFLIGHT_FULL),
+            targets_table_full: slot(lost::TARGETS_FULL),
+            lifecycle_ring_buffer_full: slot(lost::LIFECYCLE_RINGBUF_FULL),
+            stacks_unavailable: slot(lost::STACK_UNAVAILABLE),
+            unpaired_calls: slot(lost::ENTRY_MISSED) + slot(lost::EXIT_MISSED),
             kernel_skipped_runs: self.kernel_skipped_runs(),
         })
     }
@@ -523,6 +526,17 @@ impl Probes {
             .filter_map(|(_, program)| program.fd().ok())
             .filter_map(|fd| prog_info::recursion_misses(fd.as_fd()))
             .sum()
+    }
+}
+
+/// The size of the ring buffer of user stacks: room for about 500 records
+/// with copies (17 KiB each), 1000 without (1 KiB), one page without
+/// stacks.
+fn stack_ring_bytes(capture_stacks: u8, user_stack_bytes: u32) -> u32 {
+    match (capture_stacks, user_stack_bytes) {
+        (vmatrace_common::capture_stacks::NONE, _) => 4096,
+        (_, 0) => 1 << 20,
+        _ => 8 << 20,
     }
 }
 

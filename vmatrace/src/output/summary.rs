@@ -140,7 +140,7 @@ impl Summary<'_> {
         let lost = self.lost;
         if lost.stacks_unavailable > 0 {
             text.push_str(&format!(
-                "stacks not captured: {} (the stack map was full or a stack unreadable)\n",
+                "stacks not captured: {} (their ring buffer was full, or the stack unreadable)\n",
                 lost.stacks_unavailable
             ));
         }

@@ -112,6 +112,7 @@ impl Symbols {
         let mut frames = self.through_process(raw.pid, &raw.addrs);
         self.fill_from_files(&mut frames, &raw.files);
         self.place_unnamed(&mut frames, &raw.files);
+        name_mapped_modules(&mut frames, &raw.files);
         let stack = Arc::new(Stack::new(frames));
         self.done.insert((raw.pid, raw.id), stack.clone());
         stack
@@ -185,6 +186,24 @@ impl Symbols {
                 .clone();
         }
     }
+}
+
+/// A frame named from a separate debug file (found by build id under
+/// /usr/lib/debug, e.g. from libc6-dbg) names that file as its module;
+/// the file the process had mapped is what the user knows.
+fn name_mapped_modules(frames: &mut [Frame], files: &[Option<(Arc<str>, u64)>]) {
+    for (frame, file) in frames.iter_mut().zip(files) {
+        let from_debug_file = frame.module.as_deref().is_some_and(is_debug_file);
+        if let (true, Some((path, _))) = (from_debug_file, file)
+            && path.starts_with('/')
+        {
+            frame.module = Some(path.to_string());
+        }
+    }
+}
+
+fn is_debug_file(path: &str) -> bool {
+    path.starts_with("/usr/lib/debug/") || path.ends_with(".debug")
 }
 
 /// The GNU build id of an ELF file, in hex.
@@ -284,6 +303,23 @@ mod tests {
             line: None,
             build_id: None,
         }
+    }
+
+    #[test]
+    fn a_frame_named_from_a_debug_file_keeps_the_mapped_module() {
+        let mut frames = vec![Frame {
+            module: Some("/usr/lib/debug/.build-id/bc/65e5.debug".into()),
+            ..Frame::unknown(0x1000)
+        }];
+        let files = vec![Some((
+            Arc::from("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            0x10,
+        ))];
+        name_mapped_modules(&mut frames, &files);
+        assert_eq!(
+            frames[0].module.as_deref(),
+            Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
+        );
     }
 
     #[test]

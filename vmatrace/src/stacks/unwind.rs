@@ -1,6 +1,6 @@
 //! Walking a user stack the frame-pointer walk got wrong.
 //!
-//! The kernel's walk (`bpf_get_stackid`) follows frame pointers: it skips
+//! The kernel's walk (`bpf_get_stack`) follows frame pointers: it skips
 //! the caller of a syscall stub (the stub sets up no frame, so the walk
 //! goes from the stub straight to its caller's caller), and in code built
 //! without frame pointers it reads garbage. For the calls that get a
@@ -55,25 +55,55 @@ pub struct StackCopy {
     pub bytes: Vec<u8>,
 }
 
-impl StackCopy {
-    /// Parses a `vmatrace_common::UserStackCopy` record.
-    pub fn parse(record: &[u8]) -> Option<StackCopy> {
+/// A user stack as the kernel sent it (`vmatrace_common::UserStack`, or
+/// `UserStackCopy` when copies are on): the frame-pointer walk, and the
+/// copy if there is one.
+#[derive(Clone, Debug)]
+pub struct SentStack {
+    pub tid: u32,
+    pub enter_ns: u64,
+    pub frames: Vec<u64>,
+    pub copy: Option<StackCopy>,
+}
+
+impl SentStack {
+    /// Parses a record of the `USER_STACK_COPIES` ring buffer.
+    pub fn parse(record: &[u8]) -> Option<SentStack> {
         use vmatrace_common::USER_STACK_COPY_HEADER as HEADER;
         let header = record.get(..HEADER)?;
         let u32_at = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().unwrap());
         let u64_at = |at: usize| u64::from_ne_bytes(header[at..at + 8].try_into().unwrap());
-        let len = u32_at(40) as usize;
-        let bytes = record.get(HEADER..HEADER + len)?.to_vec();
-        Some(StackCopy {
-            tid: u32_at(4),
-            enter_ns: u64_at(8),
-            ip: u64_at(16),
-            sp: u64_at(24),
-            bp: u64_at(32),
-            bytes,
+        const FRAMES: usize = 48;
+        let frames_len = (u32_at(44) as usize).min(HEADER - FRAMES);
+        let frames = header[FRAMES..FRAMES + frames_len]
+            .chunks_exact(8)
+            .map(|w| u64::from_ne_bytes(w.try_into().unwrap()))
+            .take_while(|&ip| ip != 0)
+            .collect();
+        let (tid, enter_ns, sp) = (u32_at(4), u64_at(8), u64_at(24));
+        let copy = if record.len() > HEADER && sp != 0 {
+            let len = u32_at(40) as usize;
+            Some(StackCopy {
+                tid,
+                enter_ns,
+                ip: u64_at(16),
+                sp,
+                bp: u64_at(32),
+                bytes: record.get(HEADER..HEADER + len)?.to_vec(),
+            })
+        } else {
+            None
+        };
+        Some(SentStack {
+            tid,
+            enter_ns,
+            frames,
+            copy,
         })
     }
+}
 
+impl StackCopy {
     /// The word at `addr`, if the copy holds it.
     pub fn read(&self, addr: u64) -> Option<u64> {
         let at = usize::try_from(addr.checked_sub(self.sp)?).ok()?;
@@ -450,6 +480,54 @@ mod tests {
         assert_eq!(code.len(), 1);
         assert_eq!(code[0].range, 0x55e0..0x55f0);
         assert_eq!(code[0].offset, 0x1000);
+    }
+
+    fn record_of(stack: &vmatrace_common::UserStack, bytes: &[u8]) -> Vec<u8> {
+        // SAFETY: a plain repr(C) value viewed as its bytes.
+        let head = unsafe {
+            std::slice::from_raw_parts(
+                (stack as *const vmatrace_common::UserStack).cast::<u8>(),
+                std::mem::size_of::<vmatrace_common::UserStack>(),
+            )
+        };
+        [head, bytes].concat()
+    }
+
+    fn sent(sp: u64, len: u32, frames: &[u64]) -> vmatrace_common::UserStack {
+        let mut stack = vmatrace_common::UserStack {
+            pid: 7,
+            tid: 8,
+            enter_ns: 9,
+            ip: 0x401000,
+            sp,
+            bp: 0,
+            len,
+            frames_len: (frames.len() * 8) as u32,
+            frames: [0; vmatrace_common::USER_STACK_FRAMES_MAX],
+        };
+        stack.frames[..frames.len()].copy_from_slice(frames);
+        stack
+    }
+
+    #[test]
+    fn a_bare_stack_record_has_frames_and_no_copy() {
+        let record = record_of(&sent(0, 0, &[0x401000, 0x402000]), &[]);
+        let parsed = SentStack::parse(&record).expect("parses");
+        assert_eq!((parsed.tid, parsed.enter_ns), (8, 9));
+        assert_eq!(parsed.frames, vec![0x401000, 0x402000]);
+        assert!(parsed.copy.is_none());
+    }
+
+    #[test]
+    fn a_stack_record_with_a_copy_keeps_its_bytes() {
+        let mut bytes = vec![0u8; vmatrace_common::USER_STACK_COPY_MAX];
+        bytes[..8].copy_from_slice(&0x403000u64.to_ne_bytes());
+        let record = record_of(&sent(0x7ff0, 16, &[0x401000]), &bytes);
+        let parsed = SentStack::parse(&record).expect("parses");
+        let copy = parsed.copy.expect("a copy");
+        assert_eq!((copy.sp, copy.bytes.len()), (0x7ff0, 16));
+        assert_eq!(copy.read(0x7ff0), Some(0x403000));
+        assert!(SentStack::parse(&record[..100]).is_none(), "truncated");
     }
 
     #[test]

@@ -36,6 +36,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How often a recording gets every process's count and the losses so far.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long one wake of the event loop reads events before it looks at
+/// its timers and signals again.
+const DRAIN_BUDGET: Duration = Duration::from_millis(50);
+
 /// Poll ticks between checks that the targets are still alive (250 ms).
 const LIVENESS_TICKS: u32 = 25;
 
@@ -132,7 +136,11 @@ impl Run {
                     Wake::Child(exit.ok().and_then(Result::ok))
                 }
             };
-            self.drain()?;
+            // A bounded drain: under a flood the ring buffer never runs
+            // empty, and the status lines, the deadline and Ctrl-C must
+            // still be heard. What is left is read at the next wake (the
+            // poll tick comes every few ms).
+            self.drain_for(DRAIN_BUDGET)?;
             probes.print_diagnostics();
             match wake {
                 Wake::Stop => return Ok(child_status),
@@ -252,37 +260,54 @@ impl Run {
     /// Moves every waiting event through state and detectors to the
     /// recording and the printer.
     pub(super) fn drain(&mut self) -> Result<(), Failure> {
-        while let Some(mut event) = self.next_event() {
-            self.events += 1;
-            // Before the event in the file: readers meet a snapshot and a
-            // file name first, as the live view did.
-            let syscall = event.kind == EventKind::Syscall as u8;
-            if syscall && !self.processes.knows_mappings(event.pid) {
-                self.take_snapshot(event.pid, monotonic_ns());
+        self.drain_for(Duration::MAX)
+    }
+
+    /// Reads the waiting events for at most about `budget`.
+    fn drain_for(&mut self, budget: Duration) -> Result<(), Failure> {
+        let started = std::time::Instant::now();
+        let mut read = 0u32;
+        while let Some(event) = self.next_event() {
+            self.handle(event)?;
+            read = read.wrapping_add(1);
+            if read.is_multiple_of(256) && started.elapsed() > budget {
+                break;
             }
-            self.name_mapped_file(&event);
-            let new_stack = self.stacks.new_stack(&mut event, &self.processes);
-            if event.kind == EventKind::Exit as u8 {
-                self.stacks.forget(event.pid);
-            }
-            if let Some(recorder) = self.recorder.as_mut() {
-                recorder.record(&Record::Event(event));
-            }
-            let applied = self.processes.apply(&event);
-            if event.kind == EventKind::Exec as u8 && self.snapshot_execs {
-                self.take_snapshot(event.pid, event.exit_ns);
-            }
-            // The printer gets what it prints, every new stack (to name it,
-            // for the lines and the recording), and with --top every call
-            // with a stack (its sites).
-            let counts_for_sites = event.stack != 0 && self.top.is_some();
-            if new_stack.is_some() || counts_for_sites || self.filter.prints(&applied) {
-                self.print(Job::Event(EventJob {
-                    event,
-                    applied,
-                    new_stack,
-                }))?;
-            }
+        }
+        Ok(())
+    }
+
+    /// One event: into the state, the recording and the printer.
+    fn handle(&mut self, mut event: Event) -> Result<(), Failure> {
+        self.events += 1;
+        // Before the event in the file: readers meet a snapshot and a
+        // file name first, as the live view did.
+        let syscall = event.kind == EventKind::Syscall as u8;
+        if syscall && !self.processes.knows_mappings(event.pid) {
+            self.take_snapshot(event.pid, monotonic_ns());
+        }
+        self.name_mapped_file(&event);
+        let new_stack = self.stacks.new_stack(&mut event, &self.processes);
+        if event.kind == EventKind::Exit as u8 {
+            self.stacks.forget(event.pid);
+        }
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.record(&Record::Event(event));
+        }
+        let applied = self.processes.apply(&event);
+        if event.kind == EventKind::Exec as u8 && self.snapshot_execs {
+            self.take_snapshot(event.pid, event.exit_ns);
+        }
+        // The printer gets what it prints, every new stack (to name it,
+        // for the lines and the recording), and with --top every call
+        // with a stack (its sites).
+        let counts_for_sites = event.stack != 0 && self.top.is_some();
+        if new_stack.is_some() || counts_for_sites || self.filter.prints(&applied) {
+            self.print(Job::Event(EventJob {
+                event,
+                applied,
+                new_stack,
+            }))?;
         }
         Ok(())
     }

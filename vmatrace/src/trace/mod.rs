@@ -78,8 +78,9 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         },
     })?;
     let mut stacks = user_stacks::UserStacks::new(
-        probes.take_stacks().map_err(Failure::environment)?,
-        probes.take_user_stack_copies().ok(),
+        probes
+            .take_user_stack_copies()
+            .map_err(Failure::environment)?,
         cli.unwind,
     );
     let events = probes.take_events().map_err(Failure::environment)?;

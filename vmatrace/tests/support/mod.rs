@@ -41,6 +41,29 @@ pub fn example_bin(name: &str) -> PathBuf {
     workload
 }
 
+/// The first of `paths` that exists, after installing Debian's `package`
+/// if none does (tests run as root on Debian machines).
+pub fn debian_package(package: &str, paths: &[&str]) -> PathBuf {
+    let installed = || paths.iter().map(PathBuf::from).find(|p| p.exists());
+    if let Some(path) = installed() {
+        return path;
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "-qq", "--no-install-recommends", package];
+    if !apt(&install) {
+        assert!(apt(&["update", "-qq"]), "apt-get update failed");
+        assert!(apt(&install), "apt-get install {package} failed");
+    }
+    installed().unwrap_or_else(|| panic!("{package} installed but none of {paths:?} exists"))
+}
+
 pub fn max_map_count() -> u64 {
     std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .unwrap()
