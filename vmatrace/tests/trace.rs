@@ -262,16 +262,17 @@ fn tracing_reads_no_map_through_bpf_calls() {
         })
         .collect();
     assert!(reads.is_empty(), "map reads while tracing: {reads:#?}");
-    // The one write: the target's pid into TARGETS, before its calls count.
-    let writes = calls[attached..]
+    // Not even the target's pid: it went into the traced set before the
+    // programs were attached.
+    let writes: Vec<&&str> = calls[attached..]
         .iter()
         .filter(|l| l.contains("BPF_MAP_UPDATE_ELEM"))
-        .count();
-    assert!(writes <= 1, "map writes while tracing:\n{log}");
+        .collect();
+    assert!(writes.is_empty(), "map writes while tracing: {writes:#?}");
     let stderr = finished.stderr_text();
     assert!(stderr.contains("lost events: 0"), "{stderr}");
     assert!(
-        stderr.matches("[vmatrace]").count() >= 5,
+        stderr.matches("[vmatrace]").count() >= 2,
         "status lines: {stderr}"
     );
 }

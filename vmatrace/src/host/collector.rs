@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use serde::Serialize;
 use vmatrace_common::{
@@ -168,6 +167,10 @@ impl Collector {
             count_mode: config.count_mode,
             send_events: false,
             max_map_count: limit,
+            targets: match &config.scope {
+                Scope::Pids(pids) => pids.clone(),
+                _ => Vec::new(),
+            },
             // Whatever else the loader learns to do stays off here.
             ..ProbeConfig::default()
         })?;
@@ -185,15 +188,6 @@ impl Collector {
             buf: Vec::new(),
             self_pid: std::process::id(),
         };
-        if let Scope::Pids(pids) = &config.scope {
-            for pid in pids {
-                collector
-                    .probes
-                    .add_target(*pid)
-                    .with_context(|| format!("tracing pid {pid}"))
-                    .map_err(Failure::environment)?;
-            }
-        }
         // After attaching: a call made from now on is in the counters, so
         // a count read now is never older than the process's last call.
         let pids = collector.pids_in_scope();

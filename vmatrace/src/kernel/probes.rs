@@ -45,6 +45,13 @@ pub struct ProbeConfig {
     /// Bytes of user stack copied (with the user registers) for each call
     /// that gets a stack; 0 for none.
     pub user_stack_bytes: u32,
+    /// Processes (tgids) to trace, put in the traced set before any
+    /// program is attached: writing a map later, while the programs run,
+    /// would hold the kernel's BPF recursion guard (see `kernel::mapped`).
+    pub targets: Vec<u32>,
+    /// Turn on the kernel's run-time statistics of BPF programs, to say
+    /// what tracing cost ([`Probes::cost`]).
+    pub run_time_stats: bool,
 }
 
 /// Where the calls' counts are to be read (`--count-mode`).
@@ -129,6 +136,8 @@ pub struct Probes {
     links: Vec<(String, TracePointLinkId)>,
     /// The `LOST` counters, read without a bpf() call.
     lost: MappedCounters,
+    /// Held while the kernel's run-time statistics are wanted.
+    run_time_stats: Option<prog_info::RunTimeStats>,
 }
 
 impl Drop for Probes {
@@ -176,6 +185,15 @@ pub struct LostCounts {
     /// one half skipped is counted in `unpaired_calls`; one with both halves
     /// skipped would be among these, which the summary says.
     pub kernel_skipped_runs: u64,
+}
+
+/// Time the kernel spent in vmatrace's programs, host-wide: they run for
+/// every syscall of every process (and filter in the kernel), so this is
+/// what tracing cost the machine.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ProgramCost {
+    pub run_ns: u64,
+    pub runs: u64,
 }
 
 impl LostCounts {
@@ -349,7 +367,14 @@ impl Probes {
             count_mode,
             links: Vec::new(),
             lost,
+            run_time_stats: config
+                .run_time_stats
+                .then(prog_info::RunTimeStats::enable)
+                .flatten(),
         };
+        for pid in &config.targets {
+            probes.add_target(*pid)?;
+        }
         probes.attach_all(tracefs)?;
         if probes.count_mode == CountMode::Lock {
             probes
@@ -466,6 +491,8 @@ impl Probes {
     }
 
     /// Adds a process to the in-kernel target set.
+    /// Adds a process to the traced set. Prefer [`ProbeConfig::targets`]
+    /// for the processes known before the programs are attached.
     pub fn add_target(&mut self, pid: u32) -> anyhow::Result<()> {
         let mut targets: HashMap<&mut MapData, u32, u8> =
             HashMap::try_from(self.ebpf.map_mut(names::TARGETS).context("TARGETS map")?)?;
@@ -516,6 +543,19 @@ impl Probes {
             unpaired_calls: slot(lost::ENTRY_MISSED) + slot(lost::EXIT_MISSED),
             kernel_skipped_runs: self.kernel_skipped_runs(),
         })
+    }
+
+    /// What vmatrace's programs cost the kernel so far, if its run-time
+    /// statistics are on.
+    pub fn cost(&self) -> Option<ProgramCost> {
+        self.run_time_stats.as_ref()?;
+        let (run_ns, runs) = self
+            .ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok())
+            .filter_map(|fd| prog_info::run_time(fd.as_fd()))
+            .fold((0, 0), |(ns, n), (run_ns, runs)| (ns + run_ns, n + runs));
+        Some(ProgramCost { run_ns, runs })
     }
 
     /// The kernel's `recursion_misses`, summed over the loaded programs (0

@@ -1,19 +1,68 @@
 //! What the kernel knows about vmatrace's loaded programs that aya 0.14
-//! does not expose: how often it skipped them.
+//! does not expose: how often it skipped them, and what they cost.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// `bpf()` commands used here (uapi, stable).
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_ENABLE_STATS: libc::c_long = 32;
+
+/// Offsets in `struct bpf_prog_info` (uapi, stable).
+const RUN_TIME_NS: usize = 192;
+const RUN_CNT: usize = 200;
+const RECURSION_MISSES: usize = 208;
 
 /// `recursion_misses` of a loaded program: how often the kernel skipped it
 /// because it (or, for perf-event programs, any tracing program) was
-/// already running on that CPU. aya 0.14's `ProgramInfo` does not expose
-/// it, so this asks BPF_OBJ_GET_INFO_BY_FD itself. `None` before Linux
-/// 5.12, whose `bpf_prog_info` ends before the field.
+/// already running on that CPU. `None` before Linux 5.12, whose
+/// `bpf_prog_info` ends before the field.
 pub fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
-    /// `offsetof(struct bpf_prog_info, recursion_misses)` (uapi, stable).
-    const RECURSION_MISSES: usize = 208;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    #[repr(C, align(8))]
-    struct Info([u8; 256]);
+    u64_at(&info(fd)?, RECURSION_MISSES)
+}
+
+/// Time the kernel spent in a program and how many times it ran, while
+/// run-time statistics are on ([`RunTimeStats`]); zeros otherwise.
+pub fn run_time(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    let info = info(fd)?;
+    Some((u64_at(&info, RUN_TIME_NS)?, u64_at(&info, RUN_CNT)?))
+}
+
+/// The kernel's run-time statistics of every BPF program, on for as long
+/// as this is held (what bpftop and `bpftool prog` show). Each program run
+/// then pays two clock reads; they are off again once no one holds them.
+pub struct RunTimeStats(#[allow(dead_code)] OwnedFd);
+
+impl RunTimeStats {
+    /// Turns them on; `None` where the kernel cannot (before Linux 5.8).
+    pub fn enable() -> Option<RunTimeStats> {
+        /// `BPF_STATS_RUN_TIME`, in `attr.enable_stats.type`.
+        #[repr(C)]
+        struct Attr {
+            stats_type: u32,
+        }
+        let mut attr = Attr { stats_type: 0 };
+        // SAFETY: attr outlives the call; the kernel reads size_of bytes.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_ENABLE_STATS,
+                &mut attr as *mut Attr,
+                std::mem::size_of::<Attr>(),
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a new fd the kernel just returned, owned from here on.
+        Some(RunTimeStats(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+}
+
+#[repr(C, align(8))]
+struct Info([u8; 256]);
+
+/// The program's `bpf_prog_info`, as long as this kernel's is.
+fn info(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
     #[repr(C)]
     struct Attr {
         bpf_fd: u32,
@@ -36,11 +85,13 @@ pub fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
             std::mem::size_of::<Attr>(),
         )
     };
-    if rc != 0 || (attr.info_len as usize) < RECURSION_MISSES + 8 {
+    if rc != 0 {
         return None;
     }
-    let bytes = info.0[RECURSION_MISSES..RECURSION_MISSES + 8]
-        .try_into()
-        .ok()?;
-    Some(u64::from_ne_bytes(bytes))
+    let len = (attr.info_len as usize).min(info.0.len());
+    Some(info.0[..len].to_vec())
+}
+
+fn u64_at(info: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(info.get(at..at + 8)?.try_into().ok()?))
 }

@@ -5,13 +5,48 @@ use vmatrace_common::Call;
 
 use super::units::{human_bytes, splits_by_mapping};
 use crate::{
-    kernel::probes::LostCounts,
+    kernel::probes::{LostCounts, ProgramCost},
     model::{
         processes::Processes,
         ranking,
         verdict::{self, Verdict},
     },
 };
+
+/// `total / count`, or null with nothing to divide by.
+fn per(total: u64, count: u64) -> Value {
+    if count == 0 {
+        Value::Null
+    } else {
+        json!(total as f64 / count as f64)
+    }
+}
+
+/// What tracing cost, from the kernel's own run-time statistics.
+fn cost_line(cost: &ProgramCost, seconds: f64, traced_calls: u64) -> String {
+    let share = cost.run_ns as f64 / 1e9 / seconds.max(1e-9) * 100.0;
+    let mut line = format!(
+        "tracing cost: the kernel ran vmatrace's programs {} times (every syscall on the host \
+         passes its filter) for {:.3} s, {:.2}% of one CPU",
+        cost.runs,
+        cost.run_ns as f64 / 1e9,
+        share
+    );
+    if cost.runs > 0 {
+        line.push_str(&format!(
+            ", {:.0} ns a run",
+            cost.run_ns as f64 / cost.runs as f64
+        ));
+    }
+    if traced_calls > 0 {
+        line.push_str(&format!(
+            ", {:.0} ns per traced call",
+            cost.run_ns as f64 / traced_calls as f64
+        ));
+    }
+    line.push('\n');
+    line
+}
 
 /// Processes the text summary shows, most at risk first; the rest are
 /// summed up in one line (`-a` meets hundreds of short-lived ones).
@@ -26,9 +61,34 @@ pub struct Summary<'a> {
     pub missing_calls: &'a [Call],
     /// CLOCK_MONOTONIC ns when tracing began, for the verdicts' times.
     pub start_ns: u64,
+    /// What the kernel programs cost, when the kernel measured it.
+    pub cost: Option<ProgramCost>,
 }
 
 impl Summary<'_> {
+    /// Calls of the traced processes seen.
+    fn traced_calls(&self) -> u64 {
+        self.processes
+            .by_pid
+            .values()
+            .map(|s| s.calls.values().sum::<u64>())
+            .sum()
+    }
+
+    fn cost_json(&self) -> Value {
+        let Some(cost) = &self.cost else {
+            return Value::Null;
+        };
+        let calls = self.traced_calls();
+        json!({
+            "runs": cost.runs,
+            "run_ns": cost.run_ns,
+            "ns_per_run": per(cost.run_ns, cost.runs),
+            "ns_per_traced_call": per(cost.run_ns, calls),
+            "cpu_share": cost.run_ns as f64 / 1e9 / self.seconds.max(1e-9),
+        })
+    }
+
     /// The verdicts of the processes at risk, closest to the limit first.
     pub fn verdicts(&self) -> Vec<Verdict> {
         let detector = self.processes.detector;
@@ -62,6 +122,7 @@ impl Summary<'_> {
             "warn_at": self.processes.detector.warn_at,
             "events": self.events,
             "lost": self.lost,
+            "cost": self.cost_json(),
             "lost_total": self.lost.total(),
             "untraced_calls": self.missing_calls.iter().map(|c| c.name()).collect::<Vec<_>>(),
             "verdicts": self.verdicts(),
@@ -152,6 +213,9 @@ impl Summary<'_> {
                 lost.total(),
                 lost_reasons(&lost)
             ));
+        }
+        if let Some(cost) = &self.cost {
+            text.push_str(&cost_line(cost, self.seconds, self.traced_calls()));
         }
         if lost.kernel_skipped_runs > 0 {
             text.push_str(&format!(

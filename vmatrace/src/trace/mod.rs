@@ -61,6 +61,12 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     };
     let limit = kernel::max_map_count().map_err(Failure::environment)?;
     let detector = Detector::new(limit, cli.warn_at / 100.0);
+    // The command is forked (held before its exec) before the programs
+    // are loaded, so its pid is in the traced set before they run.
+    let gated = match &targets {
+        Targets::Command(argv) => Some(Gated::spawn(argv)?),
+        _ => None,
+    };
     let mut probes = Probes::load(&ProbeConfig {
         warn_at: detector.warn_at,
         trace_all: targets == Targets::All,
@@ -76,6 +82,12 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             capture_stacks::NONE => 0,
             _ => cli.unwind.copy_bytes(cli.stack_bytes),
         },
+        targets: attached
+            .iter()
+            .map(|info| info.pid)
+            .chain(gated.as_ref().map(|command| command.pid))
+            .collect(),
+        run_time_stats: true,
     })?;
     let mut stacks = user_stacks::UserStacks::new(
         probes
@@ -108,16 +120,13 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         None => None,
     };
 
-    let mut gated = None;
     match &targets {
-        Targets::Pids(_) => attach_pids(
-            attached,
-            &mut probes,
-            &mut processes,
-            &mut stacks,
-            recorder.as_mut(),
-        )?,
-        Targets::Command(argv) => gated = Some(gate_command(argv, &mut probes, &mut processes)?),
+        Targets::Pids(_) => attach_pids(attached, &mut processes, &mut stacks, recorder.as_mut()),
+        Targets::Command(argv) => {
+            let comm = program_name(&argv[0].to_string_lossy());
+            let pid = gated.as_ref().expect("forked above").pid;
+            processes.attach(pid, comm, None, monotonic_ns());
+        }
         Targets::All => {}
     }
     let command_pid = gated.as_ref().map(|command| command.pid);
@@ -197,6 +206,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         events: run.events,
         missing_calls: &probes.missing_calls,
         start_ns,
+        cost: probes.cost(),
     };
     output.summary(&summary).context("writing the summary")?;
     if run.malformed > 0 {
@@ -234,17 +244,16 @@ fn stack_mode(cli: &LiveArgs) -> u8 {
     }
 }
 
-/// Starts following running processes: the probes, then each one's count,
-/// allocator and mappings, read once the probes see every change.
+/// Starts following running processes, already in the traced set: each
+/// one's count, allocator and mappings, read now that the probes see every
+/// change.
 fn attach_pids(
     attached: Vec<targets::TargetInfo>,
-    probes: &mut Probes,
     processes: &mut Processes,
     stacks: &mut user_stacks::UserStacks,
     mut recorder: Option<&mut Recorder>,
-) -> Result<(), Failure> {
+) {
     for info in attached {
-        probes.add_target(info.pid).map_err(Failure::environment)?;
         processes.attach(info.pid, info.comm, info.count, monotonic_ns());
         let snapshot = snapshot_process(info.pid, monotonic_ns());
         processes.snapshot(&snapshot, Some(&executable_of(info.pid)));
@@ -253,23 +262,6 @@ fn attach_pids(
             recorder.record(&Record::Process(snapshot));
         }
     }
-    Ok(())
-}
-
-/// Forks the command, held before its exec until the event loop is ready,
-/// and traces it from there.
-fn gate_command(
-    argv: &[std::ffi::OsString],
-    probes: &mut Probes,
-    processes: &mut Processes,
-) -> Result<Gated, Failure> {
-    let command = Gated::spawn(argv)?;
-    probes
-        .add_target(command.pid)
-        .map_err(Failure::environment)?;
-    let comm = program_name(&argv[0].to_string_lossy());
-    processes.attach(command.pid, comm, None, monotonic_ns());
-    Ok(command)
 }
 
 fn exit_status(lost: LostCounts, child: Option<ExitStatus>) -> i32 {

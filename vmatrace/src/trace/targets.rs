@@ -84,10 +84,27 @@ fn is_zombie(pid: u32) -> bool {
 }
 
 /// A command started by vmatrace, stopped before `exec` until released.
+/// Dropped unreleased (vmatrace failed before it could trace), it is
+/// killed: it never runs untraced.
 pub struct Gated {
     pub pid: u32,
-    release: std::fs::File,
-    spawned: std::thread::JoinHandle<std::io::Result<Child>>,
+    release: Option<std::fs::File>,
+    spawned: Option<std::thread::JoinHandle<std::io::Result<Child>>>,
+}
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        if self.release.is_none() {
+            return;
+        }
+        // SAFETY: the pid is our own child, not yet reaped (its spawning
+        // thread holds it until exec, which it has not been let to do).
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        drop(self.release.take());
+        if let Some(spawned) = self.spawned.take() {
+            let _ = spawned.join();
+        }
+    }
 }
 
 impl Gated {
@@ -147,16 +164,18 @@ impl Gated {
         }
         Ok(Gated {
             pid: i32::from_ne_bytes(pid_bytes) as u32,
-            release: gate_write,
-            spawned,
+            release: Some(gate_write),
+            spawned: Some(spawned),
         })
     }
 
     /// Lets the child exec. Returns it once exec succeeded.
     pub fn release(mut self) -> Result<Child, Failure> {
-        let _ = self.release.write_all(&[1]);
-        drop(self.release);
-        match self.spawned.join() {
+        if let Some(mut gate) = self.release.take() {
+            let _ = gate.write_all(&[1]);
+        }
+        let spawned = self.spawned.take().expect("released once");
+        match spawned.join() {
             Ok(Ok(child)) => Ok(child),
             Ok(Err(e)) => Err(Failure::usage(anyhow!(e).context("cannot run the command"))),
             Err(_) => Err(Failure::environment(anyhow!(
