@@ -270,6 +270,7 @@ pub mod names {
     pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
     pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    pub const STACK_WAKEUP_BYTES: &str = "STACK_WAKEUP_BYTES";
     pub const SYSCALL_CALLS: &str = "SYSCALL_CALLS";
     pub const LOCK_ACQUIRED_MM_OFFSET: &str = "LOCK_ACQUIRED_MM_OFFSET";
     pub const LOCK_ACQUIRED_WRITE_OFFSET: &str = "LOCK_ACQUIRED_WRITE_OFFSET";
@@ -368,13 +369,18 @@ pub struct UserStack {
 /// A [`UserStack`] and the top of the user stack: the return address at
 /// `sp` names the caller of a syscall stub, which a frame-pointer walk
 /// skips, and the bytes let userspace unwind with the modules' call-frame
-/// information. Sent instead of a bare [`UserStack`] when copies are on.
+/// information. Sent instead of a bare [`UserStack`] when copies are on,
+/// in the smallest size that holds the bytes asked for (a ring buffer
+/// record's size is fixed when the program is built).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct UserStackCopy {
+pub struct UserStackCopy<const N: usize = USER_STACK_COPY_MAX> {
     pub stack: UserStack,
-    pub bytes: [u8; USER_STACK_COPY_MAX],
+    pub bytes: [u8; N],
 }
+
+/// The smaller copy size (the default `--stack-bytes`).
+pub const USER_STACK_COPY_SMALL: usize = 8192;
 
 /// The header of a [`UserStackCopy`], before its bytes: the size of a
 /// bare [`UserStack`] record.

@@ -326,7 +326,11 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
             event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
             // A mapped file is named from /proc by userspace: wake it
             // while the process still has the file mapped.
-            let flags = if maps_a_file(slot.event.call, &slot.event.args, ret) {
+            // So is a stack ring buffer filling up, whose records are
+            // large and sent without a wakeup of their own.
+            let flags = if maps_a_file(slot.event.call, &slot.event.args, ret)
+                || (stack != 0 && crate::user_stack::ring_needs_reading())
+            {
                 BPF_RB_FORCE_WAKEUP as u64
             } else {
                 wakeup_flags()

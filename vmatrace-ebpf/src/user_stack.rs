@@ -11,7 +11,7 @@
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_probe_read_kernel,
         generated::{
@@ -22,7 +22,8 @@ use aya_ebpf::{
     maps::RingBuf,
 };
 use vmatrace_common::{
-    Event, USER_STACK_COPY_MAX, USER_STACK_FRAMES_MAX, UserStack, UserStackCopy,
+    Event, USER_STACK_COPY_MAX, USER_STACK_COPY_SMALL, USER_STACK_FRAMES_MAX, UserStack,
+    UserStackCopy,
 };
 
 /// Stacks for userspace, each sent just before its event. The loader
@@ -43,43 +44,69 @@ pub static PT_REGS_SP_OFFSET: Global<u64> = Global::new(152);
 #[unsafe(no_mangle)]
 pub static PT_REGS_BP_OFFSET: Global<u64> = Global::new(32);
 
+/// Bytes waiting in `USER_STACK_COPIES` past which the event after a
+/// stack wakes userspace (a quarter of the ring; 0: never).
+#[unsafe(no_mangle)]
+pub static STACK_WAKEUP_BYTES: Global<u64> = Global::new(0);
+
+/// Whether the stack ring buffer is full enough that userspace should be
+/// woken to read it.
+#[inline(always)]
+pub fn ring_needs_reading() -> bool {
+    let threshold = STACK_WAKEUP_BYTES.load();
+    threshold != 0 && USER_STACK_COPIES.query(BPF_RB_AVAIL_DATA as u64) >= threshold
+}
+
 /// Sends the calling thread's user stack for `event`: false if there was
 /// no room for it or no frame could be walked.
 #[inline(always)]
 pub fn send_for<C: EbpfContext>(ctx: &C, event: &Event) -> bool {
-    if USER_STACK_BYTES.load() == 0 {
-        let Some(mut entry) = USER_STACK_COPIES.reserve::<UserStack>(0) else {
-            return false;
+    let wanted = USER_STACK_BYTES.load() as usize;
+    if wanted != 0 {
+        let sent = if wanted <= USER_STACK_COPY_SMALL {
+            send_copy::<C, USER_STACK_COPY_SMALL>(ctx, event)
+        } else {
+            send_copy::<C, USER_STACK_COPY_MAX>(ctx, event)
         };
-        let stack = entry.as_mut_ptr();
-        if unsafe { !walk_frames(ctx, event, stack) } {
-            entry.discard(BPF_RB_NO_WAKEUP as u64);
-            return false;
+        if let Some(sent) = sent {
+            return sent;
         }
-        unsafe {
-            (*stack).ip = 0;
-            (*stack).sp = 0;
-            (*stack).bp = 0;
-            (*stack).len = 0;
-        }
-        entry.submit(BPF_RB_NO_WAKEUP as u64);
-        return true;
+        // No room for a copy: the frame-pointer walk alone may still fit.
     }
-    let Some(mut entry) = USER_STACK_COPIES.reserve::<UserStackCopy>(0) else {
+    let Some(mut entry) = USER_STACK_COPIES.reserve::<UserStack>(0) else {
         return false;
     };
-    let copy = entry.as_mut_ptr();
+    let stack = entry.as_mut_ptr();
+    if unsafe { !walk_frames(ctx, event, stack) } {
+        entry.discard(BPF_RB_NO_WAKEUP as u64);
+        return false;
+    }
     unsafe {
-        let stack = &raw mut (*copy).stack;
-        let walked = walk_frames(ctx, event, stack);
-        let copied = copy_registers_and_stack(copy);
-        if !walked && !copied {
-            entry.discard(BPF_RB_NO_WAKEUP as u64);
-            return false;
-        }
+        (*stack).ip = 0;
+        (*stack).sp = 0;
+        (*stack).bp = 0;
+        (*stack).len = 0;
     }
     entry.submit(BPF_RB_NO_WAKEUP as u64);
     true
+}
+
+/// A copy of `N` bytes at most: None if the ring buffer had no room.
+#[inline(always)]
+fn send_copy<C: EbpfContext, const N: usize>(ctx: &C, event: &Event) -> Option<bool> {
+    let mut entry = USER_STACK_COPIES.reserve::<UserStackCopy<N>>(0)?;
+    let copy = entry.as_mut_ptr();
+    let sent = unsafe {
+        let walked = walk_frames(ctx, event, &raw mut (*copy).stack);
+        let copied = copy_registers_and_stack(copy);
+        walked || copied
+    };
+    if sent {
+        entry.submit(BPF_RB_NO_WAKEUP as u64);
+    } else {
+        entry.discard(BPF_RB_NO_WAKEUP as u64);
+    }
+    Some(sent)
 }
 
 /// The kernel's frame-pointer walk of the user stack into `stack`, and who
@@ -104,7 +131,7 @@ unsafe fn walk_frames<C: EbpfContext>(ctx: &C, event: &Event, stack: *mut UserSt
 /// The user registers and the top of the user stack into `copy`: false if
 /// the registers could not be read.
 #[inline(always)]
-unsafe fn copy_registers_and_stack(copy: *mut UserStackCopy) -> bool {
+unsafe fn copy_registers_and_stack<const N: usize>(copy: *mut UserStackCopy<N>) -> bool {
     let wanted = USER_STACK_BYTES.load() as usize;
     unsafe {
         (*copy).stack.ip = 0;
@@ -132,7 +159,7 @@ unsafe fn copy_registers_and_stack(copy: *mut UserStackCopy) -> bool {
         // whole: then less, down to the end of the stack pointer's page.
         let to_page_end = 4096 - (sp as usize & 4095);
         for size in [wanted, wanted / 2, wanted / 4, to_page_end] {
-            let size = size.min(USER_STACK_COPY_MAX);
+            let size = size.min(N);
             if size == 0 {
                 continue;
             }

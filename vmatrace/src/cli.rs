@@ -94,6 +94,20 @@ pub enum Command {
     /// Rank every process (-a) or some (-p) by their risk of reaching
     /// vm.max_map_count, live.
     Top(crate::host::top::TopArgs),
+    /// Say what vmatrace finds on this kernel (tracepoints, offsets, count
+    /// mode and why, stacks, skip counts): attach it to a bug report.
+    ProbeReport(ProbeReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeReportArgs {
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// BTF file with the kernel's types.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_BTF_PATH)]
+    pub btf: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -238,7 +252,7 @@ pub struct LiveArgs {
 
     /// Size of the kernel-to-userspace ring buffer (a power of two, >= 4096;
     /// suffixes K, M, G).
-    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_buffer_size)]
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_buffer_size)]
     pub buffer_size: u32,
 
     /// Also record every event to FILE (created mode 0600), for replay,

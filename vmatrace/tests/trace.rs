@@ -277,6 +277,58 @@ fn tracing_reads_no_map_through_bpf_calls() {
     );
 }
 
+/// `probe-report` says what this kernel has, as JSON for a bug report:
+/// the count mode the tracepoints allow, the attachments, the offsets.
+#[test]
+fn probe_report_says_what_this_kernel_has() {
+    let out = std::process::Command::new(vmatrace_bin())
+        .args(["probe-report", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probes = &report["probes"]["Ok"];
+    let has_lock_tracepoints =
+        std::path::Path::new("/sys/kernel/tracing/events/mmap_lock/mmap_lock_released").exists();
+    let mode = if has_lock_tracepoints {
+        "lock"
+    } else {
+        "syscall"
+    };
+    assert_eq!(probes["count_mode"], mode, "{report}");
+    let attached: Vec<&str> = probes["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        attached
+            .iter()
+            .any(|a| a.starts_with("raw_syscalls/sys_enter ")),
+        "{attached:?}"
+    );
+    assert_eq!(
+        attached.iter().any(|a| a.starts_with("mmap_lock/")),
+        has_lock_tracepoints
+    );
+    assert!(report["btf"]["Ok"]["mm_map_count_offset"].as_u64().unwrap() > 0);
+    assert_eq!(report["max_map_count"], max_map_count());
+    let text = std::process::Command::new(vmatrace_bin())
+        .arg("probe-report")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("count mode:       {mode}")),
+        "{text}"
+    );
+}
+
 /// -p on running processes; one exits mid-trace and tracing goes on for
 /// the other; vmatrace ends by itself once both are gone.
 #[test]

@@ -75,6 +75,7 @@ pub const TESTS: &[(&str, &str)] = &[
         "recorded_incident_reports_what_the_live_run_saw",
     ),
     ("tracefile", "lost_events_are_counted_reported_and_recorded"),
+    ("trace", "probe_report_says_what_this_kernel_has"),
 ];
 
 /// Passed and failed tests over every kernel.

@@ -7,6 +7,7 @@ pub mod btf;
 pub mod mapped;
 pub mod probes;
 pub mod prog_info;
+pub mod report;
 pub mod tracefs;
 
 use std::fs;

@@ -138,6 +138,8 @@ pub struct Probes {
     lost: MappedCounters,
     /// Held while the kernel's run-time statistics are wanted.
     run_time_stats: Option<prog_info::RunTimeStats>,
+    /// `category/event (program)` of every attachment, for reports.
+    attached_to: Vec<String>,
 }
 
 impl Drop for Probes {
@@ -304,6 +306,8 @@ impl Probes {
             ),
         };
         let user_stack_bytes = user_stack_bytes.min(vmatrace_common::USER_STACK_COPY_MAX as u32);
+        let stack_ring = stack_ring_bytes(config.capture_stacks, user_stack_bytes);
+        let stack_wakeup_bytes = u64::from(stack_ring / 4);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::TRACE_ALL, &trace_all, true)
@@ -315,6 +319,7 @@ impl Probes {
             .override_global(names::NEWTASK_PID_OFFSET, &tp.newtask_pid, true)
             .override_global(names::NEWTASK_FLAGS_OFFSET, &tp.newtask_clone_flags, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
+            .override_global(names::STACK_WAKEUP_BYTES, &stack_wakeup_bytes, true)
             .override_global(names::CAPTURE_STACKS, &config.capture_stacks, true)
             .override_global(names::WARN_AT, &warn_at, true)
             .override_global(LOG_LEVEL, &log_level, true)
@@ -338,10 +343,7 @@ impl Probes {
             .override_global(names::PT_REGS_SP_OFFSET, &pt_regs.sp, true)
             .override_global(names::PT_REGS_BP_OFFSET, &pt_regs.bp, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
-            .map_max_entries(
-                names::USER_STACK_COPIES,
-                stack_ring_bytes(config.capture_stacks, user_stack_bytes),
-            )
+            .map_max_entries(names::USER_STACK_COPIES, stack_ring)
             .map_max_entries(names::PROCESSES, processes_entries);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
@@ -371,6 +373,7 @@ impl Probes {
                 .run_time_stats
                 .then(prog_info::RunTimeStats::enable)
                 .flatten(),
+            attached_to: Vec::new(),
         };
         for pid in &config.targets {
             probes.add_target(*pid)?;
@@ -480,6 +483,8 @@ impl Probes {
             )
         })?;
         self.links.push((program.to_string(), link));
+        self.attached_to
+            .push(format!("{category}/{event} ({program})"));
         Ok(())
     }
 
@@ -545,6 +550,24 @@ impl Probes {
         })
     }
 
+    /// What each program is attached to: `category/event (program)`.
+    pub fn attachments(&self) -> &[String] {
+        &self.attached_to
+    }
+
+    /// Whether this kernel counts the runs it skipped (Linux 5.12+).
+    pub fn counts_skips(&self) -> bool {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok())
+            .any(|fd| prog_info::recursion_misses(fd.as_fd()).is_some())
+    }
+
+    /// Whether the kernel's run-time statistics are on.
+    pub fn measures_cost(&self) -> bool {
+        self.run_time_stats.is_some()
+    }
+
     /// What vmatrace's programs cost the kernel so far, if its run-time
     /// statistics are on.
     pub fn cost(&self) -> Option<ProgramCost> {
@@ -569,14 +592,14 @@ impl Probes {
     }
 }
 
-/// The size of the ring buffer of user stacks: room for about 500 records
-/// with copies (17 KiB each), 1000 without (1 KiB), one page without
-/// stacks.
+/// The size of the ring buffer of user stacks: room for about 450 records
+/// with 8 KiB copies (9 KiB each; when it is full, bare frame-pointer walks
+/// of 1 KiB still fit), 1000 without copies, one page without stacks.
 fn stack_ring_bytes(capture_stacks: u8, user_stack_bytes: u32) -> u32 {
     match (capture_stacks, user_stack_bytes) {
         (vmatrace_common::capture_stacks::NONE, _) => 4096,
         (_, 0) => 1 << 20,
-        _ => 8 << 20,
+        _ => 4 << 20,
     }
 }
 
@@ -666,7 +689,7 @@ pub fn require_privileges() -> Result<(), Failure> {
 /// read the user registers for stack copies with it, and a kernel without
 /// it would refuse them, so older ones get no copies (the frame-pointer
 /// walk alone).
-fn has_task_pt_regs() -> bool {
+pub(crate) fn has_task_pt_regs() -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut numbers = release
         .trim()

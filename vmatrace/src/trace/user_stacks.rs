@@ -25,6 +25,9 @@ use crate::{
 /// ring buffer leaves its stack behind).
 const MAX_PENDING: usize = 4096;
 
+/// Walks remembered at most.
+const MAX_WALKS: usize = 4096;
+
 /// Distinct stacks remembered at most; then they are forgotten (a stack
 /// seen again then gets a new id and is printed again).
 const MAX_IDS: usize = 65536;
@@ -33,6 +36,8 @@ pub(super) struct UserStacks {
     records: RingBuf<MapData>,
     pending: HashMap<(u32, u64), SentStack>,
     walker: StackWalker,
+    /// Stacks walked from a copy, by (pid, ip, sp, frame-pointer walk).
+    walks: HashMap<(u32, u64, u64, Vec<u64>), Vec<u64>>,
     /// The id of each stack already handed to the printer.
     ids: HashMap<(u32, Vec<u64>), u32>,
     next_id: u32,
@@ -46,6 +51,7 @@ impl UserStacks {
             records,
             pending: HashMap::new(),
             walker: StackWalker::new(mode),
+            walks: HashMap::new(),
             ids: HashMap::new(),
             next_id: 0,
             missing: 0,
@@ -69,10 +75,7 @@ impl UserStacks {
             event.stack = 0;
             return None;
         };
-        let addrs = match &sent.copy {
-            Some(copy) => self.walker.walk(event.pid, &sent.frames, copy),
-            None => self.walker.cut_at_non_code(event.pid, sent.frames),
-        };
+        let addrs = self.walk(event.pid, sent);
         if let Some(&id) = self.ids.get(&(event.pid, addrs.clone())) {
             event.stack = id + 1;
             return None;
@@ -91,6 +94,27 @@ impl UserStacks {
             addrs,
             files,
         })
+    }
+
+    /// The stack's addresses, walked again from the copy. A call made
+    /// again from the same place (same registers at entry, same
+    /// frame-pointer walk) has the same stack: in a storm of calls from one
+    /// loop that is nearly every call, and a walk is the reader's costliest
+    /// step, so it is remembered.
+    fn walk(&mut self, pid: u32, sent: SentStack) -> Vec<u64> {
+        let Some(copy) = &sent.copy else {
+            return self.walker.cut_at_non_code(pid, sent.frames);
+        };
+        let key = (pid, copy.ip, copy.sp, sent.frames);
+        if let Some(addrs) = self.walks.get(&key) {
+            return addrs.clone();
+        }
+        let addrs = self.walker.walk(pid, &key.3, copy);
+        if self.walks.len() >= MAX_WALKS {
+            self.walks.clear();
+        }
+        self.walks.insert(key, addrs.clone());
+        addrs
     }
 
     /// The stack sent for `event`: sent before it, so it is in the ring
@@ -127,5 +151,6 @@ impl UserStacks {
     /// Forgets what was kept for a process that exited.
     pub(super) fn forget(&mut self, pid: u32) {
         self.walker.forget(pid);
+        self.walks.retain(|(p, ..), _| *p != pid);
     }
 }
