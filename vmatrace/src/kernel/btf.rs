@@ -1,10 +1,9 @@
 //! The kernel's own types, from BTF: where `mm` sits in `task_struct` and
-//! `map_count` in `mm_struct`, and the arguments of the raw tracepoints.
+//! `map_count` in `mm_struct`, and the user registers in `pt_regs`.
 
 use std::{fs, path::Path};
 
 use anyhow::{Context, Result, anyhow, bail};
-use btfparse::{Offset, Readable, TypeInformation};
 
 use crate::error::Failure;
 
@@ -42,20 +41,16 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
     let bytes = fs::read(btf_path)
         .with_context(|| format!("reading BTF from {}", btf_path.display()))
         .map_err(Failure::environment)?;
-    let types = TypeInformation::new(&BtfBytes(bytes))
-        .map_err(|e| anyhow!("cannot parse BTF in {}: {e:?}", btf_path.display()))
+    let types = Types::index(&bytes)
+        .with_context(|| format!("cannot parse BTF in {}", btf_path.display()))
         .map_err(Failure::environment)?;
     let offset = |type_name: &str, member: &str| -> Result<u64> {
         let id = types
-            .id_of(type_name)
-            .ok_or_else(|| anyhow!("BTF in {} has no type {type_name}", btf_path.display()))?;
-        match types.offset_of(id, member) {
-            Ok((_, Offset::ByteOffset(bytes))) => Ok(bytes as u64),
-            Ok((_, Offset::BitOffsetAndSize(..))) => {
-                bail!("{type_name}.{member} is a bit field")
-            }
-            Err(e) => bail!("BTF has no {type_name}.{member}: {e:?}"),
-        }
+            .struct_named(type_name)
+            .ok_or_else(|| anyhow!("BTF in {} has no struct {type_name}", btf_path.display()))?;
+        types
+            .member_offset(id, member, 0)?
+            .ok_or_else(|| anyhow!("BTF has no {type_name}.{member}"))
     };
     Ok(StructOffsets {
         task_mm: offset("task_struct", "mm").map_err(Failure::environment)?,
@@ -70,23 +65,160 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
     })
 }
 
-/// A BTF blob in memory, for btfparse.
-struct BtfBytes(Vec<u8>);
+/// BTF kinds (uapi `BTF_KIND_*`) this reader looks into.
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
 
-impl Readable for BtfBytes {
-    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let end = start.checked_add(buffer.len());
-        match end.and_then(|end| self.0.get(start..end)) {
-            Some(bytes) => {
-                buffer.copy_from_slice(bytes);
-                Ok(())
-            }
-            None => Err(btfparse::Error::new(
-                btfparse::ErrorKind::EOF,
-                "read past the end of the BTF data",
-            )),
+/// The type records of a BTF blob, found by id, read in place.
+///
+/// Written here rather than taken from a BTF library: btfparse decodes all
+/// of vmlinux's ~150,000 types into memory (a 60 MB peak, most of
+/// vmatrace's footprint), for three structs. This reads the blob in one
+/// pass, keeps where each record starts (4 bytes a type), and decodes only
+/// the structs asked for.
+struct Types<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    /// Where each type's record starts in `types`; index = id - 1.
+    starts: Vec<u32>,
+}
+
+impl<'a> Types<'a> {
+    fn index(blob: &'a [u8]) -> Result<Types<'a>> {
+        let u32_at = |at: usize| -> Result<u32> {
+            let bytes = blob.get(at..at + 4).context("the header is cut short")?;
+            Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+        };
+        if blob.get(..2) != Some(&0xeb9f_u16.to_le_bytes()[..]) {
+            bail!("not BTF (bad magic), or not little-endian");
         }
+        let header_len = u32_at(4)? as usize;
+        let section = |off: usize, len: usize| -> Result<&'a [u8]> {
+            let start = header_len + u32_at(off)? as usize;
+            let len = u32_at(len)? as usize;
+            blob.get(start..start + len)
+                .context("a section runs past the end of the file")
+        };
+        let types = section(8, 12)?;
+        let strings = section(16, 20)?;
+        let mut index = Types {
+            types,
+            strings,
+            starts: Vec::with_capacity(types.len() / 24),
+        };
+        let mut at = 0usize;
+        while at + 12 <= types.len() {
+            index.starts.push(at as u32);
+            at += 12 + index.trailing_bytes(at)?;
+        }
+        Ok(index)
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        self.types
+            .get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    /// (name offset, kind, vlen, kind_flag, size or type) of a record.
+    fn header(&self, at: usize) -> (u32, u32, usize, bool, u32) {
+        let info = self.u32_at(at + 4);
+        (
+            self.u32_at(at),
+            (info >> 24) & 0x1f,
+            (info & 0xffff) as usize,
+            info >> 31 == 1,
+            self.u32_at(at + 8),
+        )
+    }
+
+    /// Bytes after a record's 12-byte header, by kind (uapi btf.h).
+    fn trailing_bytes(&self, at: usize) -> Result<usize> {
+        let (_, kind, vlen, ..) = self.header(at);
+        Ok(match kind {
+            1 | 14 | 17 => 4,                           // INT, VAR, DECL_TAG
+            3 => 12,                                    // ARRAY
+            KIND_STRUCT | KIND_UNION | 15 => 12 * vlen, // members, DATASEC
+            6 | 13 => 8 * vlen,                         // ENUM, FUNC_PROTO
+            19 => 12 * vlen,                            // ENUM64
+            2 | 7 | 8..=12 | 16 | 18 => 0,
+            other => bail!("unknown BTF kind {other}"),
+        })
+    }
+
+    fn record(&self, id: u32) -> Option<usize> {
+        let index = (id as usize).checked_sub(1)?;
+        self.starts.get(index).map(|&at| at as usize)
+    }
+
+    fn name(&self, offset: u32) -> &[u8] {
+        let rest = self.strings.get(offset as usize..).unwrap_or_default();
+        &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
+    }
+
+    /// The id of the (complete) struct called `name`.
+    fn struct_named(&self, name: &str) -> Option<u32> {
+        (1..=self.starts.len() as u32).find(|&id| {
+            let (name_off, kind, vlen, ..) = self.header(self.record(id).expect("indexed"));
+            kind == KIND_STRUCT && vlen > 0 && self.name(name_off) == name.as_bytes()
+        })
+    }
+
+    /// The id `id` names once typedefs and qualifiers are looked through.
+    fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            let Some(at) = self.record(id) else { break };
+            match self.header(at) {
+                (
+                    _,
+                    KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG,
+                    _,
+                    _,
+                    next,
+                ) => id = next,
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// The byte offset of `member` in struct or union `id`, looking into
+    /// its anonymous members (which add their own offsets).
+    fn member_offset(&self, id: u32, member: &str, depth: u32) -> Result<Option<u64>> {
+        let Some(at) = self.record(id) else {
+            return Ok(None);
+        };
+        let (_, kind, vlen, kind_flag, _) = self.header(at);
+        if !matches!(kind, KIND_STRUCT | KIND_UNION) || depth > 8 {
+            return Ok(None);
+        }
+        for i in 0..vlen {
+            let m = at + 12 + 12 * i;
+            let (name_off, ty, raw) = (self.u32_at(m), self.u32_at(m + 4), self.u32_at(m + 8));
+            let (bit_offset, bit_size) = if kind_flag {
+                (raw & 0xff_ffff, raw >> 24)
+            } else {
+                (raw, 0)
+            };
+            let name = self.name(name_off);
+            if name == member.as_bytes() {
+                if bit_size != 0 || bit_offset % 8 != 0 {
+                    bail!("{member} is a bit field");
+                }
+                return Ok(Some(u64::from(bit_offset / 8)));
+            }
+            if name.is_empty()
+                && let Some(inner) = self.member_offset(self.resolve(ty), member, depth + 1)?
+            {
+                return Ok(Some(u64::from(bit_offset / 8) + inner));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -108,6 +240,61 @@ mod tests {
                 bp: 32
             })
         );
+    }
+
+    /// A BTF blob: `int`, `struct inner { int a; int count; }` and
+    /// `struct outer { int x; struct inner; int flag:1; }` (the inner one
+    /// anonymous, at byte 8).
+    fn blob() -> Vec<u8> {
+        let strings = b"\0int\0inner\0a\0count\0outer\0x\0flag\0";
+        let name = |s: &str| {
+            let at = strings
+                .windows(s.len() + 2)
+                .position(|w| w[0] == 0 && &w[1..=s.len()] == s.as_bytes() && w[s.len() + 1] == 0)
+                .unwrap();
+            (at + 1) as u32
+        };
+        let mut types = Vec::new();
+        let mut put = |words: &[u32]| {
+            for w in words {
+                types.extend_from_slice(&w.to_le_bytes());
+            }
+        };
+        put(&[name("int"), 1 << 24, 4, 32]); // 1: INT
+        put(&[name("inner"), (4 << 24) | 2, 8]); // 2: STRUCT inner
+        put(&[name("a"), 1, 0, name("count"), 1, 32]);
+        put(&[name("outer"), (4 << 24) | (1 << 31) | 3, 16]); // 3: STRUCT outer
+        put(&[name("x"), 1, 0, 0, 2, 64, name("flag"), 1, (1 << 24) | 96]);
+        let mut blob = Vec::new();
+        for w in [
+            0x0001_eb9f_u32,
+            24,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+        ] {
+            blob.extend_from_slice(&w.to_le_bytes());
+        }
+        blob.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        blob
+    }
+
+    #[test]
+    fn members_are_found_through_anonymous_members() {
+        let blob = blob();
+        let types = Types::index(&blob).unwrap();
+        let outer = types.struct_named("outer").unwrap();
+        assert_eq!(types.member_offset(outer, "x", 0).unwrap(), Some(0));
+        assert_eq!(types.member_offset(outer, "count", 0).unwrap(), Some(12));
+        assert_eq!(types.member_offset(outer, "nothing", 0).unwrap(), None);
+        assert!(
+            types.member_offset(outer, "flag", 0).is_err(),
+            "a bit field"
+        );
+        assert!(types.struct_named("int").is_none());
+        assert!(Types::index(&blob[..10]).is_err());
     }
 
     #[test]

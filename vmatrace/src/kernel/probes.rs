@@ -309,6 +309,10 @@ impl Probes {
         let stack_ring = stack_ring_bytes(config.capture_stacks, user_stack_bytes);
         let stack_wakeup_bytes = u64::from(stack_ring / 4);
         let mut loader = EbpfLoader::new();
+        // No kernel BTF for aya: the programs have no CO-RE relocations
+        // (the offsets come in as globals, from our own reading of BTF),
+        // and aya parsing all of vmlinux's BTF again cost tens of MB.
+        loader.btf(None);
         loader
             .override_global(names::TRACE_ALL, &trace_all, true)
             .override_global(names::FOLLOW_FORKS, &follow, true)

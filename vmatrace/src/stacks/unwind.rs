@@ -400,7 +400,7 @@ fn code_mappings(maps: &str) -> Vec<CodeMapping> {
 /// The unwind sections of one ELF file.
 struct FileUnwindInfo {
     segments: Vec<Segment>,
-    text: Option<(Range<u64>, Arc<[u8]>)>,
+    text: Option<Range<u64>>,
     eh_frame: Option<(Range<u64>, Arc<[u8]>)>,
     eh_frame_hdr: Option<(Range<u64>, Arc<[u8]>)>,
     debug_frame: Option<Arc<[u8]>>,
@@ -413,8 +413,13 @@ struct Segment {
 }
 
 impl FileUnwindInfo {
+    /// The file is mapped, not read: a server's binary can be tens of
+    /// megabytes, of which only the unwind sections are kept.
     fn read(path: &str) -> Option<FileUnwindInfo> {
-        let data = fs::read(path).ok()?;
+        let file = fs::File::open(path).ok()?;
+        // SAFETY: a read-only private mapping, dropped before returning;
+        // a file truncated meanwhile could fault, as for any ELF reader.
+        let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
         let file = object::File::parse(&*data).ok()?;
         let section = |name: &str| {
             let s = file.section_by_name(name)?;
@@ -438,7 +443,11 @@ impl FileUnwindInfo {
             .collect();
         Some(FileUnwindInfo {
             segments,
-            text: section(".text"),
+            // Only its address range: framehop's instruction analysis of
+            // frame #0 is not worth a copy of every module's code.
+            text: file
+                .section_by_name(".text")
+                .map(|s| s.address()..s.address() + s.size()),
             eh_frame: section(".eh_frame"),
             eh_frame_hdr: section(".eh_frame_hdr"),
             debug_frame: section(".debug_frame").map(|(_, b)| b),
@@ -448,8 +457,8 @@ impl FileUnwindInfo {
     fn section_info(&self) -> ExplicitModuleSectionInfo<Arc<[u8]>> {
         ExplicitModuleSectionInfo {
             base_svma: 0,
-            text_svma: self.text.as_ref().map(|(r, _)| r.clone()),
-            text: self.text.as_ref().map(|(_, b)| b.clone()),
+            text_svma: self.text.clone(),
+            text: None,
             eh_frame_svma: self.eh_frame.as_ref().map(|(r, _)| r.clone()),
             eh_frame: self.eh_frame.as_ref().map(|(_, b)| b.clone()),
             eh_frame_hdr_svma: self.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),

@@ -240,7 +240,7 @@ impl Run {
     }
 
     fn drain_quietly(&mut self) {
-        let _ = self.drain();
+        let _ = self.drain_until(monotonic_ns());
     }
 
     /// The next event waiting in the ring buffer.
@@ -257,10 +257,22 @@ impl Run {
         }
     }
 
-    /// Moves every waiting event through state and detectors to the
-    /// recording and the printer.
-    pub(super) fn drain(&mut self) -> Result<(), Failure> {
-        self.drain_for(Duration::MAX)
+    /// Moves the waiting events of calls that ended before `stop_ns` (and
+    /// the few made on other CPUs meanwhile that came in among them)
+    /// through state and detectors to the recording and the printer; the
+    /// first one of a later call ends the drain. Under a storm (-a on a
+    /// busy host) events keep coming faster than they are read.
+    pub(super) fn drain_until(&mut self, stop_ns: u64) -> Result<(), Failure> {
+        /// Calls ending this soon after the stop were in flight at it.
+        const IN_FLIGHT_NS: u64 = 50_000_000;
+        while let Some(event) = self.next_event() {
+            let late = event.exit_ns > stop_ns.saturating_add(IN_FLIGHT_NS);
+            self.handle(event)?;
+            if late {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Reads the waiting events for at most about `budget`.

@@ -184,7 +184,9 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         top.close();
     }
     let child_status = traced?;
-    run.drain()?;
+    // What happened before the stop; under a storm (-a on a busy host)
+    // events keep coming faster than they are read, and the trace ends.
+    run.drain_until(monotonic_ns())?;
     let mut output = run.finish_printing()?;
 
     let lost = probes.lost().map_err(Failure::environment)?;
