@@ -533,3 +533,73 @@ fn top_all_ranks_the_workload_first_on_a_terminal_and_piped() {
         .find(|w| !w.is_empty());
     assert_eq!(first_pid, Some(pid.to_string().as_str()), "{shown}");
 }
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `.../unified` on a
+/// hybrid host).
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// A cgroup of its own, removed when dropped.
+struct TestCgroup(PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `--cgroup PATH` exports the processes in that cgroup, each series with
+/// its `cgroup` label, and none outside it.
+#[test]
+fn cgroup_scope_exports_only_that_cgroup_with_its_label() {
+    let _host = HOST_WIDE.lock().unwrap_or_else(|e| e.into_inner());
+    let name = format!("vmatrace-test-{}", std::process::id());
+    let cgroup = TestCgroup(cgroup2_root().join(&name));
+    std::fs::create_dir(&cgroup.0).unwrap();
+    let mut inside = holding_workload(200);
+    let mut outside = holding_workload(200);
+    let pid_inside = inside.running().pid();
+    std::fs::write(cgroup.0.join("cgroup.procs"), pid_inside.to_string()).unwrap();
+    let path = format!("/{name}");
+    let (serve, port) = start_serve(&["--cgroup", &path]);
+    let holes = go(&mut inside);
+    go(&mut outside);
+    let pid_outside = outside.running().pid();
+    let want = format!("vmatrace_splits_total{{pid=\"{pid_inside}\"");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = http_get(port, "/metrics", None).map(|r| body(&r).to_string());
+        if let Some(text) = text.filter(|t| t.contains(&want)) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no series for {pid_inside}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let series = text
+        .lines()
+        .find(|l| l.starts_with(&want))
+        .expect("the splits series");
+    assert!(series.contains(&format!("cgroup=\"{path}\"")), "{series}");
+    assert!(
+        series.ends_with(&format!(" {holes}")),
+        "{series} vs {holes} holes"
+    );
+    let pids = pids_of(&text, "process_memory_map_areas");
+    assert_eq!(
+        pids,
+        vec![pid_inside.to_string()],
+        "only the cgroup's process"
+    );
+    assert!(!text.contains(&format!("pid=\"{pid_outside}\"")));
+    stop(serve);
+    drop(inside);
+    drop(outside);
+}

@@ -76,7 +76,10 @@ pub const TESTS: &[(&str, &str)] = &[
     ("tracefile", "lost_events_are_counted_reported_and_recorded"),
     ("trace", "probe_report_says_what_this_kernel_has"),
     ("trace", "syscall_count_mode_is_exact_for_a_single_thread"),
-    ("trace", "syscall_count_mode_marks_overlapping_calls_inexact"),
+    (
+        "trace",
+        "syscall_count_mode_marks_overlapping_calls_inexact",
+    ),
 ];
 
 /// Kernels without the mmap_lock tracepoints (before 5.11), where vmatrace

@@ -29,6 +29,9 @@ use crate::{
 pub enum Scope {
     All,
     Pids(Vec<u32>),
+    /// The processes in these cgroups or below them (paths as
+    /// `/proc/PID/cgroup` shows them, e.g. `/system.slice/redis.service`).
+    Cgroups(Vec<String>),
 }
 
 /// How the collector is set up.
@@ -46,6 +49,9 @@ pub struct CollectorConfig {
 pub struct Row {
     pub pid: u32,
     pub comm: String,
+    /// Its cgroup (see `seed::cgroup`), when readable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
     pub vmas: i64,
     pub limit: u64,
     /// `vmas / limit`.
@@ -141,6 +147,8 @@ pub struct Collector {
     pub warn_at: u64,
     scope: Scope,
     tracked: HashMap<u32, Tracked>,
+    /// Each process's cgroup, read once.
+    cgroups: HashMap<u32, Option<String>>,
     pub seed_cost: seed::SeedCost,
     buf: Vec<u8>,
     self_pid: u32,
@@ -156,7 +164,9 @@ impl Collector {
         let limit = kernel::max_map_count().map_err(Failure::environment)?;
         let warn_at = (limit as f64 * config.warn_fraction).ceil() as u64;
         let mut probes = Probes::load(&ProbeConfig {
-            trace_all: matches!(config.scope, Scope::All),
+            // A cgroup's processes are picked from all of them in
+            // userspace: they come and go, and the counters cost the same.
+            trace_all: matches!(config.scope, Scope::All | Scope::Cgroups(_)),
             follow_forks: false,
             // Only exec and exit come through it.
             ring_buffer_bytes: 1 << 20,
@@ -184,6 +194,7 @@ impl Collector {
             warn_at,
             scope: config.scope.clone(),
             tracked: HashMap::new(),
+            cgroups: HashMap::new(),
             seed_cost: seed::SeedCost::default(),
             buf: Vec::new(),
             self_pid: std::process::id(),
@@ -200,18 +211,38 @@ impl Collector {
         Ok(collector)
     }
 
-    fn pids_in_scope(&self) -> Vec<u32> {
+    fn pids_in_scope(&mut self) -> Vec<u32> {
         match &self.scope {
             Scope::All => seed::all_pids()
                 .into_iter()
                 .filter(|pid| *pid != self.self_pid)
                 .collect(),
+            Scope::Cgroups(scopes) => {
+                let scopes = scopes.clone();
+                let self_pid = self.self_pid;
+                let mut pids = seed::all_pids();
+                pids.retain(|pid| {
+                    *pid != self_pid
+                        && self
+                            .cgroup_of(*pid)
+                            .is_some_and(|cg| scopes.iter().any(|s| seed::in_cgroup(&cg, s)))
+                });
+                pids
+            }
             Scope::Pids(pids) => pids
                 .iter()
                 .copied()
                 .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
                 .collect(),
         }
+    }
+
+    /// The process's cgroup, read once.
+    fn cgroup_of(&mut self, pid: u32) -> Option<String> {
+        self.cgroups
+            .entry(pid)
+            .or_insert_with(|| seed::cgroup(pid))
+            .clone()
     }
 
     pub fn lost(&self) -> LostCounts {
@@ -262,12 +293,14 @@ impl Collector {
         let live: HashSet<u32> = self.pids_in_scope().into_iter().collect();
         // Gone without an exit event (one the ring buffer had no room for).
         self.tracked.retain(|pid, _| live.contains(pid));
+        self.cgroups.retain(|pid, _| live.contains(pid));
         for pid in kernel.keys() {
             if !live.contains(pid) {
                 let _ = self.stats.remove(pid);
             }
         }
         let mut rows = Vec::with_capacity(live.len());
+        let cgroups = &mut self.cgroups;
         for pid in live {
             let tracked = self.tracked.entry(pid).or_default();
             let stats = kernel
@@ -354,9 +387,15 @@ impl Collector {
                     }
                 }
             }
+            let comm = tracked.comm.clone().unwrap_or_default();
+            let cgroup = cgroups
+                .entry(pid)
+                .or_insert_with(|| seed::cgroup(pid))
+                .clone();
             rows.push(Row {
                 pid,
-                comm: tracked.comm.clone().unwrap_or_default(),
+                comm,
+                cgroup,
                 vmas,
                 limit: self.limit,
                 used: vmas as f64 / self.limit.max(1) as f64,

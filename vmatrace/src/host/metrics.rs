@@ -86,10 +86,14 @@ fn labels(row: &Row) -> Labels {
     if row.pid == 0 {
         vec![("comm".into(), row.comm.clone())]
     } else {
-        vec![
+        let mut labels = vec![
             ("pid".into(), row.pid.to_string()),
             ("comm".into(), row.comm.clone()),
-        ]
+        ];
+        if let Some(cgroup) = &row.cgroup {
+            labels.push(("cgroup".into(), cgroup.clone()));
+        }
+        labels
     }
 }
 
@@ -285,5 +289,28 @@ mod tests {
         );
         assert!(text.contains("process_memory_map_areas{pid=\"42\",comm=\"p42\"} 100"));
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn time_to_the_limit_only_while_growing_and_the_cgroup_label() {
+        let growing = Row {
+            seconds_to_limit: Some(120.5),
+            growth_per_s: Some(10.0),
+            cgroup: Some("/system.slice/redis.service".into()),
+            ..row(7, 64000, 1)
+        };
+        let steady = row(8, 100, 0);
+        let registry = registry(vec![growing, steady], 100, &LostCounts::default(), 65530);
+        let text = render(&registry, Exposition::Text).unwrap();
+        assert!(
+            text.contains(
+                "vmatrace_seconds_to_limit{pid=\"7\",comm=\"p7\",cgroup=\"/system.slice/redis.service\"} 120.5"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("vmatrace_seconds_to_limit{pid=\"8\""),
+            "no time to the limit for a count that does not grow: {text}"
+        );
     }
 }

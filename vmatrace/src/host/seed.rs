@@ -73,7 +73,72 @@ pub fn read_counts(pids: &[u32]) -> (Vec<(u32, i64)>, SeedCost) {
 }
 
 /// The process's command name, as `ps` shows it.
+/// The process's cgroup: its cgroup v2 path, or on a hybrid host whose
+/// v2 hierarchy holds everything at its root, the path systemd gave it
+/// (its `name=systemd` v1 hierarchy), else the memory controller's.
+pub fn cgroup(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    cgroup_of(&text)
+}
+
+fn cgroup_of(text: &str) -> Option<String> {
+    let path_of = |pick: &dyn Fn(&str) -> bool| {
+        text.lines().find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            pick(controllers).then(|| path.to_string())
+        })
+    };
+    let unified = path_of(&|c| c.is_empty());
+    if let Some(path) = &unified
+        && path != "/"
+    {
+        return unified;
+    }
+    path_of(&|c| c == "name=systemd")
+        .filter(|p| p != "/")
+        .or_else(|| path_of(&|c| c.split(',').any(|c| c == "memory")).filter(|p| p != "/"))
+        .or(unified)
+}
+
+/// Whether `cgroup` is `scope` or lies under it.
+pub fn in_cgroup(cgroup: &str, scope: &str) -> bool {
+    let scope = scope.trim_end_matches('/');
+    scope.is_empty()
+        || cgroup == scope
+        || cgroup
+            .strip_prefix(scope)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 pub fn comm(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     Some(text.trim_end_matches('\n').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroup_is_the_v2_path_or_systemds_on_a_hybrid_host() {
+        assert_eq!(
+            cgroup_of("0::/system.slice/redis.service\n").as_deref(),
+            Some("/system.slice/redis.service")
+        );
+        let hybrid = "9:name=systemd:/system.slice/mariadb.service\n4:memory:/x\n0::/\n";
+        assert_eq!(
+            cgroup_of(hybrid).as_deref(),
+            Some("/system.slice/mariadb.service")
+        );
+        assert_eq!(
+            cgroup_of("4:memory:/docker/abc\n0::/\n").as_deref(),
+            Some("/docker/abc")
+        );
+        assert_eq!(cgroup_of("0::/\n").as_deref(), Some("/"));
+        assert!(in_cgroup("/system.slice/redis.service", "/system.slice"));
+        assert!(in_cgroup("/system.slice", "/system.slice/"));
+        assert!(!in_cgroup("/system.slicer", "/system.slice"));
+        assert!(in_cgroup("/anything", "/"));
+    }
 }

@@ -35,8 +35,19 @@ pub struct ServeArgs {
 
     /// Export only these processes (repeat for several); default: every
     /// process.
-    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    #[arg(
+        short = 'p',
+        long = "pid",
+        value_name = "PID",
+        conflicts_with = "cgroups"
+    )]
     pub pids: Vec<u32>,
+
+    /// Export only the processes in this cgroup or below it (repeat for
+    /// several), a path as /proc/PID/cgroup shows it, e.g.
+    /// /system.slice/mariadb.service.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<String>,
 
     /// Export at most N processes, those with the most VMAs; the rest are
     /// summed under comm="other".
@@ -78,7 +89,9 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
     if args.max_series == 0 {
         return Err(Failure::usage(anyhow!("--max-series must be at least 1")));
     }
-    let scope = if args.pids.is_empty() {
+    let scope = if !args.cgroups.is_empty() {
+        Scope::Cgroups(args.cgroups.clone())
+    } else if args.pids.is_empty() {
         Scope::All
     } else {
         Scope::Pids(args.pids.clone())

@@ -63,8 +63,18 @@ pub struct TopArgs {
     pub all: bool,
 
     /// Only these processes (repeat for several).
-    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    #[arg(
+        short = 'p',
+        long = "pid",
+        value_name = "PID",
+        conflicts_with = "cgroups"
+    )]
     pub pids: Vec<u32>,
+
+    /// Only the processes in this cgroup or below it (repeat for several),
+    /// a path as /proc/PID/cgroup shows it, e.g. /system.slice/mariadb.service.
+    #[arg(long = "cgroup", value_name = "PATH", conflicts_with = "all")]
+    pub cgroups: Vec<String>,
 
     /// Seconds between refreshes.
     #[arg(short = 'i', long, value_name = "SECONDS", default_value_t = 1.0)]
@@ -124,14 +134,16 @@ pub fn rank(rows: &mut [Row], key: SortKey) {
 }
 
 pub fn run(args: TopArgs) -> Result<i32, Failure> {
-    if !args.all && args.pids.is_empty() {
+    if !args.all && args.pids.is_empty() && args.cgroups.is_empty() {
         return Err(Failure::usage(anyhow!(
-            "top needs -a (every process) or -p PID"
+            "top needs -a (every process), -p PID or --cgroup PATH"
         )));
     }
     require_privileges()?;
     let scope = if args.all {
         Scope::All
+    } else if !args.cgroups.is_empty() {
+        Scope::Cgroups(args.cgroups.clone())
     } else {
         Scope::Pids(args.pids.clone())
     };

@@ -198,6 +198,18 @@ impl Summary<'_> {
         if let Some(folded) = folded {
             text.push_str(&format!("{:>8} {}\n", "", folded.to_text()));
         }
+        let unnamed = self
+            .processes
+            .by_pid
+            .values()
+            .any(|s| s.splits_by_mapping.contains_key("unknown"));
+        if unnamed {
+            text.push_str(
+                "(a split mapping is \"unknown\" when vmatrace never learnt what it was: \
+                 it was made before vmatrace read the process's map, e.g. by the kernel at \
+                 exec, in a process that was gone within milliseconds)\n",
+            );
+        }
         let lost = self.lost;
         if lost.stacks_unavailable > 0 {
             text.push_str(&format!(
