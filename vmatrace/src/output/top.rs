@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::summary::verdicts_text;
 use crate::{
-    kernel::monotonic_ns,
+    kernel::{monotonic_ns, probes::ProgramCost},
     model::{
         processes::Processes,
         sites::SharedSites,
@@ -96,7 +96,14 @@ impl Top {
     }
 
     /// Shows every live process's window since the previous refresh.
-    pub fn show(&mut self, processes: &Processes, lost: u64) -> io::Result<()> {
+    /// Draws the view; `cost` is what vmatrace's programs cost the kernel
+    /// so far, when it measures that.
+    pub fn show(
+        &mut self,
+        processes: &Processes,
+        lost: u64,
+        cost: Option<ProgramCost>,
+    ) -> io::Result<()> {
         let limit = processes.detector.limit;
         let now = Instant::now();
         self.windows
@@ -116,10 +123,15 @@ impl Top {
         let windows = window::busiest_first(windows);
         let verdicts = self.verdicts(processes)?;
         let elapsed = self.started.elapsed().as_secs_f64();
+        // The programs' share of one CPU since tracing began.
+        let cpu_share = cost.map(|c| c.run_ns as f64 / 1e9 / elapsed.max(1e-3));
+        let cost_text = cpu_share.map_or(String::new(), |share| {
+            format!(" · tracing cost {:.2}% of a CPU", share * 100.0)
+        });
         match &mut self.screen {
             Screen::Terminal(terminal) => {
                 let footer = format!(
-                    " vmatrace top · {elapsed:.0} s · vm.max_map_count {limit} · lost events {lost} · q quits"
+                    " vmatrace top · {elapsed:.0} s · vm.max_map_count {limit} · lost events {lost}{cost_text} · q quits"
                 );
                 let said: Vec<String> = verdicts.iter().map(Verdict::to_text).collect();
                 let said = said.join("\n");
@@ -130,7 +142,8 @@ impl Top {
                 let mut out = io::stdout().lock();
                 writeln!(
                     out,
-                    "--- vmatrace top, +{elapsed:.1} s, lost events {lost} ---"
+                    "--- vmatrace top, +{elapsed:.1} s, lost events {lost}{} ---",
+                    cost_text.replace(" · ", ", ")
                 )?;
                 if !verdicts.is_empty() {
                     write!(out, "{}", verdicts_text(&verdicts, processes))?;
@@ -147,6 +160,7 @@ impl Top {
                     "elapsed_s": elapsed,
                     "limit": limit,
                     "lost_total": lost,
+                    "cost_cpu_share": cpu_share,
                     "verdicts": verdicts,
                     "processes": windows,
                 });

@@ -154,9 +154,11 @@ impl Run {
                 Wake::Status => {
                     let lost = probes.lost().unwrap_or_default();
                     match self.top.as_mut() {
-                        Some(top) => top.show(&self.processes, lost.total()).map_err(|e| {
-                            Failure::environment(anyhow!(e).context("drawing the --top view"))
-                        })?,
+                        Some(top) => top
+                            .show(&self.processes, lost.total(), probes.cost())
+                            .map_err(|e| {
+                                Failure::environment(anyhow!(e).context("drawing the --top view"))
+                            })?,
                         None if self.json_status => {
                             for status in self.status.next(&self.processes, &lost) {
                                 self.print(Job::Json(status.json))?;
