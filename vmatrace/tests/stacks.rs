@@ -115,11 +115,31 @@ fn in_order(functions: &[&str], names: &[&str]) -> bool {
 
 const CALLERS: [&str; 4] = ["third_unmaps", "second_calls", "first_calls", "main"];
 
+const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+
+/// Debian's detached debug file of the C library (package libc6-dbg),
+/// found by the library's build id, installed if missing.
+fn libc_debug_file() -> PathBuf {
+    use object::Object;
+    let data = std::fs::read(LIBC).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let id: String = file
+        .build_id()
+        .unwrap()
+        .expect("libc has a build id")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]);
+    debian_package("libc6-dbg", &[&path])
+}
+
 /// Built like a distribution package: no frame pointers anywhere in the
 /// workload. The stack names all three calls and main, in order, live and
 /// in the replay of the recording after the process is gone.
 #[test]
 fn stacks_without_frame_pointers_name_every_caller() {
+    let debug_file = libc_debug_file();
     let dir = tempfile::tempdir().unwrap();
     let exe = build_workload(dir.path(), "no_fp", &["-O2", "-g", "-fomit-frame-pointer"]);
     let file = dir.path().join("no_fp.vmat").display().to_string();
@@ -129,6 +149,20 @@ fn stacks_without_frame_pointers_name_every_caller() {
     assert_eq!(functions.get(1), Some(&"third_unmaps"), "{functions:?}");
     assert!(in_order(&functions, &CALLERS), "{functions:?}");
     assert!(all_code, "a frame outside executable code: {split}");
+    // libc is stripped; its frame's source line comes from the debug file
+    // Debian ships apart (found by build id), its module is still libc.
+    let stub = &split["stack"]["frames"][0];
+    assert!(
+        stub["file"].as_str().is_some_and(|f| !f.is_empty()),
+        "no source file from {}: {stub}",
+        debug_file.display()
+    );
+    assert!(
+        stub["module"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("libc.so.6")),
+        "{stub}"
+    );
 
     let replay = Running::vmatrace(&["replay", "--json", "--only-flagged", &file]).finish();
     assert_eq!(replay.code(), 0, "{}", replay.stderr_text());

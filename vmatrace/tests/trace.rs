@@ -208,7 +208,10 @@ fn concurrent_threads_get_exact_split_flags() {
     assert!(whole.clone().all(|e| !has_flag(e, "SPLIT")));
     // What it cost, by the kernel's own measure (Linux 5.8+).
     let cost = &finished.summary()["cost"];
-    assert!(cost["runs"].as_u64().unwrap() >= 2 * events.len() as u64, "{cost}");
+    assert!(
+        cost["runs"].as_u64().unwrap() >= 2 * events.len() as u64,
+        "{cost}"
+    );
     assert!(cost["ns_per_traced_call"].as_f64().unwrap() > 0.0, "{cost}");
 }
 
@@ -952,7 +955,9 @@ fn top_shows_the_allocator_pattern_live() {
     let site = &caught_up["processes"][0]["top_sites"][0];
     assert_eq!(site["splits"], site["vmas_added"], "{site}");
     // What tracing costs, live, from the kernel's run-time statistics.
-    let share = caught_up["cost_cpu_share"].as_f64().expect("cost_cpu_share");
+    let share = caught_up["cost_cpu_share"]
+        .as_f64()
+        .expect("cost_cpu_share");
     assert!(share > 0.0 && share < 2.0, "{share}");
     let json = finished.json();
     assert!(
