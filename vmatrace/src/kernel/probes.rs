@@ -142,6 +142,48 @@ pub struct Probes {
     attached_to: Vec<String>,
 }
 
+impl Probes {
+    /// Lets vmatrace exit without waiting for the kernel to detach its
+    /// programs: that takes a grace period per program, one after another
+    /// under a kernel mutex (about 0.3 s for the seven here), whoever
+    /// closes them. A child process keeps a copy of every descriptor until
+    /// vmatrace has exited (the end of a pipe it waits on closes then), and
+    /// the last close, its own, detaches them in the background. The
+    /// programs run on for that moment with no one reading their events.
+    /// Nothing else is held: the child closes standard input and output
+    /// first, so no reader of vmatrace's output waits for it.
+    pub fn detach_after_exit(&self) {
+        let mut pipe = [0; 2];
+        // SAFETY: pipe2 fills the two descriptors of a new pipe.
+        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return;
+        }
+        let [read_end, write_end] = pipe;
+        // SAFETY: between fork and _exit the child calls only close, read
+        // and _exit (async-signal-safe), as a multi-threaded parent needs.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                for fd in [0, 1, 2, write_end] {
+                    libc::close(fd);
+                }
+                let mut byte = 0u8;
+                while libc::read(read_end, (&raw mut byte).cast(), 1) < 0
+                    && *libc::__errno_location() == libc::EINTR
+                {}
+                libc::_exit(0);
+            },
+            -1 => unsafe {
+                libc::close(read_end);
+                libc::close(write_end);
+            },
+            // The write end stays open until vmatrace exits.
+            _ => unsafe {
+                libc::close(read_end);
+            },
+        }
+    }
+}
+
 impl Drop for Probes {
     /// Detaching a program waits for the kernel's grace period (50-80 ms
     /// each here): the links are dropped on threads of their own, so

@@ -217,6 +217,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             run.malformed
         );
     }
+    probes.detach_after_exit();
     Ok(exit_status(lost, child_status))
 }
 
