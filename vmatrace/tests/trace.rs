@@ -324,6 +324,25 @@ fn probe_report_says_what_this_kernel_has() {
         has_lock_tracepoints
     );
     assert!(report["btf"]["Ok"]["mm_map_count_offset"].as_u64().unwrap() > 0);
+    // Linux 5.11-6.12: the lock probes' cost to the host is said, in the
+    // report and in the banner of a trace.
+    let memcg_path = std::fs::read_to_string(
+        "/sys/kernel/tracing/events/mmap_lock/mmap_lock_acquire_returned/format",
+    )
+    .is_ok_and(|f| f.contains("memcg_path"));
+    assert_eq!(
+        probes["lock_probes_build_memcg_path"], memcg_path,
+        "{report}"
+    );
+    let traced = Running::vmatrace(&["-q", "--", "/bin/true"]).finish();
+    assert_eq!(
+        traced
+            .stderr_text()
+            .contains("note: on this kernel the mmap_lock"),
+        memcg_path,
+        "{}",
+        traced.stderr_text()
+    );
     assert_eq!(report["max_map_count"], max_map_count());
     let text = std::process::Command::new(vmatrace_bin())
         .arg("probe-report")

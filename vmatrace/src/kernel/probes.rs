@@ -140,6 +140,9 @@ pub struct Probes {
     run_time_stats: Option<prog_info::RunTimeStats>,
     /// `category/event (program)` of every attachment, for reports.
     attached_to: Vec<String>,
+    /// The lock probes are attached to mmap_lock events that make the
+    /// kernel build a cgroup path on every mmap lock taken on the host.
+    pub lock_probes_build_memcg_path: bool,
 }
 
 impl Probes {
@@ -318,6 +321,7 @@ impl Probes {
             acquired_write: 24,
             acquired_success: 25,
             released_mm: 8,
+            builds_memcg_path: false,
         });
         let mode_global = count_mode.global();
         // The lock mode never uses PROCESSES: one entry is all it costs.
@@ -420,6 +424,7 @@ impl Probes {
                 .then(prog_info::RunTimeStats::enable)
                 .flatten(),
             attached_to: Vec::new(),
+            lock_probes_build_memcg_path: false,
         };
         for pid in &config.targets {
             probes.add_target(*pid)?;
@@ -436,6 +441,7 @@ impl Probes {
             probes
                 .attach_as("mmap_lock_released", "mmap_lock", "mmap_lock_released")
                 .map_err(LoadError::LockProbes)?;
+            probes.lock_probes_build_memcg_path = lock.builds_memcg_path;
         }
         Ok(probes)
     }

@@ -48,6 +48,9 @@ pub struct ProbesFacts {
     pub count_mode_why: Option<String>,
     pub attached: Vec<String>,
     pub calls_without_tracepoint: Vec<&'static str>,
+    /// The lock probes make the kernel build a cgroup path on every mmap
+    /// lock taken on the host (mmap_lock events with `memcg_path`).
+    pub lock_probes_build_memcg_path: bool,
     /// Frame-pointer walks always; copies for DWARF unwinding need
     /// `bpf_task_pt_regs` (5.15+) and the pt_regs offsets.
     pub stack_copies: bool,
@@ -120,6 +123,7 @@ fn probes_facts(probes: &Probes) -> ProbesFacts {
         count_mode_why,
         attached: probes.attachments().to_vec(),
         calls_without_tracepoint: probes.missing_calls.iter().map(|c| c.name()).collect(),
+        lock_probes_build_memcg_path: probes.lock_probes_build_memcg_path,
         stack_copies: probes.offsets.pt_regs.is_some() && has_task_pt_regs(),
         skip_counts: probes.counts_skips(),
         run_time_stats: probes.measures_cost(),
@@ -211,6 +215,9 @@ impl ProbeReport {
                     ),
                 };
                 line(&mut out, "count mode", mode);
+                if p.lock_probes_build_memcg_path {
+                    line(&mut out, "cost", tracefs::MEMCG_PATH_COST.to_string());
+                }
                 line(&mut out, "attached", p.attached.join(", "));
                 if !p.calls_without_tracepoint.is_empty() {
                     line(

@@ -89,6 +89,13 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> 
     })
 }
 
+/// What the lock probes cost the host on kernels whose mmap_lock events
+/// carry a memory cgroup path (see README, "Overhead").
+pub const MEMCG_PATH_COST: &str = "on this kernel the mmap_lock tracepoints carry a cgroup path, which \
+     the kernel builds (under a global lock) for every mmap lock taken on the host while vmatrace \
+     runs: page-fault-heavy processes slow down (x1.5 on a bystander loop measured on 6.1); \
+     --count-mode syscall avoids it, exact for single-threaded processes";
+
 /// Field offsets of the mmap_lock events the lock programs read (a
 /// `memcg_path` string before Linux 6.12 moves `write` and `success`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +104,10 @@ pub struct LockTracepointOffsets {
     pub acquired_write: u64,
     pub acquired_success: u64,
     pub released_mm: u64,
+    /// The events carry the memory cgroup's path (Linux 5.11 to 6.12): the
+    /// kernel builds it, under a global lock, for every mmap lock taken on
+    /// the host while any program is attached to them.
+    pub builds_memcg_path: bool,
 }
 
 pub fn lock_tracepoint_offsets(tracefs: &Path) -> Result<LockTracepointOffsets, Failure> {
@@ -104,6 +115,7 @@ pub fn lock_tracepoint_offsets(tracefs: &Path) -> Result<LockTracepointOffsets, 
     let acquired = event_fields(tracefs, "mmap_lock/mmap_lock_acquire_returned", missing)?;
     let released = event_fields(tracefs, "mmap_lock/mmap_lock_released", missing)?;
     Ok(LockTracepointOffsets {
+        builds_memcg_path: acquired.offsets.contains_key("memcg_path"),
         acquired_mm: acquired.get("mm")?,
         acquired_write: acquired.get("write")?,
         acquired_success: acquired.get("success")?,

@@ -132,10 +132,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     let command_pid = gated.as_ref().map(|command| command.pid);
     let started = std::time::Instant::now();
     let start_ns = monotonic_ns();
-    eprintln!(
-        "{}",
-        banner(&targets, &processes, limit, &probes.count_mode)
-    );
+    eprintln!("{}", banner(&targets, &processes, limit, &probes));
     let top = if cli.top {
         Some(Top::new(cli.json).map_err(|e| {
             Failure::environment(anyhow!(e).context("setting up the terminal for --top"))
@@ -278,7 +275,8 @@ fn exit_status(lost: LostCounts, child: Option<ExitStatus>) -> i32 {
     child.map_or(exit_code::OK, targets::shell_exit_code)
 }
 
-fn banner(targets: &Targets, processes: &Processes, limit: u64, mode: &CountMode) -> String {
+fn banner(targets: &Targets, processes: &Processes, limit: u64, probes: &Probes) -> String {
+    let mode = &probes.count_mode;
     let what = match targets {
         Targets::Pids(_) => processes
             .by_pid
@@ -303,6 +301,12 @@ fn banner(targets: &Targets, processes: &Processes, limit: u64, mode: &CountMode
     // The usual mode goes without saying; the fallback is said, with why.
     if let CountMode::Syscall { .. } = mode {
         banner.push_str(&format!("\nvmatrace: {}", mode.describe()));
+    }
+    if probes.lock_probes_build_memcg_path {
+        banner.push_str(&format!(
+            "\nvmatrace: note: {}",
+            crate::kernel::tracefs::MEMCG_PATH_COST
+        ));
     }
     banner
 }
