@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use clap::Parser;
 use vmatrace::{
     cli::{Cli, Command, LiveArgs},
@@ -6,7 +8,16 @@ use vmatrace::{
 };
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match vmatrace::generate::requested(&args) {
+        Some(Ok(what)) => generate(what),
+        Some(Err(usage)) => {
+            eprintln!("vmatrace: {usage}");
+            std::process::exit(exit_code::USAGE);
+        }
+        None => {}
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version print to stdout and succeed.
@@ -37,6 +48,19 @@ fn main() {
         Err(failure) => {
             eprintln!("vmatrace: {failure}");
             std::process::exit(failure.code);
+        }
+    }
+}
+
+/// `--generate WHAT`: prints it and exits.
+fn generate(what: vmatrace::generate::Generated) -> ! {
+    let mut stdout = std::io::stdout().lock();
+    let written = vmatrace::generate::generate(what, &mut stdout).and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => std::process::exit(exit_code::OK),
+        Err(e) => {
+            eprintln!("vmatrace: writing the generated {what:?}: {e}");
+            std::process::exit(exit_code::ENVIRONMENT)
         }
     }
 }
