@@ -8,12 +8,16 @@
 //! - `test`   setup, then formatting, clippy and every test, the ones that
 //!   load the real probes included (needs root).
 //! - `bench`  setup, then the overhead benchmark (see bench.rs).
+//! - `dist`   setup, then the static binary, its tarball and its .deb in
+//!   target/dist (see dist.rs).
 //! - `kernels` Debian kernels under QEMU: list, fetch, run a command in one
 //!   (see kernels.rs).
 //! - `test-kernels` the portable core of the integration tests inside each
 //!   kernel of the matrix (see matrix.rs); `test` runs it too, last.
 
 mod bench;
+mod dist;
+mod elf;
 mod kernels;
 mod matrix;
 mod setup;
@@ -51,11 +55,12 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "run" => run(rest),
         "test" => test(rest),
         "bench" => bench::run(&setup::ensure()?, rest),
+        "dist" => dist::main(rest),
         "kernels" => kernels::main(rest),
         "test-kernels" => matrix::main(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <setup|build|run|test|test-kernels|bench|kernels> [ARGS]\n\
+                "usage: cargo xtask <setup|build|run|test|test-kernels|bench|dist|kernels> [ARGS]\n\
                  \n  setup           install nightly rust-src and bpf-linker if missing\
                  \n  build           build everything\
                  \n  run -- ARGS     build (release) and run vmatrace ARGS\
@@ -66,6 +71,8 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                  \n                  the integration tests' portable core as root in Debian\
                  \n                  kernels under QEMU, one line per kernel and test\
                  \n  bench           overhead of tracing an mmap/munmap churn workload\
+                 \n  dist            the static binary, target/dist/vmatrace-VERSION-x86_64-linux.tar.gz\
+                 \n                  and vmatrace_VERSION_amd64.deb (man page, completions)\
                  \n  kernels ...     Debian kernels under QEMU (cargo xtask kernels help)"
             );
             Ok(ExitCode::SUCCESS)

@@ -163,6 +163,18 @@ fn nightly_libllvm() -> Result<PathBuf> {
     )
 }
 
+/// A target of the toolchain running this xtask (rustup sets
+/// RUSTUP_TOOLCHAIN for it), e.g. x86_64-unknown-linux-musl for `cargo
+/// xtask dist`; added once, then only checked.
+pub fn ensure_target(target: &str) -> Result<()> {
+    let installed = output("rustup", &["target", "list", "--installed"])?;
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    eprintln!("xtask: adding the {target} target to the toolchain");
+    run("rustup", &["target", "add", target])
+}
+
 /// cargo-fuzz, for the trace reader's fuzz smoke run in `cargo xtask test`.
 pub fn ensure_cargo_fuzz(tools: &Tools) -> Result<()> {
     let fuzz = tools.bin().join("cargo-fuzz");
