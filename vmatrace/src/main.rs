@@ -7,6 +7,14 @@ use vmatrace::{
     readback, trace,
 };
 
+// musl's own malloc is slow under vmatrace's load (one lock; events
+// allocated by the reader and freed by the printer and writer threads):
+// the static build (`cargo xtask dist`) takes mimalloc instead. Measured
+// with `cargo xtask bench --static`, figures in the README.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match vmatrace::generate::requested(&args) {

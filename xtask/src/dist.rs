@@ -5,8 +5,9 @@
 //! - One static binary: `x86_64-unknown-linux-musl`, no dynamic loader and
 //!   no shared library (checked in its ELF headers), so it starts on any
 //!   distribution whatever its glibc; the eBPF programs embedded as in
-//!   every build (vmatrace/build.rs). Symbols are kept: a panic's
-//!   backtrace names its functions.
+//!   every build (vmatrace/build.rs), mimalloc as its allocator (musl's
+//!   is slow; its C compiled by musl-gcc, installed if missing). Symbols
+//!   are kept: a panic's backtrace names its functions.
 //! - `target/dist/vmatrace-<version>-x86_64-linux.tar.gz`: the binary, the
 //!   README, the license files (if the source has any), the man page and
 //!   the bash, zsh and fish completions (made by the binary itself,
@@ -138,6 +139,7 @@ pub fn build(tools: &setup::Tools) -> Result<Dist> {
 /// check that the result is static: the one thing this build is for.
 pub fn static_binary(tools: &setup::Tools) -> Result<PathBuf> {
     setup::ensure_target(TARGET)?;
+    setup::ensure_musl_gcc()?;
     crate::cargo(
         tools,
         &[
