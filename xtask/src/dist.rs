@@ -111,6 +111,9 @@ pub fn build(tools: &setup::Tools) -> Result<Dist> {
         binary.display(),
         meta.version
     );
+    if !said.contains("(git ") {
+        eprintln!("xtask: warning: {said:?} names no commit (not built from a git checkout)");
+    }
     warn_if_dirty();
     let dist = workspace_root().join(DIST_DIR);
     fs::create_dir_all(&dist).with_context(|| format!("creating {}", dist.display()))?;
