@@ -1,5 +1,6 @@
 //! Builds the eBPF programs (vmatrace-ebpf) with the nightly toolchain and
-//! bpf-linker, and hands the object to the loader through OUT_DIR.
+//! bpf-linker, and hands the object to the loader through OUT_DIR; also
+//! names the git commit built, for `vmatrace --version`.
 //! `cargo xtask setup` installs what this needs; it is run by every xtask
 //! command, so `cargo xtask run` / `cargo xtask test` never reach here
 //! without it.
@@ -19,6 +20,9 @@ fn main() {
         .expect("vmatrace/ sits in the workspace root");
     let ebpf_dir = root.join("vmatrace-ebpf");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
+    let (commit, date) = commit(root);
+    println!("cargo:rustc-env=VMATRACE_COMMIT={commit}");
+    println!("cargo:rustc-env=VMATRACE_COMMIT_DATE={date}");
     for watched in [
         "vmatrace-ebpf/src",
         "vmatrace-ebpf/Cargo.toml",
@@ -69,6 +73,52 @@ fn main() {
         .join("release")
         .join("vmatrace");
     copy(&object, &out_dir.join("vmatrace.bpf.o"));
+}
+
+/// `git <short hash> <commit date>` of the checkout being built, for
+/// `--version`: a copied binary says which source it came from; and the
+/// commit date alone (YYYY-MM-DD, or empty), the man page's date.
+/// Outside a git checkout (a source tarball), `$VMATRACE_COMMIT` names it,
+/// or the version says it is unknown. The files git moves on a commit or
+/// checkout are watched, so the name never lags behind HEAD.
+fn commit(root: &Path) -> (String, String) {
+    println!("cargo:rerun-if-env-changed=VMATRACE_COMMIT");
+    if let Some(named) = env::var_os("VMATRACE_COMMIT") {
+        return (named.to_string_lossy().into_owned(), String::new());
+    }
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_string())
+    };
+    let Some(hash) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return (
+            "commit unknown: not built from a git checkout".into(),
+            String::new(),
+        );
+    };
+    // HEAD names the branch; the branch's ref (loose or packed) moves on a
+    // commit. Only files that exist are watched: cargo would rerun this
+    // script on every build for one that does not.
+    let mut watched = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in watched {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name]) {
+            let path = root.join(path);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    match git(&["log", "-1", "--format=%cs", "HEAD"]) {
+        Some(date) => (format!("git {hash} {date}"), date),
+        None => (format!("git {hash}"), String::new()),
+    }
 }
 
 /// PATH with the directory `cargo xtask setup` installs bpf-linker into

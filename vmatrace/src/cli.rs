@@ -6,6 +6,16 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::kernel::{btf::DEFAULT_BTF_PATH, probes::CountModeChoice};
 
+/// `0.1.0 (git 443274d1a2b3 2026-11-29)`: the release and the commit it
+/// was built from (vmatrace/build.rs), so a binary copied to a production
+/// box still says which source it is.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("VMATRACE_COMMIT"),
+    ")"
+);
+
 const ABOUT: &str = "Trace the calls that create, split and remove memory mappings (VMAs), \
 with the kernel's own live VMA count per process against vm.max_map_count.";
 
@@ -64,7 +74,7 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(
     name = "vmatrace",
-    version,
+    version = VERSION,
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,

@@ -23,6 +23,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod generate;
 pub mod host;
 pub mod kernel;
 pub mod model;

@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use clap::Parser;
 use vmatrace::{
     cli::{Cli, Command, LiveArgs},
@@ -5,8 +7,25 @@ use vmatrace::{
     readback, trace,
 };
 
+// musl's own malloc is slow under vmatrace's load (one lock; events
+// allocated by the reader and freed by the printer and writer threads):
+// the static build (`cargo xtask dist`) takes mimalloc instead. Measured
+// with `cargo xtask bench --static`, figures in the README.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match vmatrace::generate::requested(&args) {
+        Some(Ok(what)) => generate(what),
+        Some(Err(usage)) => {
+            eprintln!("vmatrace: {usage}");
+            std::process::exit(exit_code::USAGE);
+        }
+        None => {}
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version print to stdout and succeed.
@@ -38,6 +57,19 @@ fn main() {
         Err(failure) => {
             eprintln!("vmatrace: {failure}");
             std::process::exit(failure.code);
+        }
+    }
+}
+
+/// `--generate WHAT`: prints it and exits.
+fn generate(what: vmatrace::generate::Generated) -> ! {
+    let mut stdout = std::io::stdout().lock();
+    let written = vmatrace::generate::generate(what, &mut stdout).and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => std::process::exit(exit_code::OK),
+        Err(e) => {
+            eprintln!("vmatrace: writing the generated {what:?}: {e}");
+            std::process::exit(exit_code::ENVIRONMENT)
         }
     }
 }

@@ -7,9 +7,12 @@
 //! its own loop, so start-up and probe loading are not counted.
 //!
 //! `--compare` also measures strace and bpftrace on the same workload
-//! (installing them from Debian's packages if missing).
+//! (installing them from Debian's packages if missing). `--static`
+//! measures the static musl build of `cargo xtask dist` instead of
+//! target/release/vmatrace (musl's own allocator is slow; see README).
 
 use std::{
+    path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
     time::Duration,
 };
@@ -30,6 +33,7 @@ struct Workload {
 
 pub fn run(tools: &Tools, args: &[String]) -> Result<ExitCode> {
     let compare = args.iter().any(|a| a == "--compare");
+    let static_build = args.iter().any(|a| a == "--static");
     let iterations: u64 = args
         .iter()
         .find_map(|a| a.strip_prefix("--iterations="))
@@ -62,28 +66,32 @@ pub fn run(tools: &Tools, args: &[String]) -> Result<ExitCode> {
             iterations: iterations / 2,
         },
     ];
+    let vmatrace = if static_build {
+        crate::dist::static_binary(tools)?
+    } else {
+        workspace_root().join("target/release/vmatrace")
+    };
     if compare {
         ensure_comparison_tools()?;
     }
-    println!("vmatrace overhead benchmark: median of {ROUNDS} alternating rounds");
+    println!(
+        "vmatrace overhead benchmark: median of {ROUNDS} alternating rounds, {}",
+        vmatrace.display()
+    );
     for workload in &workloads {
-        bench_workload(workload, compare)?;
+        bench_workload(&vmatrace, workload, compare)?;
     }
-    bench_bystander(&workloads[0], compare)?;
-    bench_footprint()?;
+    bench_bystander(&vmatrace, &workloads[0], compare)?;
+    bench_footprint(&vmatrace)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// What tracing one process costs the others: an untraced churn loop (a
 /// bystander) timed alone and while vmatrace (or bpftrace) traces an idle
 /// process.
-fn bench_bystander(workload: &Workload, compare: bool) -> Result<()> {
-    let root = workspace_root();
-    let bin = root
-        .join("target/release/examples/workload")
-        .display()
-        .to_string();
-    let vmatrace = root.join("target/release/vmatrace").display().to_string();
+fn bench_bystander(vmatrace: &Path, workload: &Workload, compare: bool) -> Result<()> {
+    let bin = workload_bin().display().to_string();
+    let vmatrace = vmatrace.display().to_string();
     let args: Vec<&str> = workload.args.iter().map(String::as_str).collect();
     let (mut alone, mut beside_vmatrace, mut beside_bpftrace) =
         (Vec::new(), Vec::new(), Vec::new());
@@ -128,13 +136,9 @@ fn bench_bystander(workload: &Workload, compare: bool) -> Result<()> {
 
 /// vmatrace's own cost: from launch to the traced command's start, from
 /// the summary to the exit, and its peak memory, tracing a short churn.
-fn bench_footprint() -> Result<()> {
-    let root = workspace_root();
-    let bin = root
-        .join("target/release/examples/workload")
-        .display()
-        .to_string();
-    let vmatrace = root.join("target/release/vmatrace").display().to_string();
+fn bench_footprint(vmatrace: &Path) -> Result<()> {
+    let bin = workload_bin().display().to_string();
+    let vmatrace = vmatrace.display().to_string();
     let (mut start, mut exit, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let run = footprint_run(&vmatrace, &bin)?;
@@ -289,10 +293,13 @@ impl Background {
     }
 }
 
-fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
-    let root = workspace_root();
-    let bin = root.join("target/release/examples/workload");
-    let vmatrace = root.join("target/release/vmatrace");
+/// The workload, built with glibc whichever vmatrace is measured.
+fn workload_bin() -> PathBuf {
+    workspace_root().join("target/release/examples/workload")
+}
+
+fn bench_workload(vmatrace: &Path, workload: &Workload, compare: bool) -> Result<()> {
+    let bin = workload_bin();
     let wl: Vec<String> = std::iter::once(bin.display().to_string())
         .chain(workload.args.iter().cloned())
         .collect();
@@ -313,8 +320,8 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
     for _ in 0..ROUNDS {
         let wl_args: Vec<&str> = wl[1..].iter().map(String::as_str).collect();
         untraced.push(timed(&wl[0], &wl_args, false)?.0);
-        served.push(timed_beside_serve(&vmatrace, &wl[0], &wl_args)?);
-        let (secs, summary) = timed_vmatrace(&vmatrace, &["-q", "--json"], &wl)?;
+        served.push(timed_beside_serve(vmatrace, &wl[0], &wl_args)?);
+        let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json"], &wl)?;
         quiet.push(secs);
         lost += summary.lost;
         captured.push(summary.syscalls as f64 / secs);
@@ -324,16 +331,16 @@ fn bench_workload(workload: &Workload, compare: bool) -> Result<()> {
                 summary.syscalls
             );
         }
-        let (secs, summary) = timed_vmatrace(&vmatrace, &["--json"], &wl)?;
+        let (secs, summary) = timed_vmatrace(vmatrace, &["--json"], &wl)?;
         printed.push(secs);
         lost += summary.lost;
-        let (secs, summary) = timed_vmatrace(&vmatrace, &["-q", "--json", "--no-stacks"], &wl)?;
+        let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json", "--no-stacks"], &wl)?;
         no_stacks.push(secs);
         lost += summary.lost;
-        let (secs, summary) = timed_vmatrace(&vmatrace, &["-q", "--json", "--stacks"], &wl)?;
+        let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json", "--stacks"], &wl)?;
         all_stacks.push(secs);
         lost += summary.lost;
-        let (secs, summary) = timed_vmatrace(&vmatrace, &["-q", "--json", "-o", &trace_path], &wl)?;
+        let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json", "-o", &trace_path], &wl)?;
         recorded.push(secs);
         lost += summary.lost;
         let size = std::fs::metadata(&trace_file)

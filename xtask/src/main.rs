@@ -6,14 +6,19 @@
 //! - `run`    setup, build in release mode and run vmatrace with the rest of
 //!   the arguments: `cargo xtask run -- -p 1234`.
 //! - `test`   setup, then formatting, clippy and every test, the ones that
-//!   load the real probes included (needs root).
+//!   load the real probes included (needs root); then the static build of
+//!   `dist`, checked and run through the core tests.
 //! - `bench`  setup, then the overhead benchmark (see bench.rs).
+//! - `dist`   setup, then the static binary, its tarball and its .deb in
+//!   target/dist (see dist.rs).
 //! - `kernels` Debian kernels under QEMU: list, fetch, run a command in one
 //!   (see kernels.rs).
 //! - `test-kernels` the portable core of the integration tests inside each
 //!   kernel of the matrix (see matrix.rs); `test` runs it too, last.
 
 mod bench;
+mod dist;
+mod elf;
 mod kernels;
 mod matrix;
 mod setup;
@@ -51,21 +56,25 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "run" => run(rest),
         "test" => test(rest),
         "bench" => bench::run(&setup::ensure()?, rest),
+        "dist" => dist::main(rest),
         "kernels" => kernels::main(rest),
         "test-kernels" => matrix::main(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <setup|build|run|test|test-kernels|bench|kernels> [ARGS]\n\
+                "usage: cargo xtask <setup|build|run|test|test-kernels|bench|dist|kernels> [ARGS]\n\
                  \n  setup           install nightly rust-src and bpf-linker if missing\
                  \n  build           build everything\
                  \n  run -- ARGS     build (release) and run vmatrace ARGS\
                  \n  test            fmt, clippy and every test, real probes included (root),\
-                 \n                  then test-kernels (VMATRACE_SKIP_KERNELS=1 skips it\
-                 \n                  outside CI)\
+                 \n                  then the static build of dist with the core tests, then\
+                 \n                  test-kernels (VMATRACE_SKIP_KERNELS=1 skips it outside CI)\
                  \n  test-kernels [KERNEL...]\
                  \n                  the integration tests' portable core as root in Debian\
                  \n                  kernels under QEMU, one line per kernel and test\
                  \n  bench           overhead of tracing an mmap/munmap churn workload\
+                 \n                  (--static: of the dist build)\
+                 \n  dist            the static binary, target/dist/vmatrace-VERSION-x86_64-linux.tar.gz\
+                 \n                  and vmatrace_VERSION_amd64.deb (man page, completions)\
                  \n  kernels ...     Debian kernels under QEMU (cargo xtask kernels help)"
             );
             Ok(ExitCode::SUCCESS)
@@ -112,7 +121,8 @@ fn test(args: &[String]) -> Result<ExitCode> {
     // plain binaries, and the integration tests run the `workload` one.
     let mut test_args = vec!["test", "--workspace"];
     test_args.extend(args.iter().map(String::as_str));
-    let counts = cargo_test(&tools, &test_args)?;
+    let counts = cargo_test(&tools, &test_args, &[])?;
+    let static_counts = static_build_tests(&tools)?;
     fuzz_smoke(&tools)?;
     let kernels = if skip_kernels() {
         matrix::Counts::default()
@@ -124,14 +134,37 @@ fn test(args: &[String]) -> Result<ExitCode> {
     // that of a doc-test crate with none).
     println!(
         "tests: {} passed, {} failed",
-        counts.0 + kernels.passed,
-        counts.1 + kernels.failed
+        counts.0 + static_counts.0 + kernels.passed,
+        counts.1 + static_counts.1 + kernels.failed
     );
     Ok(if kernels.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What `cargo xtask dist` ships, tested: the static build is made, its
+/// ELF checked for no interpreter and no shared library, the tarball and
+/// the .deb packed and checked unpacked; then the kernel matrix's core
+/// integration tests run again on this host with the static binary
+/// (`VMATRACE_BIN`; the test executables are the ones just built).
+fn static_build_tests(tools: &setup::Tools) -> Result<(u64, u64)> {
+    let dist = dist::build(tools)?;
+    let binary = dist.binary.display().to_string();
+    let mut args = vec![
+        "test",
+        "--workspace",
+        "--test",
+        "trace",
+        "--test",
+        "tracefile",
+        "--",
+        "--exact",
+    ];
+    args.extend(matrix::TESTS.iter().map(|(_, name)| *name));
+    eprintln!("xtask: the core integration tests with the static build, {binary}");
+    cargo_test(tools, &args, &[("VMATRACE_BIN", binary.as_str())])
 }
 
 /// `VMATRACE_SKIP_KERNELS=1` leaves the kernel matrix out of a local
@@ -152,8 +185,9 @@ fn skip_kernels() -> bool {
     }
 }
 
-/// Runs cargo test, passing its output through, and sums its results.
-fn cargo_test(tools: &setup::Tools, args: &[&str]) -> Result<(u64, u64)> {
+/// Runs cargo test with `env` added, passing its output through, and
+/// sums its results.
+fn cargo_test(tools: &setup::Tools, args: &[&str], env: &[(&str, &str)]) -> Result<(u64, u64)> {
     use std::io::BufRead;
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: {cargo} {}", args.join(" "));
@@ -162,6 +196,7 @@ fn cargo_test(tools: &setup::Tools, args: &[&str]) -> Result<(u64, u64)> {
         .current_dir(workspace_root())
         .env("PATH", tools.path_env())
         .env("VMATRACE_TOOLS_DIR", &tools.dir)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("running cargo test")?;

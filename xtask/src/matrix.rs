@@ -3,7 +3,9 @@
 //! (issues 11 and 14), one line per kernel and test.
 //!
 //! The test binaries are built once on the host (`cargo test --no-run`,
-//! which builds the examples they run too); each kernel boots one guest
+//! which builds the examples they run too); the vmatrace they run is the
+//! static musl build that `cargo xtask dist` ships (`VMATRACE_BIN`), so
+//! what is tested in each kernel is what users copy. Each kernel boots one guest
 //! (see kernels.rs: the host's root shared read-only, a tmpfs on top) with
 //! a single vCPU, so the concurrency test runs 4 threads on 1 CPU, more
 //! threads than CPUs as issue 14 asks. Inside, `vm.max_map_count` is
@@ -213,7 +215,8 @@ pub fn run(tools: &setup::Tools, kernels: &[String], tests: &[(&str, &str)]) -> 
 struct Binaries {
     /// Test binary name (`trace`, `tracefile`) -> its executable.
     tests: Vec<(String, PathBuf)>,
-    /// vmatrace itself (the tests' `CARGO_BIN_EXE_vmatrace`).
+    /// vmatrace itself: the static build, which the tests run instead of
+    /// their `CARGO_BIN_EXE_vmatrace` (`VMATRACE_BIN`).
     vmatrace: PathBuf,
 }
 
@@ -228,8 +231,10 @@ impl Binaries {
 }
 
 /// `cargo test -p vmatrace --release --no-run`: the integration tests' executables,
-/// and (cargo test builds them) the examples they run.
+/// and (cargo test builds them) the examples they run; and the static
+/// vmatrace.
 fn build(tools: &setup::Tools) -> Result<Binaries> {
+    let vmatrace = static_vmatrace(tools)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let args = [
         "test",
@@ -257,7 +262,6 @@ fn build(tools: &setup::Tools) -> Result<Binaries> {
         .spawn()
         .context("running cargo test --no-run")?;
     let mut tests = Vec::new();
-    let mut vmatrace = None;
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let Ok(message) = serde_json::from_str::<Value>(&line?) else {
             continue;
@@ -277,18 +281,13 @@ fn build(tools: &setup::Tools) -> Result<Binaries> {
         let name = message["target"]["name"].as_str().unwrap_or("");
         if has_kind("test") {
             tests.push((name.to_string(), PathBuf::from(executable)));
-        } else if has_kind("bin") && name == "vmatrace" && message["profile"]["test"] == false {
-            vmatrace = Some(PathBuf::from(executable));
         }
     }
     let status = child.wait()?;
     if !status.success() {
         bail!("cargo test --no-run failed ({status})");
     }
-    let binaries = Binaries {
-        tests,
-        vmatrace: vmatrace.context("cargo built no vmatrace binary")?,
-    };
+    let binaries = Binaries { tests, vmatrace };
     // The tests find the examples beside their own deps/ directory.
     let trace = binaries.test("trace")?;
     let examples = trace
@@ -302,6 +301,22 @@ fn build(tools: &setup::Tools) -> Result<Binaries> {
         }
     }
     Ok(binaries)
+}
+
+/// The static build (dist.rs), copied into the matrix's own directory: the
+/// guests read it through virtiofs while they run, and a `cargo xtask
+/// dist` meanwhile would replace it under them (ESTALE).
+fn static_vmatrace(tools: &setup::Tools) -> Result<PathBuf> {
+    let built = crate::dist::static_binary(tools)?;
+    let dir = crate::workspace_root()
+        .join(MATRIX_TARGET_DIR)
+        .join("static");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let copy = dir.join("vmatrace");
+    let partial = dir.join("vmatrace.partial");
+    fs::copy(&built, &partial).with_context(|| format!("copying {}", built.display()))?;
+    fs::rename(&partial, &copy).with_context(|| format!("writing {}", copy.display()))?;
+    Ok(copy)
 }
 
 /// One kernel: prepare, boot, run; (passed, failed).
@@ -577,10 +592,10 @@ fn guest_script(binaries: &Binaries, tests: &[(&str, &str)], logs: &Path) -> Res
             quote(path)
         );
     }
+    let _ = writeln!(script, "export VMATRACE_BIN={}", quote(&binaries.vmatrace));
     let _ = writeln!(
         script,
-        "{} -q -- true > \"$logs/preflight.log\" 2>&1",
-        quote(&binaries.vmatrace)
+        "\"$VMATRACE_BIN\" -q -- true > \"$logs/preflight.log\" 2>&1"
     );
     script.push_str("echo \"<<preflight $?>>\"\n");
     // One that does not start would fail every test the same way: stop.

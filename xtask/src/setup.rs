@@ -163,6 +163,37 @@ fn nightly_libllvm() -> Result<PathBuf> {
     )
 }
 
+/// A target of the toolchain running this xtask (rustup sets
+/// RUSTUP_TOOLCHAIN for it), e.g. x86_64-unknown-linux-musl for `cargo
+/// xtask dist`; added once, then only checked.
+pub fn ensure_target(target: &str) -> Result<()> {
+    let installed = output("rustup", &["target", "list", "--installed"])?;
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    eprintln!("xtask: adding the {target} target to the toolchain");
+    run("rustup", &["target", "add", target])
+}
+
+/// musl-gcc (Debian's musl-tools), which the static build compiles
+/// mimalloc's C with (.cargo/config.toml); installed once with apt-get.
+pub fn ensure_musl_gcc() -> Result<()> {
+    if works(Path::new("musl-gcc")) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing musl-tools (musl-gcc) for the static build");
+    run("apt-get", &["update", "-qq"])?;
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "musl-tools"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install musl-tools")?;
+    if !status.success() || !works(Path::new("musl-gcc")) {
+        bail!("could not install musl-tools (musl-gcc); as root: apt-get install musl-tools");
+    }
+    Ok(())
+}
+
 /// cargo-fuzz, for the trace reader's fuzz smoke run in `cargo xtask test`.
 pub fn ensure_cargo_fuzz(tools: &Tools) -> Result<()> {
     let fuzz = tools.bin().join("cargo-fuzz");

@@ -15,8 +15,19 @@ use serde_json::Value;
 
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The vmatrace under test: `$VMATRACE_BIN` when set (`cargo xtask test`
+/// runs the core tests again with the static musl build, and the kernel
+/// matrix runs that build in its guests), else the one cargo built beside
+/// the tests.
 pub fn vmatrace_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vmatrace"))
+    match std::env::var_os("VMATRACE_BIN") {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            assert!(path.is_file(), "VMATRACE_BIN={} is no file", path.display());
+            path
+        }
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_vmatrace")),
+    }
 }
 
 /// The `workload` example, which `cargo test` builds beside the tests.
