@@ -19,9 +19,7 @@ use crate::{
     counts,
     globals::{CAPTURE_STACKS, WARN_AT},
     helpers::{count_lost, ctx_field, current_mm, is_traced, map_count, wakeup_flags},
-    maps::{
-        EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, SYSCALL_CALLS,
-    },
+    maps::{EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, SYSCALL_CALLS},
 };
 
 /// raw_syscalls/sys_enter and sys_exit: `long id` at 8, then `args[6]`
@@ -374,7 +372,10 @@ fn user_stack_if_wanted<const COUNTED: bool>(
         1
     } else {
         count_lost(lost::STACK_UNAVAILABLE);
-        debug!(ctx, "pid {}: no user stack (no room, or unreadable)", event.pid);
+        debug!(
+            ctx,
+            "pid {}: no user stack (no room, or unreadable)", event.pid
+        );
         0
     }
 }
