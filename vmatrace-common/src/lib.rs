@@ -208,6 +208,17 @@ impl Event {
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 120);
 
+/// Slots of the `LIMITS` array: what the programs compare counts with,
+/// written by userspace through shared memory whenever `vm.max_map_count`
+/// changes (a sysctl can be changed while vmatrace runs).
+pub mod limits {
+    /// `vm.max_map_count`, for the ENOMEM causes.
+    pub const MAX_MAP_COUNT: u32 = 0;
+    /// The NEAR-LIMIT threshold in VMAs.
+    pub const WARN_AT: u32 = 1;
+    pub const SLOTS: u32 = 2;
+}
+
 /// Slots of the `LOST` counter array (memory-mapped by userspace, which
 /// reads it without a bpf() call): why an event never reached userspace.
 /// Every slot is reported; none is ever silently dropped.
@@ -259,7 +270,7 @@ pub mod names {
     pub const PROCESSES: &str = "PROCESSES";
     pub const COUNT_MODE: &str = "COUNT_MODE";
     pub const CAPTURE_STACKS: &str = "CAPTURE_STACKS";
-    pub const WARN_AT: &str = "WARN_AT";
+    pub const LIMITS: &str = "LIMITS";
 
     pub const TRACE_ALL: &str = "TRACE_ALL";
     pub const FOLLOW_FORKS: &str = "FOLLOW_FORKS";

@@ -58,8 +58,6 @@ pub mod names {
     pub const PROC_STATS: &str = "PROC_STATS";
     /// 0: the exit program sends no syscall event (serve mode).
     pub const SEND_EVENTS: &str = "SEND_EVENTS";
-    /// `vm.max_map_count`, for the ENOMEM causes.
-    pub const MAX_MAP_COUNT: &str = "MAX_MAP_COUNT";
 }
 
 /// Processes the `PROC_STATS` map holds (an LRU map: the least recently

@@ -30,10 +30,6 @@ pub static SELF_TGID: Global<u32> = Global::new(0);
 /// Which calls get their user stack captured: a `capture_stacks` value.
 #[unsafe(no_mangle)]
 pub static CAPTURE_STACKS: Global<u8> = Global::new(capture_stacks::FLAGGED);
-/// The NEAR-LIMIT threshold in VMAs: the call that takes the count across
-/// it gets its stack too.
-#[unsafe(no_mangle)]
-pub static WARN_AT: Global<i32> = Global::new(i32::MAX);
 #[unsafe(no_mangle)]
 pub static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]

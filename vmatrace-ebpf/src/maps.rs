@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, RingBuf},
 };
-use vmatrace_common::{Event, SYSCALL_TABLE_SIZE, lost};
+use vmatrace_common::{Event, SYSCALL_TABLE_SIZE, limits, lost};
 
 /// Completed records for userspace. The loader may resize it.
 #[map]
@@ -80,6 +80,17 @@ pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 /// default) for every other syscall. Filled by the loader.
 #[map]
 pub static SYSCALL_CALLS: Array<u8> = Array::with_max_entries(SYSCALL_TABLE_SIZE, 0);
+
+/// `vm.max_map_count` and the NEAR-LIMIT threshold (`limits::*` slots),
+/// kept current by userspace through shared memory.
+#[map]
+pub static LIMITS: Array<i64> = Array::with_max_entries(limits::SLOTS, BPF_F_MMAPABLE);
+
+/// A `LIMITS` slot (0 if unreadable, which cannot happen for an array).
+#[inline(always)]
+pub fn limit(slot: u32) -> i64 {
+    LIMITS.get(slot).copied().unwrap_or(0)
+}
 
 /// Counts of events that could not be delivered, by `lost::*` slot.
 /// Memory-mapped: userspace reads it without a bpf() call, which would

@@ -9,18 +9,15 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{Global, bindings::BPF_NOEXIST, macros::map, maps::LruHashMap};
 use vmatrace_common::{
-    Call, ENOMEM_RET, Event, creates,
+    Call, ENOMEM_RET, Event, creates, limits,
     proc_stats::{CALLS, PROC_STATS_ENTRIES, ProcStats, enomem_at_vma_limit},
 };
 
-use crate::globals::WARN_AT;
+use crate::maps::limit;
 
 /// 0: keep the counters only (serve mode); else send every event too.
 #[unsafe(no_mangle)]
 pub static SEND_EVENTS: Global<u8> = Global::new(1);
-/// `vm.max_map_count`, for the ENOMEM causes.
-#[unsafe(no_mangle)]
-pub static MAX_MAP_COUNT: Global<i64> = Global::new(65530);
 
 /// `ProcStats` by tgid.
 #[map]
@@ -54,14 +51,19 @@ pub fn record<const COUNTED: bool>(event: &Event, mm: u64, ret: i64, now_ns: u64
     {
         add(&stats.splits);
     }
-    let warn_at = WARN_AT.load();
-    if before >= 0 && before < warn_at && after >= warn_at {
+    let warn_at = limit(limits::WARN_AT);
+    if before >= 0 && (before as i64) < warn_at && after as i64 >= warn_at {
         add(&stats.near_limit);
     }
     if ret == ENOMEM_RET && event.call != Call::Brk as u8 && (event.call as usize) < CALLS {
         let seen = if before > after { before } else { after };
         let call = event.call as usize;
-        if enomem_at_vma_limit(event.call, &event.args, seen as i64, MAX_MAP_COUNT.load()) {
+        if enomem_at_vma_limit(
+            event.call,
+            &event.args,
+            seen as i64,
+            limit(limits::MAX_MAP_COUNT),
+        ) {
             add(&stats.enomem_vma_limit[call]);
         } else {
             add(&stats.enomem_memory[call]);

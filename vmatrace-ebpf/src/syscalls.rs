@@ -17,7 +17,7 @@ use vmatrace_common::{
 
 use crate::{
     counts,
-    globals::{CAPTURE_STACKS, WARN_AT},
+    globals::CAPTURE_STACKS,
     helpers::{count_lost, ctx_field, current_mm, is_traced, map_count, wakeup_flags},
     maps::{EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, SYSCALL_CALLS},
 };
@@ -357,14 +357,15 @@ fn user_stack_if_wanted<const COUNTED: bool>(
     ret: i64,
 ) -> u32 {
     let mode = CAPTURE_STACKS.load();
-    let warn_at = WARN_AT.load();
+    let warn_at = crate::maps::limit(vmatrace_common::limits::WARN_AT);
+    let (before, after) = (event.vmas_before as i64, event.vmas_after as i64);
     let wanted = mode == capture_stacks::ALL
         || (mode == capture_stacks::FLAGGED
             && (ret == ENOMEM_RET
                 || ((event.locked != 0 || COUNTED)
                     && ((event.vmas_after as i64 - event.vmas_before as i64)
                         > creates(event.call, &event.args)
-                        || (event.vmas_before < warn_at && event.vmas_after >= warn_at)))));
+                        || (before < warn_at && after >= warn_at)))));
     if !wanted {
         return 0;
     }

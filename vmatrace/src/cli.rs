@@ -31,9 +31,10 @@ mmap, munmap, brk, mprotect, mremap, madvise, mlock, shmat and mseal call of
 the traced processes, the VMA count after it (read from the kernel's
 mm->map_count), and flags:
 
-  SPLIT       the kernel cut an existing VMA in two during the call (the
-              range began or ended strictly inside a mapping); exact per call,
-              also when other threads map and unmap at the same time
+  SPLIT       the call cut an existing VMA and the pieces stay mapped, so the
+              process holds more VMAs than the call itself created (a hole
+              punched in a mapping; trimming a mapping's end is not one);
+              exact per call, also when other threads map and unmap at once
   ENOMEM      the call failed with ENOMEM, shown with the count and the limit
   NEAR-LIMIT  the count crossed --warn-at percent of the limit
 

@@ -613,3 +613,61 @@ fn cgroup_scope_exports_only_that_cgroup_with_its_label() {
     drop(inside);
     drop(outside);
 }
+
+/// The shipped ENOMEM alert fires on a process's first burst: its series
+/// appears already above 0, which `increase()` alone does not count
+/// (found in a field trial with Redis). Checked with Prometheus's own rule
+/// tester.
+#[test]
+fn the_enomem_alert_fires_on_the_first_burst() {
+    let prometheus = prometheus_bin();
+    let promtool = prometheus.with_file_name("promtool");
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/vmatrace-alerts.yml");
+    let dir = tempfile::tempdir().unwrap();
+    let test = format!(
+        r#"rule_files:
+  - {}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'vmatrace_enomem_total{{pid="42",comm="redis-server",call="munmap",cause="vma_limit"}}'
+        values: '_ _ _ 82 82 82 82 82 82 82'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: ProcessHitVmaLimit
+        exp_alerts: []
+      - eval_time: 3m
+        alertname: ProcessHitVmaLimit
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+              pid: "42"
+              comm: redis-server
+              call: munmap
+              cause: vma_limit
+            exp_annotations:
+              summary: "redis-server (pid 42) on : munmap failed with ENOMEM at the VMA limit"
+              description: "A mapping call failed because the process reached vm.max_map_count."
+      - eval_time: 9m
+        alertname: ProcessHitVmaLimit
+        exp_alerts: []
+"#,
+        shipped.display()
+    );
+    let test_path = dir.path().join("enomem_test.yml");
+    std::fs::write(&test_path, test).unwrap();
+    let out = Command::new(&promtool)
+        .arg("test")
+        .arg("rules")
+        .arg(&test_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -355,6 +355,46 @@ fn probe_report_says_what_this_kernel_has() {
     );
 }
 
+/// Puts `vm.max_map_count` back when dropped.
+struct RestoreLimit(u64);
+
+impl Drop for RestoreLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/vm/max_map_count", self.0.to_string());
+    }
+}
+
+/// An operator lowers `vm.max_map_count` while vmatrace traces: vmatrace
+/// says so and judges the ENOMEMs against the new limit (causes
+/// `vma_limit`, not `memory`). Lowering the limit would hurt whatever else
+/// runs on a host, so only where it is low already (the kernel matrix's
+/// guests).
+#[test]
+fn a_limit_changed_during_the_trace_is_followed() {
+    let limit = max_map_count();
+    if limit > 20_000 {
+        eprintln!("skipped here (vm.max_map_count {limit}): the kernel matrix's guests run it");
+        return;
+    }
+    let _restore = RestoreLimit(limit);
+    // Twice the new limit's pages: the incident reaches it.
+    let pages = limit.to_string();
+    let mut run = Running::vmatrace(&["-q", "--", &workload(), "incident", &pages, "--wait"]);
+    run.wait_stderr("ready pid=");
+    std::fs::write("/proc/sys/vm/max_map_count", (limit / 2).to_string()).unwrap();
+    run.wait_stderr("vm.max_map_count changed");
+    run.send_line();
+    let finished = run.finish();
+    let text = finished.stderr_text();
+    let causes = text
+        .lines()
+        .find(|l| l.contains("ENOMEM causes:"))
+        .unwrap_or_else(|| panic!("no ENOMEM: {text}"));
+    assert!(causes.contains("vma limit"), "{causes}");
+    assert!(!causes.contains("memory"), "{causes}");
+    assert!(text.contains("lost events: 0"), "{text}");
+}
+
 /// -p on running processes; one exits mid-trace and tracing goes on for
 /// the other; vmatrace ends by itself once both are gone.
 #[test]

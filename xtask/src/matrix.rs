@@ -87,6 +87,7 @@ pub const TESTS: &[(&str, &str)] = &[
         "syscall_count_mode_marks_overlapping_calls_inexact",
     ),
     ("trace", "jemalloc_at_the_limit_gets_a_verdict_with_retain"),
+    ("trace", "a_limit_changed_during_the_trace_is_followed"),
 ];
 
 /// Tests run on one kernel only: slow under TCG (jemalloc driven to the

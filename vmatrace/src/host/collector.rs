@@ -147,6 +147,8 @@ pub struct Collector {
     pub warn_at: u64,
     scope: Scope,
     tracked: HashMap<u32, Tracked>,
+    /// The NEAR-LIMIT threshold as a fraction of the limit.
+    warn_fraction: f64,
     /// Each process's cgroup, read once.
     cgroups: HashMap<u32, Option<String>>,
     pub seed_cost: seed::SeedCost,
@@ -194,6 +196,7 @@ impl Collector {
             warn_at,
             scope: config.scope.clone(),
             tracked: HashMap::new(),
+            warn_fraction: config.warn_fraction,
             cgroups: HashMap::new(),
             seed_cost: seed::SeedCost::default(),
             buf: Vec::new(),
@@ -234,6 +237,19 @@ impl Collector {
                 .copied()
                 .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
                 .collect(),
+        }
+    }
+
+    /// Takes a changed `vm.max_map_count` (an operator may change it while
+    /// vmatrace runs) into the rows and the programs' ENOMEM causes.
+    fn follow_the_limit(&mut self) {
+        let Ok(limit) = kernel::max_map_count() else {
+            return;
+        };
+        if limit != self.limit {
+            self.warn_at = (limit as f64 * self.warn_fraction).ceil() as u64;
+            self.limit = limit;
+            self.probes.set_limits(limit, self.warn_at);
         }
     }
 
@@ -283,6 +299,7 @@ impl Collector {
     /// Reads the kernel's counters and returns every known process.
     pub fn sample(&mut self) -> Vec<Row> {
         self.drain_lifecycle();
+        self.follow_the_limit();
         let now = Instant::now();
         let now_ns = monotonic_ns();
         let now_s = now_ns / 1_000_000_000;

@@ -236,7 +236,7 @@ impl View {
             } else {
                 writeln!(
                     out,
-                    "--- vmatrace top -a, +{elapsed:.1} s, {total} processes, vm.max_map_count {}, \
+                    "--- vmatrace top, +{elapsed:.1} s, {total} processes, vm.max_map_count {}, \
                      sorted by {:?}, lost events {lost} ---",
                     collector.limit, self.sort
                 )?;

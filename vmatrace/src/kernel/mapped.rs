@@ -16,7 +16,9 @@ use std::{
 use anyhow::{Context, bail};
 use aya::maps::Map;
 
-/// A read-only view of an `Array<u64>` created with `BPF_F_MMAPABLE`.
+/// A view of an `Array` of 8-byte values created with `BPF_F_MMAPABLE`:
+/// read-only for counters the programs keep, writable for values userspace
+/// hands them.
 pub struct MappedCounters {
     base: NonNull<u64>,
     slots: usize,
@@ -31,6 +33,15 @@ unsafe impl Sync for MappedCounters {}
 impl MappedCounters {
     /// Maps `map` (an array of `slots` u64 values) read-only.
     pub fn new(map: &Map, slots: usize) -> anyhow::Result<MappedCounters> {
+        Self::map(map, slots, libc::PROT_READ)
+    }
+
+    /// Maps `map` (an array of `slots` 8-byte values) for writing too.
+    pub fn writable(map: &Map, slots: usize) -> anyhow::Result<MappedCounters> {
+        Self::map(map, slots, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    fn map(map: &Map, slots: usize, protection: i32) -> anyhow::Result<MappedCounters> {
         let Map::Array(data) = map else {
             bail!("not an array map");
         };
@@ -43,7 +54,7 @@ impl MappedCounters {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ,
+                protection,
                 libc::MAP_SHARED,
                 fd,
                 0,
@@ -58,6 +69,18 @@ impl MappedCounters {
             slots,
             len,
         })
+    }
+
+    /// Sets `slot` (nothing past the end). The programs read it with a
+    /// plain load: an aligned 8-byte store is seen whole.
+    pub fn set(&self, slot: u32, value: i64) {
+        let slot = slot as usize;
+        if slot < self.slots {
+            // SAFETY: in bounds of the live mapping, 8-aligned; a mapping made
+            // by `writable` (a read-only one would fault, so `set` is only
+            // called on those).
+            unsafe { std::ptr::write_volatile(self.base.as_ptr().add(slot).cast::<i64>(), value) };
+        }
     }
 
     /// The value of `slot` now (0 past the end).

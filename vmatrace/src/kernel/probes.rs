@@ -136,6 +136,8 @@ pub struct Probes {
     links: Vec<(String, TracePointLinkId)>,
     /// The `LOST` counters, read without a bpf() call.
     lost: MappedCounters,
+    /// `LIMITS`, written without a bpf() call.
+    limits: MappedCounters,
     /// Held while the kernel's run-time statistics are wanted.
     run_time_stats: Option<prog_info::RunTimeStats>,
     /// `category/event (program)` of every attachment, for reports.
@@ -335,10 +337,8 @@ impl Probes {
         let follow = u8::from(config.follow_forks);
         // Wake the reader at a quarter full; it polls every few ms anyway.
         let wakeup_bytes = u64::from(config.ring_buffer_bytes / 4);
-        let warn_at = i32::try_from(config.warn_at).unwrap_or(i32::MAX);
         let log_level = log_level(config.debug_probes);
         let send_events = u8::from(config.send_events);
-        let max_map_count = i64::try_from(config.max_map_count).unwrap_or(i64::MAX);
         // Without the registers' offsets, no copies.
         let (user_stack_bytes, pt_regs) = match offsets.pt_regs {
             Some(pt_regs) if has_task_pt_regs() => (config.user_stack_bytes, pt_regs),
@@ -371,7 +371,6 @@ impl Probes {
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(names::STACK_WAKEUP_BYTES, &stack_wakeup_bytes, true)
             .override_global(names::CAPTURE_STACKS, &config.capture_stacks, true)
-            .override_global(names::WARN_AT, &warn_at, true)
             .override_global(LOG_LEVEL, &log_level, true)
             .override_global(names::LOCK_ACQUIRED_MM_OFFSET, &lock.acquired_mm, true)
             .override_global(
@@ -387,7 +386,6 @@ impl Probes {
             .override_global(names::LOCK_RELEASED_MM_OFFSET, &lock.released_mm, true)
             .override_global(names::COUNT_MODE, &mode_global, true)
             .override_global(proc_stats::names::SEND_EVENTS, &send_events, true)
-            .override_global(proc_stats::names::MAX_MAP_COUNT, &max_map_count, true)
             .override_global(names::USER_STACK_BYTES, &user_stack_bytes, true)
             .override_global(names::PT_REGS_IP_OFFSET, &pt_regs.ip, true)
             .override_global(names::PT_REGS_SP_OFFSET, &pt_regs.sp, true)
@@ -411,6 +409,11 @@ impl Probes {
             lost::SLOTS as usize,
         )
         .map_err(Failure::environment)?;
+        let limits = MappedCounters::writable(
+            ebpf.map(names::LIMITS).context("LIMITS map")?,
+            vmatrace_common::limits::SLOTS as usize,
+        )
+        .map_err(Failure::environment)?;
         let mut probes = Probes {
             ebpf,
             logs,
@@ -419,6 +422,7 @@ impl Probes {
             count_mode,
             links: Vec::new(),
             lost,
+            limits,
             run_time_stats: config
                 .run_time_stats
                 .then(prog_info::RunTimeStats::enable)
@@ -426,6 +430,7 @@ impl Probes {
             attached_to: Vec::new(),
             lock_probes_build_memcg_path: false,
         };
+        probes.set_limits(config.max_map_count, config.warn_at);
         for pid in &config.targets {
             probes.add_target(*pid)?;
         }
@@ -600,6 +605,15 @@ impl Probes {
             unpaired_calls: slot(lost::ENTRY_MISSED) + slot(lost::EXIT_MISSED),
             kernel_skipped_runs: self.kernel_skipped_runs(),
         })
+    }
+
+    /// Tells the programs `vm.max_map_count` and the NEAR-LIMIT threshold
+    /// (again whenever the sysctl changes).
+    pub fn set_limits(&self, max_map_count: u64, warn_at: u64) {
+        use vmatrace_common::limits;
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.limits.set(limits::MAX_MAP_COUNT, clamp(max_map_count));
+        self.limits.set(limits::WARN_AT, clamp(warn_at));
     }
 
     /// What each program is attached to: `category/event (program)`.

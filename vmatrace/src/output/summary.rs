@@ -23,7 +23,7 @@ fn per(total: u64, count: u64) -> Value {
 }
 
 /// What tracing cost, from the kernel's own run-time statistics.
-fn cost_line(cost: &ProgramCost, seconds: f64, traced_calls: u64) -> String {
+fn cost_line(cost: &ProgramCost, seconds: f64, traced_calls: u64, own_cpu_s: f64) -> String {
     let share = cost.run_ns as f64 / 1e9 / seconds.max(1e-9) * 100.0;
     let mut line = format!(
         "tracing cost: the kernel ran vmatrace's programs {} times (every syscall on the host \
@@ -44,7 +44,11 @@ fn cost_line(cost: &ProgramCost, seconds: f64, traced_calls: u64) -> String {
             cost.run_ns as f64 / traced_calls as f64
         ));
     }
-    line.push('\n');
+    line.push_str(&format!(
+        "; vmatrace itself used {own_cpu_s:.2} s of CPU. Not counted: the tracepoints' own \
+         overhead on every syscall (the syscall slow path, the event record), which \
+         `cargo xtask bench` measures as a whole\n"
+    ));
     line
 }
 
@@ -63,6 +67,8 @@ pub struct Summary<'a> {
     pub start_ns: u64,
     /// What the kernel programs cost, when the kernel measured it.
     pub cost: Option<ProgramCost>,
+    /// CPU seconds vmatrace itself used (user and system).
+    pub own_cpu_s: f64,
 }
 
 impl Summary<'_> {
@@ -86,6 +92,7 @@ impl Summary<'_> {
             "ns_per_run": per(cost.run_ns, cost.runs),
             "ns_per_traced_call": per(cost.run_ns, calls),
             "cpu_share": cost.run_ns as f64 / 1e9 / self.seconds.max(1e-9),
+            "vmatrace_cpu_s": self.own_cpu_s,
         })
     }
 
@@ -206,8 +213,9 @@ impl Summary<'_> {
         if unnamed {
             text.push_str(
                 "(a split mapping is \"unknown\" when vmatrace never learnt what it was: \
-                 it was made before vmatrace read the process's map, e.g. by the kernel at \
-                 exec, in a process that was gone within milliseconds)\n",
+                 it was made before vmatrace read the process's map (by the kernel at exec, \
+                 in a process gone within milliseconds), or by another thread whose call \
+                 reached vmatrace just after the one that cut it)\n",
             );
         }
         let lost = self.lost;
@@ -227,7 +235,12 @@ impl Summary<'_> {
             ));
         }
         if let Some(cost) = &self.cost {
-            text.push_str(&cost_line(cost, self.seconds, self.traced_calls()));
+            text.push_str(&cost_line(
+                cost,
+                self.seconds,
+                self.traced_calls(),
+                self.own_cpu_s,
+            ));
         }
         if lost.kernel_skipped_runs > 0 {
             text.push_str(&format!(

@@ -20,7 +20,7 @@ use crate::{
     cli::{LiveArgs, Targets},
     error::Failure,
     kernel::{monotonic_ns, probes::Probes},
-    model::{address_space, processes::Processes, snapshot::snapshot_process},
+    model::{address_space, detect::Detector, processes::Processes, snapshot::snapshot_process},
     output::{EventFilter, Output, status::StatusLines, top::Top},
     tracefile::{
         format::{Checkpoint, MappingRecord, Record},
@@ -35,6 +35,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How often a recording gets every process's count and the losses so far.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Poll ticks between readings of `vm.max_map_count` (about a second): an
+/// operator may raise it, or lower it, during the trace.
+const LIMIT_TICKS: u32 = 100;
 
 /// How long one wake of the event loop reads events before it looks at
 /// its timers and signals again.
@@ -173,6 +177,9 @@ impl Run {
             // An exit event can be lost like any other: every so often the
             // kernel is asked directly whether the targets still live.
             ticks += u32::from(matches!(wake, Wake::Tick));
+            if ticks.is_multiple_of(LIMIT_TICKS) && matches!(wake, Wake::Tick) {
+                self.follow_the_limit(probes, cli.warn_at / 100.0);
+            }
             let ask_kernel = ticks.is_multiple_of(LIVENESS_TICKS) && matches!(wake, Wake::Tick);
             if self.targets_gone(targets, child_exit.is_some(), ask_kernel) {
                 return Ok(child_status);
@@ -191,6 +198,32 @@ impl Run {
                 }
                 self.processes.all_exited()
             }
+        }
+    }
+
+    /// Takes a changed `vm.max_map_count` into the detectors and the
+    /// programs, and says so: ENOMEM causes, NEAR-LIMIT and the headroom
+    /// are judged against the limit in force.
+    fn follow_the_limit(&mut self, probes: &Probes, warn_fraction: f64) {
+        let Ok(limit) = crate::kernel::max_map_count() else {
+            return;
+        };
+        if limit == self.processes.detector.limit {
+            return;
+        }
+        let old = self.processes.detector.limit;
+        self.processes.detector = Detector::new(limit, warn_fraction);
+        probes.set_limits(limit, self.processes.detector.warn_at);
+        if self.json_status {
+            let _ = self.print(Job::Json(serde_json::json!({
+                "type": "limit",
+                "from": old,
+                "limit": limit,
+            })));
+        } else {
+            eprintln!(
+                "vmatrace: vm.max_map_count changed from {old} to {limit}: counts are judged against {limit} from now on"
+            );
         }
     }
 

@@ -206,6 +206,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         missing_calls: &probes.missing_calls,
         start_ns,
         cost: probes.cost(),
+        own_cpu_s: own_cpu_seconds(),
     };
     output.summary(&summary).context("writing the summary")?;
     if run.malformed > 0 {
@@ -216,6 +217,17 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     }
     probes.detach_after_exit();
     Ok(exit_status(lost, child_status))
+}
+
+/// CPU seconds (user and system) this process has used so far.
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 pub(super) fn executable_of(pid: u32) -> std::path::PathBuf {
