@@ -269,7 +269,7 @@ mod tests {
         assert!(!page.contains("vmatrace help"));
         assert!(!page.contains("generate"));
         // The flags' table keeps its lines.
-        assert!(page.contains(".nf\n  SPLIT       the kernel cut"), "{page}");
+        assert!(page.contains(".nf\n  SPLIT       the call cut"), "{page}");
         // The examples keep their lines.
         assert!(page.contains(".SH EXAMPLES\n.nf\n  sudo vmatrace \\-p 1234   "));
     }
