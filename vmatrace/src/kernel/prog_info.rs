@@ -41,15 +41,8 @@ impl RunTimeStats {
             stats_type: u32,
         }
         let mut attr = Attr { stats_type: 0 };
-        // SAFETY: attr outlives the call; the kernel reads size_of bytes.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_ENABLE_STATS,
-                &mut attr as *mut Attr,
-                std::mem::size_of::<Attr>(),
-            )
-        };
+        // SAFETY: the kernel reads only the attr it is given.
+        let fd = unsafe { sys_bpf(BPF_ENABLE_STATS, &mut attr) };
         if fd < 0 {
             return None;
         }
@@ -75,21 +68,24 @@ fn info(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
         info_len: std::mem::size_of::<Info>() as u32,
         info: info.0.as_mut_ptr() as u64,
     };
-    // SAFETY: attr and the buffer it points to outlive the call, and the
-    // kernel writes at most info_len bytes.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut Attr,
-            std::mem::size_of::<Attr>(),
-        )
-    };
+    // SAFETY: the buffer attr points to outlives the call, and the kernel
+    // writes at most info_len bytes.
+    let rc = unsafe { sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) };
     if rc != 0 {
         return None;
     }
     let len = (attr.info_len as usize).min(info.0.len());
     Some(info.0[..len].to_vec())
+}
+
+/// `bpf(cmd, attr, sizeof attr)`.
+///
+/// # Safety
+/// `attr` must be the attribute layout `cmd` expects, and whatever it
+/// points to must be valid for what the kernel does with it.
+unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> libc::c_long {
+    // SAFETY: as the caller promises; attr outlives the call.
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, std::mem::size_of::<A>()) }
 }
 
 fn u64_at(info: &[u8], at: usize) -> Option<u64> {

@@ -84,7 +84,8 @@ impl UserStacks {
             self.ids.clear();
         }
         let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).min(u32::MAX - 1);
+        // `id + 1` goes into the event: the last id is never handed out.
+        self.next_id = self.next_id.saturating_add(1).min(u32::MAX - 1);
         self.ids.insert((event.pid, addrs.clone()), id);
         event.stack = id + 1;
         let files = processes.files_of(event.pid, &addrs);
