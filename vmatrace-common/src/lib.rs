@@ -117,6 +117,11 @@ pub enum EventKind {
     Fork = 2,
     /// The last thread of a traced process exited.
     Exit = 3,
+    /// A traced process started a thread while the lock probes were not
+    /// attached (`limits::LOCK_PROBES` 0, with `LOCK_PROBES_ON_DEMAND`):
+    /// userspace attaches them. `args[0]` is the thread's id. Never
+    /// recorded in trace files.
+    Thread = 4,
 }
 
 impl EventKind {
@@ -126,6 +131,7 @@ impl EventKind {
             1 => Some(EventKind::Exec),
             2 => Some(EventKind::Fork),
             3 => Some(EventKind::Exit),
+            4 => Some(EventKind::Thread),
             _ => None,
         }
     }
@@ -208,15 +214,21 @@ impl Event {
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 120);
 
-/// Slots of the `LIMITS` array: what the programs compare counts with,
-/// written by userspace through shared memory whenever `vm.max_map_count`
-/// changes (a sysctl can be changed while vmatrace runs).
+/// Slots of the `LIMITS` array: what userspace tells the programs while
+/// they run, through shared memory: what they compare counts with
+/// (rewritten whenever `vm.max_map_count` changes: a sysctl can be changed
+/// while vmatrace runs), and whether the lock probes run.
 pub mod limits {
     /// `vm.max_map_count`, for the ENOMEM causes.
     pub const MAX_MAP_COUNT: u32 = 0;
     /// The NEAR-LIMIT threshold in VMAs.
     pub const WARN_AT: u32 = 1;
-    pub const SLOTS: u32 = 2;
+    /// Nonzero once the lock probes are attached: a call that begins then
+    /// has its write section seen, so the lock's counts (or, if it never
+    /// took the write lock, no change) are its own. Set by userspace after
+    /// the attachment, never cleared while tracing.
+    pub const LOCK_PROBES: u32 = 2;
+    pub const SLOTS: u32 = 3;
 }
 
 /// Slots of the `LOST` counter array (memory-mapped by userspace, which
@@ -274,6 +286,7 @@ pub mod names {
 
     pub const TRACE_ALL: &str = "TRACE_ALL";
     pub const FOLLOW_FORKS: &str = "FOLLOW_FORKS";
+    pub const LOCK_PROBES_ON_DEMAND: &str = "LOCK_PROBES_ON_DEMAND";
     pub const SELF_TGID: &str = "SELF_TGID";
     pub const TASK_MM_OFFSET: &str = "TASK_MM_OFFSET";
     pub const MM_MAP_COUNT_OFFSET: &str = "MM_MAP_COUNT_OFFSET";

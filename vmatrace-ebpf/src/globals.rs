@@ -24,6 +24,13 @@ pub fn counting_at_syscalls() -> bool {
 pub static TRACE_ALL: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static FOLLOW_FORKS: Global<u8> = Global::new(0);
+/// The counted programs run and userspace attaches the lock probes once a
+/// traced process has more than one thread (`EventKind::Thread` tells it):
+/// counting at syscall entry and exit is exact for a single-threaded
+/// process, and the lock probes cost every process on the host (see
+/// main.rs).
+#[unsafe(no_mangle)]
+pub static LOCK_PROBES_ON_DEMAND: Global<u8> = Global::new(0);
 /// vmatrace's own tgid: never traced, or `--all` would trace itself.
 #[unsafe(no_mangle)]
 pub static SELF_TGID: Global<u32> = Global::new(0);

@@ -8,13 +8,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
-use vmatrace_common::{Event, EventKind, TARGET_TRACED, lost};
+use vmatrace_common::{Event, EventKind, TARGET_TRACED, limits, lost};
 
 use crate::{
     counts,
     globals::{
-        EXIT_GROUP_DEAD_OFFSET, FOLLOW_FORKS, NEWTASK_FLAGS_OFFSET, NEWTASK_PID_OFFSET, TRACE_ALL,
-        counting_at_syscalls,
+        EXIT_GROUP_DEAD_OFFSET, FOLLOW_FORKS, LOCK_PROBES_ON_DEMAND, NEWTASK_FLAGS_OFFSET,
+        NEWTASK_PID_OFFSET, TRACE_ALL, counting_at_syscalls,
     },
     helpers::{count_lost, ctx_read, current_mm, is_traced, map_count},
     maps::{EVENTS, INFLIGHT, TARGETS},
@@ -26,16 +26,21 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 /// followed child is in `TARGETS` before its first instruction.
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let flags = ctx_read::<u64>(&ctx, NEWTASK_FLAGS_OFFSET.load());
+    if flags & CLONE_THREAD != 0 {
+        // A thread: its tgid is already traced.
+        if lock_probes_wanted() && is_traced((bpf_get_current_pid_tgid() >> 32) as u32) {
+            let thread = ctx_read::<i32>(&ctx, NEWTASK_PID_OFFSET.load());
+            send_lifecycle(EventKind::Thread, thread as u64, flags, -1);
+        }
+        return 0;
+    }
     if FOLLOW_FORKS.load() == 0 || TRACE_ALL.load() != 0 {
         return 0;
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !is_traced(parent) {
         return 0;
-    }
-    let flags = ctx_read::<u64>(&ctx, NEWTASK_FLAGS_OFFSET.load());
-    if flags & CLONE_THREAD != 0 {
-        return 0; // a thread: its tgid is already traced
     }
     let child = ctx_read::<i32>(&ctx, NEWTASK_PID_OFFSET.load());
     if TARGETS.insert(&(child as u32), &TARGET_TRACED, 0).is_err() {
@@ -48,6 +53,13 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     }
     send_lifecycle(EventKind::Fork, child as u64, flags, -1);
     0
+}
+
+/// Whether userspace is to attach the lock probes once a traced process
+/// has threads, and has not yet.
+#[inline(always)]
+fn lock_probes_wanted() -> bool {
+    LOCK_PROBES_ON_DEMAND.load() != 0 && crate::maps::limit(limits::LOCK_PROBES) == 0
 }
 
 /// sched/sched_process_exec: a new address space, with a new count.

@@ -35,7 +35,10 @@ pub struct Inflight {
     /// Syscall count mode: the thread is in an unreported syscall that
     /// may change the count (`SYSCALL_BYSTANDER`), counted in progress.
     pub bystander: u8,
-    pub _pad: [u8; 3],
+    /// The lock probes were attached when the call began (`limits::
+    /// LOCK_PROBES`): if it took no write lock, it changed nothing.
+    pub watched: u8,
+    pub _pad: [u8; 2],
     /// Syscall count mode: the process's `CallCounts::entries` right after
     /// this call's entry was counted: if it is the same at exit, no call of
     /// the process began meanwhile.

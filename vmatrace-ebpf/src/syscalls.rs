@@ -213,6 +213,7 @@ fn on_enter<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
     event.locked = 0;
     event.enter_ns = unsafe { bpf_ktime_get_ns() };
     if COUNTED {
+        slot.watched = u8::from(crate::maps::limit(vmatrace_common::limits::LOCK_PROBES) != 0);
         counts::enter(slot, tgid);
     }
 }
@@ -231,7 +232,8 @@ fn thread_slot(tid: u32) -> Option<*mut Inflight> {
         counted: 0,
         alone: 0,
         bystander: 0,
-        _pad: [0; 3],
+        watched: 0,
+        _pad: [0; 2],
         entries_seen: 0,
         made_ns: 0,
     };
@@ -299,7 +301,7 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
     }
     let exit_ns = unsafe { bpf_ktime_get_ns() };
     if COUNTED {
-        counts::exit(slot, exit_ns);
+        counted_exit(slot, exit_ns);
     } else if slot.lock != LOCK_RELEASED {
         // The call never held the write lock (or still does, which no traced
         // call does at exit): it changed nothing, the exit count stands for
@@ -343,6 +345,34 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
             );
         }
     }
+}
+
+/// The syscall count mode's exit, where the lock probes may have seen the
+/// call too (attached on demand, `LOCK_PROBES_ON_DEMAND`): a write section
+/// seen whole gives the exact counts, and so does a call that began with
+/// the probes attached and never took the write lock (it changed nothing).
+/// The process's calls in progress are counted either way: calls that
+/// began before the probes came still depend on it.
+#[inline(always)]
+fn counted_exit(slot: &mut Inflight, exit_ns: u64) {
+    let section = (slot.lock == LOCK_RELEASED).then_some((
+        slot.event.vmas_before,
+        slot.event.vmas_after,
+        slot.event.count_ns,
+    ));
+    counts::exit(slot, exit_ns);
+    let event = &mut slot.event;
+    if let Some((before, after, count_ns)) = section {
+        event.vmas_before = before;
+        event.vmas_after = after;
+        event.count_ns = count_ns;
+    } else if slot.watched != 0 {
+        event.vmas_before = event.vmas_after;
+    } else {
+        return;
+    }
+    event.locked = 1;
+    event.counted = vmatrace_common::count_mode::LOCK;
 }
 
 /// 1 if this call wants a user stack and it was sent: every call with

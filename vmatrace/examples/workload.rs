@@ -17,9 +17,10 @@
 //!                             then unmap every other page until munmap
 //!                             fails with ENOMEM 3 times
 //!   malloc N                  glibc malloc, touch and free a 129 KiB block, N times
-//!   threads T M               T threads each cut a guarded region (1
+//!   threads T M [SETTLE_MS]   T threads each cut a guarded region (1
 //!                             mprotect + M hole munmaps) while also mapping
-//!                             and unmapping whole shared mappings
+//!                             and unmapping whole shared mappings; they
+//!                             start SETTLE_MS after they were created
 //!   churn N [PAGES]           N times: mmap PAGES pages, touch each, munmap
 //!   split-churn N             N times: mmap 3 pages, munmap the middle one
 //!                             (a split), munmap the rest
@@ -153,7 +154,8 @@ static ROUNDS: AtomicU32 = AtomicU32::new(0);
 /// since shared anonymous mappings never merge with a neighbour.
 extern "C" fn cutter(_: *mut c_void) -> *mut c_void {
     while START.load(Ordering::Acquire) == 0 {
-        std::hint::spin_loop();
+        // Yield: on one CPU, spinning threads would starve the tracer.
+        std::thread::yield_now();
     }
     let m = ROUNDS.load(Ordering::Relaxed) as usize;
     let region = map(2 * m + 3, libc::PROT_NONE, PRIVATE);
@@ -172,7 +174,7 @@ extern "C" fn cutter(_: *mut c_void) -> *mut c_void {
     ptr::null_mut()
 }
 
-fn threads(t: usize, m: usize) {
+fn threads(t: usize, m: usize, settle_ms: usize) {
     ROUNDS.store(m as u32, Ordering::Relaxed);
     let mut handles = vec![0 as libc::pthread_t; t];
     for handle in handles.iter_mut() {
@@ -181,6 +183,9 @@ fn threads(t: usize, m: usize) {
         let rc = unsafe { libc::pthread_create(handle, ptr::null(), cutter, ptr::null_mut()) };
         assert_eq!(rc, 0);
     }
+    say(&format!("threads created: {t}"));
+    // A tracer that learns of the threads may prepare for them first.
+    std::thread::sleep(std::time::Duration::from_millis(settle_ms as u64));
     marker();
     START.store(1, Ordering::Release);
     for handle in handles {
@@ -366,7 +371,7 @@ fn main() {
     match args.first().copied().unwrap_or("") {
         "incident" => incident(number(1, 2 * max_map_count())),
         "malloc" => malloc_blocks(number(1, 200)),
-        "threads" => threads(number(1, 4), number(2, 500)),
+        "threads" => threads(number(1, 4), number(2, 500), number(3, 0)),
         "churn" => churn(number(1, 100_000), number(2, 4)),
         "split-churn" => split_churn(number(1, 100_000)),
         "fork" => fork_child(),

@@ -298,7 +298,10 @@ pub struct LiveArgs {
     /// and releases the mmap write lock (the mmap_lock tracepoints, Linux
     /// 5.11+; exact under any concurrency); `syscall`, at syscall entry and
     /// exit (any kernel; a call that overlaps another call of its process
-    /// is marked inexact); `auto`, lock where the kernel allows it.
+    /// is marked inexact); `auto`, at syscall entry and exit while the
+    /// traced processes are single-threaded (exact there, and cheaper for
+    /// the whole host), lock from the moment one has threads, where the
+    /// kernel allows it.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = CountModeChoice::Auto,
           hide_short_help = true)]
     pub count_mode: CountModeChoice,

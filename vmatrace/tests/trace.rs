@@ -160,11 +160,20 @@ fn glibc_malloc_of_129k_blocks_never_splits() {
 
 /// Threads cut their own regions while mapping and unmapping whole shared
 /// mappings at the same time: the SPLIT count is exactly the known one.
+/// The command starts single-threaded, counted at syscall entry and exit;
+/// its first thread makes vmatrace attach the lock probes, and the threads
+/// start their work after a pause, so every call of theirs is exact.
 #[test]
 fn concurrent_threads_get_exact_split_flags() {
     let finished =
-        Running::vmatrace(&["--json", "--", &workload(), "threads", "4", "400"]).finish();
+        Running::vmatrace(&["--json", "--", &workload(), "threads", "4", "400", "500"]).finish();
     finished.assert_complete();
+    let mode_changes = finished
+        .stdout
+        .iter()
+        .filter(|l| l.contains(r#""type":"count_mode""#))
+        .count();
+    assert_eq!(mode_changes, 1, "the lock probes attached once");
     let report = finished
         .stderr
         .iter()
@@ -188,6 +197,13 @@ fn concurrent_threads_get_exact_split_flags() {
         .filter(|e| has_flag(e, "SPLIT"))
         .map(|e| e["delta"].as_i64().unwrap())
         .sum();
+    let inexact: Vec<_> = window.iter().filter(|e| e["exact"] == false).collect();
+    assert!(
+        inexact.is_empty(),
+        "{} inexact, the first: {:?}",
+        inexact.len(),
+        inexact.first()
+    );
     assert_eq!(splits, field(report, "expected_splits"), "SPLIT events");
     assert_eq!(
         added,
@@ -213,6 +229,48 @@ fn concurrent_threads_get_exact_split_flags() {
         "{cost}"
     );
     assert!(cost["ns_per_traced_call"].as_f64().unwrap() > 0.0, "{cost}");
+}
+
+/// `-p` on a process that already has threads: the lock probes are
+/// attached before tracing starts, so four threads cutting at once are
+/// exact from their first call, and no thread event was needed for it.
+#[test]
+fn a_threaded_process_is_counted_under_the_lock_from_the_attach() {
+    let mut workload = Running::spawn(&workload_bin(), &["threads", "4", "300", "3000", "--wait"]);
+    workload.wait_stderr("ready pid=");
+    workload.send_line();
+    workload.wait_stderr("threads created");
+    let pid = workload.pid();
+    let trace = Running::vmatrace(&["--json", "-p", &pid.to_string()]);
+    let report = workload.wait_stderr("expected_splits=");
+    assert!(workload.finish().status.success());
+    let finished = trace.finish();
+    finished.assert_complete();
+    assert!(
+        !finished.stdout.iter().any(|l| l.contains("count_mode")),
+        "attached at the start, not on a thread event"
+    );
+    let events = finished.events();
+    let markers: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| is_marker(e))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        markers.len() >= 2,
+        "threads go, threads joined: {markers:?}"
+    );
+    let window = &events[markers[0]..markers[1]];
+    let inexact: Vec<_> = window.iter().filter(|e| e["exact"] == false).collect();
+    assert!(
+        inexact.is_empty(),
+        "{} inexact, the first: {:?}",
+        inexact.len(),
+        inexact.first()
+    );
+    let splits = window.iter().filter(|e| has_flag(e, "SPLIT")).count() as i64;
+    assert_eq!(splits, field(&report, "expected_splits"), "SPLIT events");
 }
 
 /// While it traces, vmatrace reads no map with a bpf() call: each such
@@ -334,12 +392,21 @@ fn probe_report_says_what_this_kernel_has() {
         probes["lock_probes_build_memcg_path"], memcg_path,
         "{report}"
     );
-    let traced = Running::vmatrace(&["-q", "--", "/bin/true"]).finish();
+    // With the lock probes attached from the start.
+    let from_start = if has_lock_tracepoints { "lock" } else { "auto" };
+    let traced = Running::vmatrace(&["-q", "--count-mode", from_start, "--", "/bin/true"]).finish();
     assert_eq!(
         traced
             .stderr_text()
             .contains("note: on this kernel the mmap_lock"),
         memcg_path,
+        "{}",
+        traced.stderr_text()
+    );
+    // By default a single-threaded command never has them attached.
+    let traced = Running::vmatrace(&["-q", "--", "/bin/true"]).finish();
+    assert!(
+        !traced.stderr_text().contains("mmap_lock"),
         "{}",
         traced.stderr_text()
     );

@@ -70,6 +70,10 @@ pub const TESTS: &[(&str, &str)] = &[
     ),
     ("trace", "glibc_malloc_of_129k_blocks_never_splits"),
     ("trace", "concurrent_threads_get_exact_split_flags"),
+    (
+        "trace",
+        "a_threaded_process_is_counted_under_the_lock_from_the_attach",
+    ),
     ("trace", "attach_to_running_processes_that_exit_mid_trace"),
     ("trace", "follow_forks_traces_the_child"),
     ("trace", "the_command_exit_status_is_passed_on"),
@@ -103,7 +107,10 @@ const ONE_KERNEL_ONLY: &[(&str, &str)] =
 const WITHOUT_LOCK_TRACEPOINTS: &[&str] = &["5.10"];
 
 /// Tests of what only the lock mode promises.
-const LOCK_MODE_ONLY: &[&str] = &["concurrent_threads_get_exact_split_flags"];
+const LOCK_MODE_ONLY: &[&str] = &[
+    "concurrent_threads_get_exact_split_flags",
+    "a_threaded_process_is_counted_under_the_lock_from_the_attach",
+];
 
 /// The tests that apply to `kernel`.
 fn tests_for<'a>(kernel: &str, tests: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {

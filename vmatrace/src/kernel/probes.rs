@@ -52,13 +52,20 @@ pub struct ProbeConfig {
     /// Turn on the kernel's run-time statistics of BPF programs, to say
     /// what tracing cost ([`Probes::cost`]).
     pub run_time_stats: bool,
+    /// With `--count-mode auto`: count at syscall entry and exit while the
+    /// traced processes are single-threaded, and attach the lock probes
+    /// ([`Probes::attach_lock_probes`]) once one is not. Only for a reader
+    /// of the events, which hear of the first thread from them.
+    pub lock_probes_on_demand: bool,
 }
 
 /// Where the calls' counts are to be read (`--count-mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum CountModeChoice {
     /// The lock probes where the kernel has the mmap_lock tracepoints and
-    /// they attach; at syscall entry and exit otherwise.
+    /// they attach (once a traced process has threads, with
+    /// [`ProbeConfig::lock_probes_on_demand`]); at syscall entry and exit
+    /// otherwise.
     #[default]
     Auto,
     /// The lock probes, or fail.
@@ -76,6 +83,12 @@ pub enum CountMode {
     /// At syscall entry and exit: exact unless another call of the same
     /// process ran meanwhile. `why`: the reason the lock probes do not run.
     Syscall { why: String },
+    /// At syscall entry and exit while every traced process is
+    /// single-threaded (exact there), under the mmap write lock once one
+    /// is not: the lock probes are attached then (`attached`), for the
+    /// rest of the trace. They cost every process on the host, not only
+    /// the traced ones (see `tracefs::MEMCG_PATH_COST`).
+    LockWhenThreaded { attached: bool },
 }
 
 impl CountMode {
@@ -83,8 +96,14 @@ impl CountMode {
     fn global(&self) -> u8 {
         match self {
             CountMode::Lock => count_mode::LOCK,
-            CountMode::Syscall { .. } => count_mode::SYSCALL,
+            CountMode::Syscall { .. } | CountMode::LockWhenThreaded { .. } => count_mode::SYSCALL,
         }
+    }
+
+    /// Whether the `raw_sys_*_counted` programs run (and count each
+    /// process's calls in progress).
+    fn counts_at_syscalls(&self) -> bool {
+        !matches!(self, CountMode::Lock)
     }
 
     /// One line for the banner.
@@ -97,6 +116,16 @@ impl CountMode {
                 "counts: at syscall entry and exit ({why}); concurrent calls of one process are \
                  marked inexact (~)"
             ),
+            CountMode::LockWhenThreaded { attached: false } => {
+                "counts: at syscall entry and exit while the traced processes are single-threaded \
+                 (exact there); under each call's mmap write lock once one starts a thread"
+                    .into()
+            }
+            CountMode::LockWhenThreaded { attached: true } => {
+                "counts: under each call's mmap write lock (a traced process has threads); \
+                 calls that began before were counted at syscall entry and exit"
+                    .into()
+            }
         }
     }
 }
@@ -145,6 +174,9 @@ pub struct Probes {
     /// The lock probes are attached to mmap_lock events that make the
     /// kernel build a cgroup path on every mmap lock taken on the host.
     pub lock_probes_build_memcg_path: bool,
+    /// Whether this kernel's mmap_lock events build that path: said once
+    /// the lock probes are attached.
+    lock_events_build_memcg_path: bool,
 }
 
 impl Probes {
@@ -313,7 +345,9 @@ impl Probes {
     ) -> Result<Probes, LoadError> {
         let offsets = btf::struct_offsets(&config.btf_path)?;
         let tp = tracefs::tracepoint_offsets(tracefs)?;
+        let on_demand = config.lock_probes_on_demand && config.count_mode == CountModeChoice::Auto;
         let count_mode = match lock {
+            Some(_) if on_demand => CountMode::LockWhenThreaded { attached: false },
             Some(_) => CountMode::Lock,
             None => CountMode::Syscall { why: String::new() },
         };
@@ -329,8 +363,9 @@ impl Probes {
         // The lock mode never uses PROCESSES: one entry is all it costs.
         let processes_entries = match count_mode {
             CountMode::Lock => 1,
-            CountMode::Syscall { .. } => PROCESSES_ENTRIES,
+            CountMode::Syscall { .. } | CountMode::LockWhenThreaded { .. } => PROCESSES_ENTRIES,
         };
+        let lock_on_demand = u8::from(matches!(count_mode, CountMode::LockWhenThreaded { .. }));
 
         let self_tgid = std::process::id();
         let trace_all = u8::from(config.trace_all);
@@ -362,6 +397,7 @@ impl Probes {
         loader
             .override_global(names::TRACE_ALL, &trace_all, true)
             .override_global(names::FOLLOW_FORKS, &follow, true)
+            .override_global(names::LOCK_PROBES_ON_DEMAND, &lock_on_demand, true)
             .override_global(names::SELF_TGID, &self_tgid, true)
             .override_global(names::TASK_MM_OFFSET, &offsets.task_mm, true)
             .override_global(names::MM_MAP_COUNT_OFFSET, &offsets.mm_map_count, true)
@@ -429,26 +465,51 @@ impl Probes {
                 .flatten(),
             attached_to: Vec::new(),
             lock_probes_build_memcg_path: false,
+            lock_events_build_memcg_path: lock.builds_memcg_path,
         };
         probes.set_limits(config.max_map_count, config.warn_at);
         for pid in &config.targets {
             probes.add_target(*pid)?;
         }
         probes.attach_all(tracefs)?;
-        if probes.count_mode == CountMode::Lock {
-            probes
-                .attach_as(
-                    "mmap_lock_acquired",
-                    "mmap_lock",
-                    "mmap_lock_acquire_returned",
-                )
-                .map_err(LoadError::LockProbes)?;
-            probes
-                .attach_as("mmap_lock_released", "mmap_lock", "mmap_lock_released")
-                .map_err(LoadError::LockProbes)?;
-            probes.lock_probes_build_memcg_path = lock.builds_memcg_path;
+        match probes.count_mode {
+            CountMode::Lock => probes.attach_lock_probes().map_err(LoadError::LockProbes)?,
+            // Loaded now, so a kernel that refuses them refuses them at the
+            // start, and the attachment later is quick.
+            CountMode::LockWhenThreaded { .. } => {
+                for (program, _, _) in LOCK_PROBES {
+                    probes
+                        .load_program(program)
+                        .map_err(LoadError::LockProbes)?;
+                }
+            }
+            CountMode::Syscall { .. } => {}
         }
         Ok(probes)
+    }
+
+    /// Attaches the lock probes, if they are not yet, and tells the
+    /// programs so: a call that begins after this has its write section
+    /// seen. Done once a traced process has more than one thread, with
+    /// [`CountMode::LockWhenThreaded`]; never undone while tracing (a call
+    /// in progress may be counting on them).
+    pub fn attach_lock_probes(&mut self) -> Result<(), Failure> {
+        if matches!(
+            self.count_mode,
+            CountMode::Syscall { .. } | CountMode::LockWhenThreaded { attached: true }
+        ) || self.links.iter().any(|(p, _)| p == LOCK_PROBES[0].0)
+        {
+            return Ok(());
+        }
+        for (program, category, event) in LOCK_PROBES {
+            self.attach_as(program, category, event)?;
+        }
+        self.lock_probes_build_memcg_path = self.lock_events_build_memcg_path;
+        self.limits.set(vmatrace_common::limits::LOCK_PROBES, 1);
+        if let CountMode::LockWhenThreaded { attached } = &mut self.count_mode {
+            *attached = true;
+        }
+        Ok(())
     }
 
     /// Attaches every program as a perf-event tracepoint program: those
@@ -463,9 +524,9 @@ impl Probes {
         // so an exit without its entry means the entry was skipped. The
         // syscall count mode has programs of its own, so the lock mode's
         // hot path carries nothing of it.
-        let (enter, exit) = match self.count_mode {
-            CountMode::Lock => ("raw_sys_enter", "raw_sys_exit"),
-            CountMode::Syscall { .. } => ("raw_sys_enter_counted", "raw_sys_exit_counted"),
+        let (enter, exit) = match self.count_mode.counts_at_syscalls() {
+            false => ("raw_sys_enter", "raw_sys_exit"),
+            true => ("raw_sys_enter_counted", "raw_sys_exit_counted"),
         };
         self.attach_as(exit, "raw_syscalls", "sys_exit")?;
         self.attach_as(enter, "raw_syscalls", "sys_enter")?;
@@ -512,7 +573,7 @@ impl Probes {
                 .set(syscall_number(call), call as u8 + 1, 0)
                 .map_err(|e| Failure::environment(anyhow!(e).context("filling SYSCALL_CALLS")))?;
         }
-        if let CountMode::Syscall { .. } = self.count_mode {
+        if self.count_mode.counts_at_syscalls() {
             for (number, code) in BYSTANDERS {
                 table.set(number as u32, code, 0).map_err(|e| {
                     Failure::environment(anyhow!(e).context("filling SYSCALL_CALLS"))
@@ -522,18 +583,26 @@ impl Probes {
         Ok(())
     }
 
-    fn attach_as(&mut self, program: &str, category: &str, event: &str) -> Result<(), Failure> {
+    /// The program, loaded into the kernel (once).
+    fn load_program(&mut self, program: &str) -> Result<&mut TracePoint, Failure> {
         let prog: &mut TracePoint = self
             .ebpf
             .program_mut(program)
             .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
             .try_into()
             .with_context(|| format!("{program} is not a tracepoint program"))?;
-        prog.load().map_err(|e| {
-            Failure::environment(anyhow!(e).context(format!(
-                "the kernel refused the program {program} ({category}/{event})"
-            )))
-        })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| {
+                Failure::environment(
+                    anyhow!(e).context(format!("the kernel refused the program {program}")),
+                )
+            })?;
+        }
+        Ok(prog)
+    }
+
+    fn attach_as(&mut self, program: &str, category: &str, event: &str) -> Result<(), Failure> {
+        let prog = self.load_program(program)?;
         let link = prog.attach(category, event).map_err(|e| {
             Failure::environment(
                 anyhow!(e).context(format!("cannot attach {program} to {category}/{event}")),
@@ -682,6 +751,16 @@ const BYSTANDERS: [(libc::c_long, u8); 7] = [
     // Not named by every libc crate yet; 453 on x86-64.
     (453, SYSCALL_BYSTANDER),
     (libc::SYS_prctl, SYSCALL_BYSTANDER_PRCTL),
+];
+
+/// The lock probes: program, tracepoint category and event.
+const LOCK_PROBES: [(&str, &str, &str); 2] = [
+    (
+        "mmap_lock_acquired",
+        "mmap_lock",
+        "mmap_lock_acquire_returned",
+    ),
+    ("mmap_lock_released", "mmap_lock", "mmap_lock_released"),
 ];
 
 /// Processes the syscall count mode can follow at once (`PROCESSES`); a

@@ -117,6 +117,9 @@ fn probes_facts(probes: &Probes) -> ProbesFacts {
     let (count_mode, count_mode_why) = match &probes.count_mode {
         CountMode::Lock => ("lock".to_string(), None),
         CountMode::Syscall { why } => ("syscall".to_string(), Some(why.clone())),
+        // Not what the report loads (it attaches the lock probes to show
+        // they work), but named if it ever did.
+        CountMode::LockWhenThreaded { .. } => ("lock-when-threaded".to_string(), None),
     };
     ProbesFacts {
         count_mode,
@@ -207,9 +210,11 @@ impl ProbeReport {
         match &self.probes {
             Ok(p) => {
                 let mode = match &p.count_mode_why {
-                    None => {
-                        "lock (counts read under the call's mmap write lock: exact)".to_string()
-                    }
+                    None => "lock (counts read under the call's mmap write lock: exact; \
+                             `vmatrace -p`/`-- CMD` counts at syscall entry and exit, also \
+                             exact, while its processes are single-threaded, and attaches \
+                             the lock probes once one has threads)"
+                        .to_string(),
                     Some(why) => format!(
                         "syscall (counts at syscall entry and exit; exact unless calls of one process overlap), because {why}"
                     ),

@@ -166,6 +166,12 @@ impl Output {
                 "{when} {who} {comm} +++ exited, last vmas={} +++",
                 applied.count.map_or("?".into(), |c| c.to_string())
             ),
+            Some(EventKind::Thread) => {
+                format!(
+                    "{when} {who} {comm} --- thread {} started ---",
+                    event.args[0]
+                )
+            }
             None => format!("{when} {who} {comm} unknown event kind {}", event.kind),
         }
     }
@@ -197,6 +203,7 @@ impl Output {
             Some(EventKind::Exec) => "exec",
             Some(EventKind::Fork) => "fork",
             Some(EventKind::Exit) => "exit",
+            Some(EventKind::Thread) => "thread",
             None => "unknown",
         };
         let mut value = json!({

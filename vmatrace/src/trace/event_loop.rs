@@ -19,7 +19,10 @@ use super::{
 use crate::{
     cli::{LiveArgs, Targets},
     error::Failure,
-    kernel::{monotonic_ns, probes::Probes},
+    kernel::{
+        monotonic_ns,
+        probes::{CountMode, Probes},
+    },
     model::{address_space, detect::Detector, processes::Processes, snapshot::snapshot_process},
     output::{EventFilter, Output, status::StatusLines, top::Top},
     tracefile::{
@@ -68,6 +71,9 @@ pub(super) struct Run {
     pub(super) stacks: UserStacks,
     /// The live allocator view, with --top.
     pub(super) top: Option<Top>,
+    /// A traced process started a thread while the lock probes were not
+    /// attached (`EventKind::Thread`): attach them.
+    pub(super) threads_started: Option<u32>,
 }
 
 /// The signals that end a trace.
@@ -145,6 +151,9 @@ impl Run {
             // still be heard. What is left is read at the next wake (the
             // poll tick comes every few ms).
             self.drain_for(DRAIN_BUDGET)?;
+            if let Some(pid) = self.threads_started.take() {
+                self.count_under_the_lock(probes, pid);
+            }
             probes.print_diagnostics();
             match wake {
                 Wake::Stop => return Ok(child_status),
@@ -197,6 +206,25 @@ impl Run {
                     self.mark_vanished_targets();
                 }
                 self.processes.all_exited()
+            }
+        }
+    }
+
+    /// A traced process has threads: from now on its calls (and every
+    /// other's) are counted under the mmap write lock, exact whatever the
+    /// threads do at once. Calls that began before stay counted at syscall
+    /// entry and exit, marked inexact if another thread's overlapped them.
+    fn count_under_the_lock(&mut self, probes: &mut Probes, pid: u32) {
+        let reason = format!("pid {pid} started a thread");
+        if let Some(note) = lock_probes_for_threads(probes, &reason) {
+            if self.json_status {
+                let _ = self.print(Job::Json(serde_json::json!({
+                    "type": "count_mode",
+                    "pid": pid,
+                    "note": note,
+                })));
+            } else {
+                eprintln!("vmatrace: {note}");
             }
         }
     }
@@ -317,7 +345,11 @@ impl Run {
         while let Some(event) = self.next_event() {
             self.handle(event)?;
             read = read.wrapping_add(1);
-            if read.is_multiple_of(256) && started.elapsed() > budget {
+            // A first thread: the lock probes are attached before more
+            // calls of its process run without them.
+            if self.threads_started.is_some()
+                || (read.is_multiple_of(256) && started.elapsed() > budget)
+            {
                 break;
             }
         }
@@ -326,6 +358,11 @@ impl Run {
 
     /// One event: into the state, the recording and the printer.
     fn handle(&mut self, mut event: Event) -> Result<(), Failure> {
+        // For the loader alone: not a change to any count.
+        if event.kind == EventKind::Thread as u8 {
+            self.threads_started.get_or_insert(event.pid);
+            return Ok(());
+        }
         self.events += 1;
         // Before the event in the file: readers meet a snapshot and a
         // file name first, as the live view did.
@@ -405,6 +442,38 @@ impl Run {
 }
 
 /// The command's exit status, once it exits.
+/// Attaches the lock probes because of `reason`, if they are not yet:
+/// what to say about it, if anything changed. A failure leaves the counts
+/// at syscall entry and exit, which mark the overlapping calls of threads
+/// inexact: said, not fatal.
+fn lock_probes_for_threads(probes: &mut Probes, reason: &str) -> Option<String> {
+    if !matches!(
+        probes.count_mode,
+        CountMode::LockWhenThreaded { attached: false }
+    ) {
+        return None;
+    }
+    let mut note = match probes.attach_lock_probes() {
+        Ok(()) => format!(
+            "{reason}: counting under each call's mmap write lock from now on (the lock probes are attached)"
+        ),
+        Err(e) => {
+            let why = format!("the lock probes could not be attached: {e:#}");
+            probes.count_mode = CountMode::Syscall { why: why.clone() };
+            return Some(format!(
+                "warning: {reason}, and {why}: calls of one process that overlap stay marked inexact (~)"
+            ));
+        }
+    };
+    if probes.lock_probes_build_memcg_path {
+        note.push_str(&format!(
+            "\nvmatrace: note: {}",
+            crate::kernel::tracefs::MEMCG_PATH_COST
+        ));
+    }
+    Some(note)
+}
+
 pub(super) fn wait_for(
     mut child: std::process::Child,
 ) -> oneshot::Receiver<std::io::Result<ExitStatus>> {

@@ -88,7 +88,18 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             .chain(gated.as_ref().map(|command| command.pid))
             .collect(),
         run_time_stats: true,
+        lock_probes_on_demand: targets != Targets::All,
     })?;
+    // After the load: a thread started from now on is told by the
+    // programs, one started before is in /proc.
+    if attached.iter().any(|info| targets::has_threads(info.pid))
+        && let Err(e) = probes.attach_lock_probes()
+    {
+        // Said in the banner, with the mode.
+        probes.count_mode = CountMode::Syscall {
+            why: format!("the lock probes could not be attached: {e:#}"),
+        };
+    }
     let mut stacks = user_stacks::UserStacks::new(
         probes
             .take_user_stack_copies()
@@ -166,6 +177,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         snapshot_execs: targets != Targets::All,
         stacks,
         top,
+        threads_started: None,
     };
     // The command starts last, when everything is ready to follow it: a
     // short-lived one may be done within a millisecond.

@@ -22,6 +22,13 @@ pub struct TargetInfo {
     pub count: Option<u64>,
 }
 
+/// Whether the process has more than one thread (false if it is gone).
+pub fn has_threads(pid: u32) -> bool {
+    Process::new(pid as i32)
+        .and_then(|process| process.status())
+        .is_ok_and(|status| status.threads > 1)
+}
+
 /// Checks that `pid` names a live user process and reads its state.
 pub fn inspect_pid(pid: i32) -> Result<TargetInfo, Failure> {
     if pid <= 0 {
