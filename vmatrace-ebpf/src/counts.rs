@@ -40,18 +40,24 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use vmatrace_common::count_mode;
 
 use crate::{
-    helpers::map_count,
+    helpers::{map_count, sole_user},
     maps::{CallCounts, Inflight, PROCESSES},
 };
 
 /// At syscall entry (`slot` is the thread's, freshly set up for the call):
-/// counts the call in progress and reads the count before it.
+/// counts the call in progress and reads the count before it. The address
+/// space's only user needs no counting: nothing else can change the count
+/// until its call ends, and no thread of the process can begin a call
+/// meanwhile (it would have to be started by this one), so a call counted
+/// later never overlaps this one.
 #[inline(always)]
 pub fn enter(slot: &mut Inflight, tgid: u32) {
     slot.counted = 0;
     slot.alone = 0;
     slot.bystander = 0;
-    if let Some(counts) = process_counts(tgid) {
+    if sole_user(slot.mm as *const u8) {
+        slot.alone = 1;
+    } else if let Some(counts) = process_counts(tgid) {
         let counts = counts as *const CallCounts;
         unsafe {
             add(&raw const (*counts).entries);
@@ -91,7 +97,8 @@ pub fn enter_bystander(slot: &mut Inflight, tgid: u32) {
 pub fn exit(slot: &mut Inflight, now_ns: u64) {
     slot.event.vmas_after = map_count(slot.mm as *const u8);
     slot.event.count_ns = now_ns;
-    let mut exact = false;
+    // Uncounted and alone: the address space's only user at entry.
+    let mut exact = slot.counted == 0 && slot.alone != 0;
     if slot.counted != 0 {
         if let Some(counts) = counts_of(slot.event.pid, slot.made_ns) {
             unsafe {

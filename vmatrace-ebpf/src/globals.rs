@@ -41,6 +41,8 @@ pub static CAPTURE_STACKS: Global<u8> = Global::new(capture_stacks::FLAGGED);
 pub static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static MM_MAP_COUNT_OFFSET: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static MM_USERS_OFFSET: Global<u64> = Global::new(0);
 /// 0 when the kernel's sched_process_exit has no `group_dead` field.
 #[unsafe(no_mangle)]
 pub static EXIT_GROUP_DEAD_OFFSET: Global<u64> = Global::new(32);

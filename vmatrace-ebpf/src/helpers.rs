@@ -11,7 +11,9 @@ use aya_ebpf::{
 };
 
 use crate::{
-    globals::{MM_MAP_COUNT_OFFSET, SELF_TGID, TASK_MM_OFFSET, TRACE_ALL, WAKEUP_BYTES},
+    globals::{
+        MM_MAP_COUNT_OFFSET, MM_USERS_OFFSET, SELF_TGID, TASK_MM_OFFSET, TRACE_ALL, WAKEUP_BYTES,
+    },
     maps::{EVENTS, LOST, TARGETS},
 };
 
@@ -32,6 +34,21 @@ pub fn map_count(mm: *const u8) -> i32 {
     }
     let count_field = mm.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
     unsafe { bpf_probe_read_kernel(count_field) }.unwrap_or(-1)
+}
+
+/// Whether the calling thread is the address space's only user: the
+/// process has one thread, and no other process shares its memory (a
+/// vfork child, clone(CLONE_VM)); a reader of /proc/PID/* holding it for a
+/// moment counts too. Then no other task can change the count while the
+/// thread is inside a call, and it cannot start a thread meanwhile.
+#[inline(always)]
+pub fn sole_user(mm: *const u8) -> bool {
+    if mm.is_null() {
+        return false;
+    }
+    let users_field = mm.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
+    let users = unsafe { bpf_probe_read_kernel(users_field) };
+    users == Ok(1)
 }
 
 /// A field of the tracepoint record at a compile-time offset, read

@@ -1,9 +1,10 @@
 //! Per-process counters for `vmatrace serve` and `vmatrace top -a`
 //! (`PROC_STATS`, read by userspace when it wants them): the count, its
 //! peak, the splits, the NEAR-LIMIT crossings and the ENOMEMs by call and
-//! cause, updated by the syscall exit program for every traced call. With
-//! `SEND_EVENTS` 0 the exit program sends no event at all: nothing per
-//! call crosses to userspace.
+//! cause, updated by the syscall exit program for every traced call, when
+//! `SEND_EVENTS` is 0: then the exit program sends no event at all, nothing
+//! per call crosses to userspace. A reader of the events (`SEND_EVENTS` 1)
+//! keeps its own counts, so the counters are not kept for it.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -15,7 +16,8 @@ use vmatrace_common::{
 
 use crate::maps::limit;
 
-/// 0: keep the counters only (serve mode); else send every event too.
+/// 0: keep the counters only (serve mode); else send every event, and
+/// keep no counters.
 #[unsafe(no_mangle)]
 pub static SEND_EVENTS: Global<u8> = Global::new(1);
 
@@ -29,9 +31,13 @@ pub static PROC_STATS: LruHashMap<u32, ProcStats> =
 /// is to be sent to userspace as well.
 #[inline(always)]
 pub fn record<const COUNTED: bool>(event: &Event, mm: u64, ret: i64, now_ns: u64) -> bool {
+    // A reader of the events keeps its own counts: no counters to pay for.
+    if SEND_EVENTS.load() != 0 {
+        return true;
+    }
     let tgid = event.pid;
     let Some(stats) = stats_of(tgid, mm, now_ns) else {
-        return SEND_EVENTS.load() != 0;
+        return false;
     };
     let stats = unsafe { &mut *stats };
     add(&stats.calls);
@@ -69,7 +75,7 @@ pub fn record<const COUNTED: bool>(event: &Event, mm: u64, ret: i64, now_ns: u64
             add(&stats.enomem_memory[call]);
         }
     }
-    SEND_EVENTS.load() != 0
+    false
 }
 
 /// The process's counters, made (or started afresh, for a new address

@@ -35,6 +35,9 @@ pub static USER_STACK_COPIES: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024,
 /// most `USER_STACK_COPY_MAX`); 0: no copies at all.
 #[unsafe(no_mangle)]
 pub static USER_STACK_BYTES: Global<u32> = Global::new(0);
+/// `offsetof(struct mm_struct, start_stack)`, from BTF.
+#[unsafe(no_mangle)]
+pub static MM_START_STACK_OFFSET: Global<u64> = Global::new(0);
 /// Offsets of the instruction, stack and frame pointers in `struct
 /// pt_regs`, from BTF.
 #[unsafe(no_mangle)]
@@ -77,7 +80,8 @@ pub fn send_for<C: EbpfContext>(ctx: &C, event: &Event) -> bool {
         return false;
     };
     let stack = entry.as_mut_ptr();
-    if unsafe { !walk_frames(ctx, event, stack) } {
+    unsafe { set_owner(stack, event) };
+    if unsafe { !walk_frames(ctx, stack) } {
         entry.discard(BPF_RB_NO_WAKEUP as u64);
         return false;
     }
@@ -97,8 +101,15 @@ fn send_copy<C: EbpfContext, const N: usize>(ctx: &C, event: &Event) -> Option<b
     let mut entry = USER_STACK_COPIES.reserve::<UserStackCopy<N>>(0)?;
     let copy = entry.as_mut_ptr();
     let sent = unsafe {
-        let walked = walk_frames(ctx, event, &raw mut (*copy).stack);
+        let stack = &raw mut (*copy).stack;
+        set_owner(stack, event);
         let copied = copy_registers_and_stack(copy);
+        let walked = if !copied || chain_leaves_the_copy(copy) {
+            walk_frames(ctx, stack)
+        } else {
+            (*stack).frames_len = 0;
+            false
+        };
         walked || copied
     };
     if sent {
@@ -109,14 +120,56 @@ fn send_copy<C: EbpfContext, const N: usize>(ctx: &C, event: &Event) -> Option<b
     Some(sent)
 }
 
-/// The kernel's frame-pointer walk of the user stack into `stack`, and who
-/// it is for: false if not a frame was found.
+/// Who the stack is for.
 #[inline(always)]
-unsafe fn walk_frames<C: EbpfContext>(ctx: &C, event: &Event, stack: *mut UserStack) -> bool {
+unsafe fn set_owner(stack: *mut UserStack, event: &Event) {
     unsafe {
         (*stack).pid = event.pid;
         (*stack).tid = event.tid;
         (*stack).enter_ns = event.enter_ns;
+    }
+}
+
+/// Whether the frame-pointer chain from the copy's `bp` goes on past the
+/// copied bytes, where only the kernel's walk can follow it. Otherwise the
+/// walk is skipped: it ends with a fault on the first word that is no
+/// frame (code built without frame pointers uses rbp like any register),
+/// which costs more than the rest of the record, and userspace finds in
+/// the copy whatever frames it would have found.
+#[inline(always)]
+unsafe fn chain_leaves_the_copy<const N: usize>(copy: *const UserStackCopy<N>) -> bool {
+    /// Frames followed in the copy at most; a longer chain is walked.
+    const LINKS: usize = 32;
+    let (sp, len) = unsafe { ((*copy).stack.sp, (*copy).stack.len as u64) };
+    let end = sp + len;
+    let beyond = |fp: u64| fp >= end && fp - sp < 8 << 20;
+    let mut fp = unsafe { (*copy).stack.bp };
+    let mut link = 0;
+    while link < LINKS {
+        link += 1;
+        if fp < sp || fp + 16 > end {
+            return beyond(fp);
+        }
+        let at = (fp - sp) as usize;
+        if at > N - 16 {
+            return false;
+        }
+        let next =
+            unsafe { core::ptr::read_unaligned((*copy).bytes.as_ptr().add(at) as *const u64) };
+        // The outermost frame, or no chain at all.
+        if next <= fp {
+            return false;
+        }
+        fp = next;
+    }
+    true
+}
+
+/// The kernel's frame-pointer walk of the user stack into `stack`: false
+/// if not a frame was found.
+#[inline(always)]
+unsafe fn walk_frames<C: EbpfContext>(ctx: &C, stack: *mut UserStack) -> bool {
+    unsafe {
         let written = bpf_get_stack(
             ctx.as_ptr(),
             (*stack).frames.as_mut_ptr() as *mut _,
@@ -155,24 +208,72 @@ unsafe fn copy_registers_and_stack<const N: usize>(copy: *mut UserStackCopy<N>) 
         (*copy).stack.ip = read_reg(PT_REGS_IP_OFFSET.load());
         (*copy).stack.sp = sp;
         (*copy).stack.bp = read_reg(PT_REGS_BP_OFFSET.load());
-        // A read that runs past the end of the stack's mapping fails as a
-        // whole: then less, down to the end of the stack pointer's page.
-        let to_page_end = 4096 - (sp as usize & 4095);
-        for size in [wanted, wanted / 2, wanted / 4, to_page_end] {
-            let size = size.min(N);
-            if size == 0 {
-                continue;
-            }
-            let read = bpf_probe_read_user(
-                (*copy).bytes.as_mut_ptr() as *mut _,
-                size as u32,
-                sp as *const _,
-            );
-            if read == 0 {
-                (*copy).stack.len = size as u32;
-                break;
-            }
-        }
+        (*copy).stack.len = copy_stack::<N>((*copy).bytes.as_mut_ptr(), sp, wanted) as u32;
     }
     true
+}
+
+/// Copies up to `wanted` bytes of user stack from `sp` into `bytes`
+/// (room for `N`), a page-sized piece at a time: a read that runs into an
+/// unmapped page fails as a whole, after a fault that costs more than the
+/// copy, so at most one piece runs into it (then what is left of its page
+/// is read). The main thread's stack is known to be mapped from `sp` up to
+/// `mm->start_stack`, where its frames end: no fault at all there.
+/// Returns the bytes copied.
+#[inline(always)]
+unsafe fn copy_stack<const N: usize>(bytes: *mut u8, sp: u64, wanted: usize) -> usize {
+    const PIECE: usize = 4096;
+    let mut limit = if wanted < N { wanted } else { N };
+    let start_stack = main_stack_top();
+    if start_stack > sp && start_stack - sp < limit as u64 {
+        limit = (start_stack - sp) as usize;
+    }
+    let to_page_end = PIECE - (sp as usize & (PIECE - 1));
+    let mut copied = 0;
+    let mut piece = 0;
+    while piece < N / PIECE {
+        let at = piece * PIECE;
+        piece += 1;
+        if at >= limit {
+            break;
+        }
+        let size = if limit - at < PIECE {
+            limit - at
+        } else {
+            PIECE
+        };
+        let read = |size: usize| unsafe {
+            bpf_probe_read_user(
+                bytes.add(at) as *mut _,
+                size as u32,
+                (sp + at as u64) as *const _,
+            )
+        };
+        if read(size) == 0 {
+            copied = at + size;
+            continue;
+        }
+        // Into an unmapped page: the rest of this piece's first page.
+        let size = if to_page_end < size {
+            to_page_end
+        } else {
+            size
+        };
+        if read(size) == 0 {
+            copied = at + size;
+        }
+        break;
+    }
+    copied
+}
+
+/// `current->mm->start_stack` (0 if unreadable).
+#[inline(always)]
+fn main_stack_top() -> u64 {
+    let mm = crate::helpers::current_mm();
+    if mm.is_null() {
+        return 0;
+    }
+    let field = mm.wrapping_add(MM_START_STACK_OFFSET.load() as usize) as *const u64;
+    unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0)
 }

@@ -16,6 +16,12 @@ pub struct StructOffsets {
     pub task_mm: u64,
     /// `offsetof(struct mm_struct, map_count)`, through anonymous members.
     pub mm_map_count: u64,
+    /// `offsetof(struct mm_struct, mm_users)`: one user is a process with a
+    /// single thread and no other process in its address space.
+    pub mm_users: u64,
+    /// `offsetof(struct mm_struct, start_stack)`: the main thread's stack
+    /// is mapped from its stack pointer up to there at least.
+    pub mm_start_stack: u64,
     /// `offsetof(struct pt_regs, ip/sp/bp)` (x86-64; `pc`, `sp`,
     /// `regs[29]` elsewhere is not handled): where the user registers of a
     /// call that gets a stack are read. None: no user stack copies.
@@ -55,6 +61,8 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
     Ok(StructOffsets {
         task_mm: offset("task_struct", "mm").map_err(Failure::environment)?,
         mm_map_count: offset("mm_struct", "map_count").map_err(Failure::environment)?,
+        mm_users: offset("mm_struct", "mm_users").map_err(Failure::environment)?,
+        mm_start_stack: offset("mm_struct", "start_stack").map_err(Failure::environment)?,
         pt_regs: (|| {
             Some(PtRegsOffsets {
                 ip: offset("pt_regs", "ip").ok()?,
@@ -231,6 +239,7 @@ mod tests {
         let offsets = struct_offsets(Path::new(DEFAULT_BTF_PATH)).expect("offsets");
         assert!(offsets.task_mm > 0);
         assert!(offsets.mm_map_count > 0);
+        assert!(offsets.mm_users > 0 && offsets.mm_users != offsets.mm_map_count);
         #[cfg(target_arch = "x86_64")]
         assert_eq!(
             offsets.pt_regs,

@@ -37,8 +37,9 @@ pub struct ProbeConfig {
     pub debug_probes: bool,
     /// Where the calls' counts are to be read.
     pub count_mode: CountModeChoice,
-    /// Send each call's event to userspace (false: only the per-process
-    /// counters of `PROC_STATS` are kept, as `serve` wants).
+    /// Send each call's event to userspace and keep no counters in the
+    /// kernel (false: only the per-process counters of `PROC_STATS` are
+    /// kept, as `serve` wants).
     pub send_events: bool,
     /// `vm.max_map_count`, for the ENOMEM causes the counters keep.
     pub max_map_count: u64,
@@ -401,6 +402,8 @@ impl Probes {
             .override_global(names::SELF_TGID, &self_tgid, true)
             .override_global(names::TASK_MM_OFFSET, &offsets.task_mm, true)
             .override_global(names::MM_MAP_COUNT_OFFSET, &offsets.mm_map_count, true)
+            .override_global(names::MM_USERS_OFFSET, &offsets.mm_users, true)
+            .override_global(names::MM_START_STACK_OFFSET, &offsets.mm_start_stack, true)
             .override_global(names::EXIT_GROUP_DEAD_OFFSET, &tp.exit_group_dead, true)
             .override_global(names::NEWTASK_PID_OFFSET, &tp.newtask_pid, true)
             .override_global(names::NEWTASK_FLAGS_OFFSET, &tp.newtask_clone_flags, true)
@@ -428,7 +431,16 @@ impl Probes {
             .override_global(names::PT_REGS_BP_OFFSET, &pt_regs.bp, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
             .map_max_entries(names::USER_STACK_COPIES, stack_ring)
-            .map_max_entries(names::PROCESSES, processes_entries);
+            .map_max_entries(names::PROCESSES, processes_entries)
+            // A reader of the events keeps no counters in the kernel.
+            .map_max_entries(
+                proc_stats::names::PROC_STATS,
+                if config.send_events {
+                    1
+                } else {
+                    proc_stats::PROC_STATS_ENTRIES
+                },
+            );
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|e| Failure::environment(anyhow!(e).context("loading the eBPF object")))?;

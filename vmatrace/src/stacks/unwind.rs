@@ -134,6 +134,9 @@ pub struct StackWalker {
     cache: CacheX86_64,
     /// Each file's unwind sections, parsed once (None: unreadable).
     files: HashMap<Arc<str>, Option<Arc<FileUnwindInfo>>>,
+    /// The words of the copy the last walk read, and what they were: with
+    /// the registers, all a walk depends on (see [`StackWalker::walk`]).
+    reads: Vec<(u64, Option<u64>)>,
 }
 
 /// How deep a DWARF walk goes at most.
@@ -146,7 +149,15 @@ impl StackWalker {
             processes: HashMap::new(),
             cache: CacheX86_64::new(),
             files: HashMap::new(),
+            reads: Vec::new(),
         }
+    }
+
+    /// The words of the copy the last [`StackWalker::walk`] read: another
+    /// copy with the same registers, frame-pointer walk and these words
+    /// walks to the same stack (the process's code being the same).
+    pub fn take_reads(&mut self) -> Vec<(u64, Option<u64>)> {
+        std::mem::take(&mut self.reads)
     }
 
     /// Forgets a process that exited.
@@ -159,6 +170,16 @@ impl StackWalker {
     /// place, unwound with call-frame information where the mode says so,
     /// and without frames outside executable mappings.
     pub fn walk(&mut self, pid: u32, fp: &[u64], copy: &StackCopy) -> Vec<u64> {
+        self.reads.clear();
+        // No walk from the kernel: the frame-pointer chain, if any, ends
+        // within the copy (the programs skip the walk then).
+        let in_copy;
+        let fp = if fp.is_empty() {
+            in_copy = self.frame_pointer_walk(copy);
+            &in_copy[..]
+        } else {
+            fp
+        };
         self.know(pid, fp.iter().copied().chain([copy.ip]));
         let fixed = self.with_stub_caller(pid, fp, copy);
         match self.mode {
@@ -177,12 +198,39 @@ impl StackWalker {
         }
     }
 
+    /// The frame-pointer walk within the copy, as the kernel's would be:
+    /// the instruction pointer, then the return address above each frame
+    /// pointer, while the chain goes up the stack.
+    fn frame_pointer_walk(&mut self, copy: &StackCopy) -> Vec<u64> {
+        let mut frames = vec![copy.ip];
+        let mut fp = copy.bp;
+        while frames.len() < MAX_FRAMES {
+            let (next, ret) = (copy.read(fp), copy.read(fp.wrapping_add(8)));
+            self.reads.push((fp, next));
+            self.reads.push((fp.wrapping_add(8), ret));
+            let (Some(next), Some(ret)) = (next, ret) else {
+                break;
+            };
+            if ret == 0 {
+                break;
+            }
+            frames.push(ret);
+            if next <= fp {
+                break;
+            }
+            fp = next;
+        }
+        frames
+    }
+
     /// `fp` with the return address at the stack pointer after frame #0
     /// when the walk skipped it, cut at the first address outside
     /// executable code (from there on, the walk read garbage).
     fn with_stub_caller(&mut self, pid: u32, fp: &[u64], copy: &StackCopy) -> Vec<u64> {
         let mut addrs = fp.to_vec();
-        if let Some(caller) = copy.read(copy.sp)
+        let at_sp = copy.read(copy.sp);
+        self.reads.push((copy.sp, at_sp));
+        if let Some(caller) = at_sp
             && !addrs.is_empty()
             && addrs.get(1) != Some(&caller)
             && self.is_code(pid, caller)
@@ -325,7 +373,12 @@ impl StackWalker {
             return Vec::new();
         };
         let mut regs = UnwindRegsX86_64::new(copy.ip, copy.sp, copy.bp);
-        let mut read = |addr: u64| copy.read(addr).ok_or(());
+        let reads = &mut self.reads;
+        let mut read = |addr: u64| {
+            let word = copy.read(addr);
+            reads.push((addr, word));
+            word.ok_or(())
+        };
         let mut frames = vec![copy.ip];
         let mut address = FrameAddress::from_instruction_pointer(copy.ip);
         while frames.len() < MAX_FRAMES {

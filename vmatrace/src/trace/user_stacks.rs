@@ -25,8 +25,57 @@ use crate::{
 /// ring buffer leaves its stack behind).
 const MAX_PENDING: usize = 4096;
 
-/// Walks remembered at most.
+/// Walk keys remembered at most, and walks under one key.
 const MAX_WALKS: usize = 4096;
+const MAX_WALKS_PER_KEY: usize = 8;
+
+/// A walk remembered: the words of the copy it read, and where it led.
+struct Walk {
+    reads: Vec<(u64, Option<u64>)>,
+    addrs: Vec<u64>,
+}
+
+/// (pid, ip, sp, bp, frame-pointer walk).
+type WalkKey = (u32, u64, u64, u64, Vec<u64>);
+
+/// Stacks walked from a copy. A call made again from the same place has
+/// the same stack: in a storm of calls from one loop that is nearly every
+/// call, and a walk is the reader's costliest step, so it is remembered.
+/// The same place: the same registers at entry, frame-pointer walk and
+/// words read by the walk (the return addresses, the saved registers):
+/// two callers at the same stack depth differ in the return addresses
+/// only.
+#[derive(Default)]
+struct Walks(HashMap<WalkKey, Vec<Walk>>);
+
+impl Walks {
+    /// The stack of `sent`, walked from its copy by `walker`, or as
+    /// remembered.
+    fn walk(&mut self, walker: &mut StackWalker, pid: u32, sent: SentStack) -> Vec<u64> {
+        let Some(copy) = &sent.copy else {
+            return walker.cut_at_non_code(pid, sent.frames);
+        };
+        let key = (pid, copy.ip, copy.sp, copy.bp, sent.frames);
+        let same_words = |walk: &&Walk| walk.reads.iter().all(|(at, word)| copy.read(*at) == *word);
+        if let Some(walk) = self.0.get(&key).and_then(|w| w.iter().find(same_words)) {
+            return walk.addrs.clone();
+        }
+        let addrs = walker.walk(pid, &key.4, copy);
+        let reads = walker.take_reads();
+        if self.0.len() >= MAX_WALKS {
+            self.0.clear();
+        }
+        let walks = self.0.entry(key).or_default();
+        if walks.len() >= MAX_WALKS_PER_KEY {
+            walks.remove(0);
+        }
+        walks.push(Walk {
+            reads,
+            addrs: addrs.clone(),
+        });
+        addrs
+    }
+}
 
 /// Distinct stacks remembered at most; then they are forgotten (a stack
 /// seen again then gets a new id and is printed again).
@@ -36,8 +85,7 @@ pub(super) struct UserStacks {
     records: RingBuf<MapData>,
     pending: HashMap<(u32, u64), SentStack>,
     walker: StackWalker,
-    /// Stacks walked from a copy, by (pid, ip, sp, frame-pointer walk).
-    walks: HashMap<(u32, u64, u64, Vec<u64>), Vec<u64>>,
+    walks: Walks,
     /// The id of each stack already handed to the printer.
     ids: HashMap<(u32, Vec<u64>), u32>,
     next_id: u32,
@@ -51,7 +99,7 @@ impl UserStacks {
             records,
             pending: HashMap::new(),
             walker: StackWalker::new(mode),
-            walks: HashMap::new(),
+            walks: Walks::default(),
             ids: HashMap::new(),
             next_id: 0,
             missing: 0,
@@ -75,7 +123,7 @@ impl UserStacks {
             event.stack = 0;
             return None;
         };
-        let addrs = self.walk(event.pid, sent);
+        let addrs = self.walks.walk(&mut self.walker, event.pid, sent);
         if let Some(&id) = self.ids.get(&(event.pid, addrs.clone())) {
             event.stack = id + 1;
             return None;
@@ -95,27 +143,6 @@ impl UserStacks {
             addrs,
             files,
         })
-    }
-
-    /// The stack's addresses, walked again from the copy. A call made
-    /// again from the same place (same registers at entry, same
-    /// frame-pointer walk) has the same stack: in a storm of calls from one
-    /// loop that is nearly every call, and a walk is the reader's costliest
-    /// step, so it is remembered.
-    fn walk(&mut self, pid: u32, sent: SentStack) -> Vec<u64> {
-        let Some(copy) = &sent.copy else {
-            return self.walker.cut_at_non_code(pid, sent.frames);
-        };
-        let key = (pid, copy.ip, copy.sp, sent.frames);
-        if let Some(addrs) = self.walks.get(&key) {
-            return addrs.clone();
-        }
-        let addrs = self.walker.walk(pid, &key.3, copy);
-        if self.walks.len() >= MAX_WALKS {
-            self.walks.clear();
-        }
-        self.walks.insert(key, addrs.clone());
-        addrs
     }
 
     /// The stack sent for `event`: sent before it, so it is in the ring
@@ -152,6 +179,44 @@ impl UserStacks {
     /// Forgets what was kept for a process that exited.
     pub(super) fn forget(&mut self, pid: u32) {
         self.walker.forget(pid);
-        self.walks.retain(|(p, ..), _| *p != pid);
+        self.walks.0.retain(|(p, ..), _| *p != pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stacks::unwind::StackCopy;
+
+    /// A call from another caller at the same stack depth, with the same
+    /// registers and frame-pointer walk, differs only in the return
+    /// address on the stack: it gets its own stack, not the one
+    /// remembered for the first caller.
+    #[test]
+    fn a_remembered_walk_is_used_only_for_the_same_return_addresses() {
+        let mut walker = StackWalker::new(UnwindMode::Fp);
+        walker.seed(7, "400000-500000 r-xp 00000000 00:00 0 /nonexistent/app\n");
+        let sent = |caller: u64| SentStack {
+            tid: 7,
+            enter_ns: 1,
+            frames: Vec::new(),
+            copy: Some(StackCopy {
+                tid: 7,
+                enter_ns: 1,
+                ip: 0x401000,
+                sp: 0x7ff000,
+                bp: 0,
+                bytes: [caller.to_ne_bytes(), 5u64.to_ne_bytes()].concat(),
+            }),
+        };
+        let mut walks = Walks::default();
+        let first = walks.walk(&mut walker, 7, sent(0x402000));
+        assert_eq!(first, vec![0x401000, 0x402000]);
+        let other = walks.walk(&mut walker, 7, sent(0x403000));
+        assert_eq!(other, vec![0x401000, 0x403000]);
+        // The same caller again: remembered, whatever else the copy holds.
+        let again = walks.walk(&mut walker, 7, sent(0x402000));
+        assert_eq!(again, first);
+        assert_eq!(walks.0.values().map(Vec::len).sum::<usize>(), 2);
     }
 }

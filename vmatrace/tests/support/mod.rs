@@ -262,10 +262,13 @@ impl Finished {
             .collect()
     }
 
+    /// The event lines: not the summary, status lines or notices.
     pub fn events(&self) -> Vec<Value> {
         self.json()
             .into_iter()
-            .filter(|v| v["type"] != "summary")
+            .filter(|v| {
+                ["syscall", "exec", "fork", "exit"].contains(&v["type"].as_str().unwrap_or(""))
+            })
             .collect()
     }
 
