@@ -292,6 +292,7 @@ pub mod names {
     pub const MM_MAP_COUNT_OFFSET: &str = "MM_MAP_COUNT_OFFSET";
     pub const MM_USERS_OFFSET: &str = "MM_USERS_OFFSET";
     pub const MM_START_STACK_OFFSET: &str = "MM_START_STACK_OFFSET";
+    pub const TASK_FSBASE_OFFSET: &str = "TASK_FSBASE_OFFSET";
     pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
     pub const NEWTASK_PID_OFFSET: &str = "NEWTASK_PID_OFFSET";
     pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";

@@ -15,7 +15,8 @@ use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_user, bpf_task_pt_regs,
+            bpf_get_current_task, bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_user,
+            bpf_task_pt_regs,
         },
     },
     macros::map,
@@ -35,6 +36,9 @@ pub static USER_STACK_COPIES: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024,
 /// most `USER_STACK_COPY_MAX`); 0: no copies at all.
 #[unsafe(no_mangle)]
 pub static USER_STACK_BYTES: Global<u32> = Global::new(0);
+/// `offsetof(struct task_struct, thread.fsbase)`, from BTF (0: unknown).
+#[unsafe(no_mangle)]
+pub static TASK_FSBASE_OFFSET: Global<u64> = Global::new(0);
 /// `offsetof(struct mm_struct, start_stack)`, from BTF.
 #[unsafe(no_mangle)]
 pub static MM_START_STACK_OFFSET: Global<u64> = Global::new(0);
@@ -213,58 +217,49 @@ unsafe fn copy_registers_and_stack<const N: usize>(copy: *mut UserStackCopy<N>) 
     true
 }
 
-/// Copies up to `wanted` bytes of user stack from `sp` into `bytes`
-/// (room for `N`), a page-sized piece at a time: a read that runs into an
-/// unmapped page fails as a whole, after a fault that costs more than the
-/// copy, so at most one piece runs into it (then what is left of its page
-/// is read). The main thread's stack is known to be mapped from `sp` up to
-/// `mm->start_stack`, where its frames end: no fault at all there.
+/// Copies up to `wanted` bytes of user stack from `sp` into `bytes` (room
+/// for `N`): a read that runs into an unmapped page fails as a whole,
+/// after a fault that costs more than the copy, so it stops where the
+/// stack is known to end: the main thread's at `mm->start_stack`, where
+/// its frames end; a thread's made by glibc or musl at its thread pointer
+/// (the thread's own data sits at the top of its stack's mapping). Else, or
+/// if that read fails anyway, what is left of the stack pointer's page.
 /// Returns the bytes copied.
 #[inline(always)]
 unsafe fn copy_stack<const N: usize>(bytes: *mut u8, sp: u64, wanted: usize) -> usize {
-    const PIECE: usize = 4096;
-    let mut limit = if wanted < N { wanted } else { N };
-    let start_stack = main_stack_top();
-    if start_stack > sp && start_stack - sp < limit as u64 {
-        limit = (start_stack - sp) as usize;
+    let mut limit = wanted as u64;
+    let top = stack_top(sp);
+    if top > sp && top - sp < limit {
+        limit = top - sp;
     }
-    let to_page_end = PIECE - (sp as usize & (PIECE - 1));
-    let mut copied = 0;
-    let mut piece = 0;
-    while piece < N / PIECE {
-        let at = piece * PIECE;
-        piece += 1;
-        if at >= limit {
-            break;
-        }
-        let size = if limit - at < PIECE {
-            limit - at
-        } else {
-            PIECE
-        };
-        let read = |size: usize| unsafe {
-            bpf_probe_read_user(
-                bytes.add(at) as *mut _,
-                size as u32,
-                (sp + at as u64) as *const _,
-            )
-        };
-        if read(size) == 0 {
-            copied = at + size;
+    let to_page_end = 4096 - (sp & 4095);
+    for size in [limit, to_page_end] {
+        let size = (size as usize).min(N);
+        if size == 0 {
             continue;
         }
-        // Into an unmapped page: the rest of this piece's first page.
-        let size = if to_page_end < size {
-            to_page_end
-        } else {
-            size
-        };
-        if read(size) == 0 {
-            copied = at + size;
+        let read = unsafe { bpf_probe_read_user(bytes as *mut _, size as u32, sp as *const _) };
+        if read == 0 {
+            return size;
         }
-        break;
     }
-    copied
+    0
+}
+
+/// Where the stack `sp` is in ends, if known: the main thread's stack top,
+/// else the thread pointer (0 if unknown).
+#[inline(always)]
+fn stack_top(sp: u64) -> u64 {
+    let start_stack = main_stack_top();
+    if start_stack > sp && start_stack - sp < 8 << 20 {
+        return start_stack;
+    }
+    let offset = TASK_FSBASE_OFFSET.load();
+    if offset == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u64) }.unwrap_or(0)
 }
 
 /// `current->mm->start_stack` (0 if unreadable).

@@ -10,7 +10,10 @@
 //!   final marker and wait for a stdin line, so /proc/N/maps can be read
 //!   while the process still holds its mappings;
 //! - `--linger` makes it stay 100 ms after the final marker, then exit: a
-//!   short-lived process, gone before a tracer is done with its events.
+//!   short-lived process, gone before a tracer is done with its events;
+//! - `--hold-threads` makes `threads` wait for a stdin line once its
+//!   threads exist, before they start (a tracer can attach to a
+//!   multi-threaded process then).
 //!
 //! Modes:
 //!   incident [PAGES]          map PAGES pages (default 2 x vm.max_map_count),
@@ -174,7 +177,7 @@ extern "C" fn cutter(_: *mut c_void) -> *mut c_void {
     ptr::null_mut()
 }
 
-fn threads(t: usize, m: usize, settle_ms: usize) {
+fn threads(t: usize, m: usize, settle_ms: usize, hold: bool) {
     ROUNDS.store(m as u32, Ordering::Relaxed);
     let mut handles = vec![0 as libc::pthread_t; t];
     for handle in handles.iter_mut() {
@@ -184,6 +187,9 @@ fn threads(t: usize, m: usize, settle_ms: usize) {
         assert_eq!(rc, 0);
     }
     say(&format!("threads created: {t}"));
+    if hold {
+        wait_for_line();
+    }
     // A tracer that learns of the threads may prepare for them first.
     std::thread::sleep(std::time::Duration::from_millis(settle_ms as u64));
     marker();
@@ -355,6 +361,7 @@ fn main() {
     let wait = args.iter().any(|a| a == "--wait");
     let pause = args.iter().any(|a| a == "--pause");
     let linger = args.iter().any(|a| a == "--linger");
+    let hold_threads = args.iter().any(|a| a == "--hold-threads");
     let args: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with("--"))
@@ -371,7 +378,7 @@ fn main() {
     match args.first().copied().unwrap_or("") {
         "incident" => incident(number(1, 2 * max_map_count())),
         "malloc" => malloc_blocks(number(1, 200)),
-        "threads" => threads(number(1, 4), number(2, 500), number(3, 0)),
+        "threads" => threads(number(1, 4), number(2, 500), number(3, 0), hold_threads),
         "churn" => churn(number(1, 100_000), number(2, 4)),
         "split-churn" => split_churn(number(1, 100_000)),
         "fork" => fork_child(),

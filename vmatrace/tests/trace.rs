@@ -166,7 +166,7 @@ fn glibc_malloc_of_129k_blocks_never_splits() {
 #[test]
 fn concurrent_threads_get_exact_split_flags() {
     let finished =
-        Running::vmatrace(&["--json", "--", &workload(), "threads", "4", "400", "500"]).finish();
+        Running::vmatrace(&["--json", "--", &workload(), "threads", "4", "400", "1000"]).finish();
     finished.assert_complete();
     let mode_changes = finished
         .stdout
@@ -236,12 +236,17 @@ fn concurrent_threads_get_exact_split_flags() {
 /// exact from their first call, and no thread event was needed for it.
 #[test]
 fn a_threaded_process_is_counted_under_the_lock_from_the_attach() {
-    let mut workload = Running::spawn(&workload_bin(), &["threads", "4", "300", "3000", "--wait"]);
+    let mut workload = Running::spawn(
+        &workload_bin(),
+        &["threads", "4", "300", "--wait", "--hold-threads"],
+    );
     workload.wait_stderr("ready pid=");
     workload.send_line();
     workload.wait_stderr("threads created");
     let pid = workload.pid();
-    let trace = Running::vmatrace(&["--json", "-p", &pid.to_string()]);
+    let mut trace = Running::vmatrace(&["--json", "-p", &pid.to_string()]);
+    trace.wait_stderr("vmatrace: tracing");
+    workload.send_line();
     let report = workload.wait_stderr("expected_splits=");
     assert!(workload.finish().status.success());
     let finished = trace.finish();

@@ -22,6 +22,9 @@ pub struct StructOffsets {
     /// `offsetof(struct mm_struct, start_stack)`: the main thread's stack
     /// is mapped from its stack pointer up to there at least.
     pub mm_start_stack: u64,
+    /// `offsetof(struct task_struct, thread.fsbase)` (x86-64; 0 if not
+    /// found): a glibc or musl thread's stack ends at its thread pointer.
+    pub task_fsbase: u64,
     /// `offsetof(struct pt_regs, ip/sp/bp)` (x86-64; `pc`, `sp`,
     /// `regs[29]` elsewhere is not handled): where the user registers of a
     /// call that gets a stack are read. None: no user stack copies.
@@ -63,6 +66,9 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
         mm_map_count: offset("mm_struct", "map_count").map_err(Failure::environment)?,
         mm_users: offset("mm_struct", "mm_users").map_err(Failure::environment)?,
         mm_start_stack: offset("mm_struct", "start_stack").map_err(Failure::environment)?,
+        task_fsbase: offset("task_struct", "thread")
+            .and_then(|thread| Ok(thread + offset("thread_struct", "fsbase")?))
+            .unwrap_or(0),
         pt_regs: (|| {
             Some(PtRegsOffsets {
                 ip: offset("pt_regs", "ip").ok()?,
@@ -240,6 +246,8 @@ mod tests {
         assert!(offsets.task_mm > 0);
         assert!(offsets.mm_map_count > 0);
         assert!(offsets.mm_users > 0 && offsets.mm_users != offsets.mm_map_count);
+        #[cfg(target_arch = "x86_64")]
+        assert!(offsets.task_fsbase > offsets.task_mm, "{offsets:?}");
         #[cfg(target_arch = "x86_64")]
         assert_eq!(
             offsets.pt_regs,
