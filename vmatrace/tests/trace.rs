@@ -1264,6 +1264,64 @@ fn command_splits(finished: &Finished) -> u64 {
         .unwrap()
 }
 
+/// Each call of a single-threaded process has the same delta counted
+/// under the mmap write lock as at syscall entry and exit (exact there):
+/// the dynamic loader's MAP_FIXED mmaps, brk, mprotect on a file's pages,
+/// cuts in every kind of mapping. A lock probe reading the count in the
+/// middle of a call would show here, on whichever kernel runs it.
+#[test]
+fn lock_and_syscall_counts_agree_call_by_call() {
+    let deltas = |mode: &str| -> Vec<(String, i64)> {
+        let run = Running::vmatrace(&[
+            "--json",
+            "--no-stacks",
+            "--count-mode",
+            mode,
+            "--",
+            &workload(),
+            "mappings",
+        ])
+        .finish();
+        run.assert_complete();
+        run.events()
+            .iter()
+            .filter(|e| e["type"] == "syscall")
+            .map(|e| {
+                assert_eq!(e["exact"], true, "{e}");
+                // MAP_FIXED (0x10) mmaps: what a kernel's merging makes of
+                // them, for the record.
+                let flags = e["args"]["flags"].as_u64().unwrap_or(0);
+                if e["call"] == "mmap" && flags & 0x10 != 0 {
+                    eprintln!(
+                        "{mode}: MAP_FIXED mmap of {}: {:+}",
+                        e["mapping"], e["delta"]
+                    );
+                }
+                (
+                    e["call"].as_str().unwrap().to_string(),
+                    e["delta"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    if !std::path::Path::new("/sys/kernel/tracing/events/mmap_lock").is_dir() {
+        eprintln!("skipped: this kernel has no mmap_lock tracepoints");
+        return;
+    }
+    let (lock, syscall) = (deltas("lock"), deltas("syscall"));
+    assert!(lock.len() > 20, "{lock:?}");
+    let differ: Vec<_> = lock
+        .iter()
+        .zip(&syscall)
+        .enumerate()
+        .filter(|(_, (l, s))| l != s)
+        .collect();
+    assert!(
+        differ.is_empty() && lock.len() == syscall.len(),
+        "(call, delta) under the lock vs at syscalls: {differ:?}"
+    );
+}
+
 /// A single-threaded process counted at syscall entry and exit: no call of
 /// it overlaps another, so every event is exact, the SPLITs are the lock
 /// probes' ones, and the count agrees with /proc/PID/maps.

@@ -92,6 +92,7 @@ pub const TESTS: &[(&str, &str)] = &[
     ),
     ("trace", "jemalloc_at_the_limit_gets_a_verdict_with_retain"),
     ("trace", "a_limit_changed_during_the_trace_is_followed"),
+    ("trace", "lock_and_syscall_counts_agree_call_by_call"),
 ];
 
 /// Tests run on one kernel only: slow under TCG (jemalloc driven to the
@@ -109,6 +110,7 @@ const WITHOUT_LOCK_TRACEPOINTS: &[&str] = &["5.10"];
 /// Tests of what only the lock mode promises.
 const LOCK_MODE_ONLY: &[&str] = &[
     "concurrent_threads_get_exact_split_flags",
+    "lock_and_syscall_counts_agree_call_by_call",
     "a_threaded_process_is_counted_under_the_lock_from_the_attach",
 ];
 
@@ -612,7 +614,7 @@ fn guest_script(binaries: &Binaries, tests: &[(&str, &str)], logs: &Path) -> Res
         let _ = writeln!(
             script,
             "start=$(date +%s%3N)\n\
-             timeout -k 10 {TEST_TIMEOUT_SECS} {} --test-threads=1 --exact {test} \
+             timeout -k 10 {TEST_TIMEOUT_SECS} {} --test-threads=1 --nocapture --exact {test} \
              > \"$logs/{test}.log\" 2>&1\n\
              status=$?\n\
              echo \"$status $(( $(date +%s%3N) - start ))\" > \"$logs/{test}.status\"",

@@ -234,7 +234,7 @@ impl Output {
             object.insert("vmas_before".into(), json!(event.vmas_before));
             object.insert("vmas_after".into(), json!(event.vmas_after));
             object.insert("delta".into(), json!(detect::own_delta(event).unwrap_or(0)));
-            object.insert("exact".into(), json!(event.locked != 0));
+            object.insert("exact".into(), json!(detect::delta_is_exact(event)));
             object.insert("flags".into(), json!(applied.flags.names()));
             if let Some(cause) = applied.flags.enomem_cause {
                 object.insert("enomem_cause".into(), json!(cause.name()));
