@@ -345,8 +345,9 @@ impl Collector {
             };
             // A history only for counts that move: an idle process costs
             // no memory beyond its entry.
+            let moved = stats.is_some_and(|s| s.count_ns != tracked.count_ns);
             if let Some(s) = stats
-                && s.count_ns != tracked.count_ns
+                && moved
             {
                 tracked.count_ns = s.count_ns;
                 tracked.history.get_or_insert_with(CountHistory::default);
@@ -383,7 +384,9 @@ impl Collector {
                 tracked.recent.pop_front();
             }
             let headroom = self.limit as f64 - vmas.max(peak) as f64;
-            let seconds_to_limit = growth.map(|g| (headroom.max(0.0)) / g);
+            // Idle since the last sample: no countdown to a limit it is not
+            // moving towards.
+            let seconds_to_limit = growth.filter(|_| moved).map(|g| (headroom.max(0.0)) / g);
             let mut enomem = Vec::new();
             if let Some(s) = stats {
                 for call in 0..CALLS {

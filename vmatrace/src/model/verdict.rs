@@ -109,19 +109,22 @@ fn what_happened(state: &ProcessState, ctx: &Context) -> String {
     let for_memory = state.enomem.saturating_sub(at_limit);
     let memory = if for_memory > 0 {
         format!(
-            "; {for_memory} calls failed with ENOMEM for lack of memory, not the VMA limit \
-             (overcommit, RLIMIT_AS or address space)"
+            "; {} failed with ENOMEM for lack of memory, not the VMA limit \
+             (overcommit, RLIMIT_AS or address space)",
+            calls(for_memory)
         )
     } else {
         String::new()
     };
     match (state.first_vma_limit_ns, state.first_enomem_ns) {
         (Some(first), _) if at_limit > 0 => format!(
-            "hit the VMA limit: {at_limit} calls failed with ENOMEM at the limit, the first at {}; its count peaked at {peak}{memory}",
+            "hit the VMA limit: {} failed with ENOMEM at the limit, the first at {}; its count peaked at {peak}{memory}",
+            calls(at_limit),
             at(first, ctx)
         ),
         (_, Some(first)) if for_memory > 0 => format!(
-            "failed with ENOMEM for lack of memory, not the VMA limit: {for_memory} calls, the first at {} (overcommit, RLIMIT_AS or address space); its count peaked at {peak}",
+            "failed with ENOMEM for lack of memory, not the VMA limit: {}, the first at {} (overcommit, RLIMIT_AS or address space); its count peaked at {peak}",
+            calls(for_memory),
             at(first, ctx)
         ),
         _ if state.near_limit > 0 => {
@@ -155,10 +158,16 @@ fn main_cut(state: &ProcessState) -> Option<((&'static str, &'static str), u64)>
         .map(|(key, n)| (*key, *n))
 }
 
+/// "1 call", "2 calls".
+fn calls(n: u64) -> String {
+    format!("{n} call{}", if n == 1 { "" } else { "s" })
+}
+
 fn how(state: &ProcessState, ctx: &Context) -> Option<String> {
     let ((call, kind), n) = main_cut(state)?;
     let mut text = format!(
-        "{n} {call} calls cut {} ({:.0}% of its {} SPLITs)",
+        "{n} {call} call{} cut {} ({:.0}% of its {} SPLITs)",
+        if n == 1 { "" } else { "s" },
         kind_phrase(kind),
         percent(n, state.splits),
         state.splits
@@ -276,6 +285,12 @@ fn allocator_advice(state: &ProcessState, site_known: bool) -> Option<Advice> {
 mod tests {
     use super::*;
     use crate::model::allocator::Detected;
+
+    #[test]
+    fn one_call_is_one_call() {
+        assert_eq!(calls(1), "1 call");
+        assert_eq!(calls(3), "3 calls");
+    }
 
     fn no_site(_: u32) -> Option<String> {
         None

@@ -82,6 +82,8 @@ pub struct Window {
     pub splits: u64,
     /// SPLITs per munmap (SPLITs of other calls included: capped at 1).
     pub split_share: Option<f64>,
+    /// No traced call completed in the window and the count stayed put.
+    pub idle: bool,
     /// The window's successful mmap and munmap calls by size class.
     pub mmap_sizes: Vec<SizeClass>,
     pub munmap_sizes: Vec<SizeClass>,
@@ -234,6 +236,7 @@ fn window(
         munmaps,
         splits,
         split_share: (munmaps > 0).then(|| (splits as f64 / munmaps as f64).min(1.0)),
+        idle: now.calls == before.calls && now.count == before.count,
         mmap_sizes: size_classes(&before.mmap_sizes, &now.mmap_sizes),
         munmap_sizes: size_classes(&before.munmap_sizes, &now.munmap_sizes),
         splits_by_mapping: by_mapping,
@@ -267,7 +270,12 @@ impl Window {
             .recent_peak
             .filter(|_| worst > 0.0)
             .map(|peak| (self.limit as f64 - peak as f64).max(0.0) / worst);
-        self.limit_in_s = if self.swing.is_some() {
+        self.limit_in_s = if self.idle {
+            // The last minute's pace would count down to a limit the
+            // process is not moving towards ("limit in 1 s" for as long
+            // as it stays idle near it).
+            None
+        } else if self.swing.is_some() {
             // The count of one instant says nothing of a swinging process:
             // only its peaks' growth does.
             from_peaks
@@ -328,6 +336,21 @@ pub(crate) mod tests {
         (first, second)
     }
 
+    /// Near the limit and then idle: no countdown to a limit it is not
+    /// moving towards (the field trial saw "limit in 1 s" for 40 s).
+    #[test]
+    fn an_idle_process_has_no_time_to_the_limit() {
+        let t0 = Instant::now();
+        let mut windows = Windows::starting_at(t0);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        windows.next(&state(60_000, 2000, 1000), 65530, None, at(0));
+        let growing = windows.next(&state(65_000, 4000, 2000), 65530, None, at(5));
+        assert!(growing.limit_in_s.is_some());
+        let idle = windows.next(&state(65_000, 4000, 2000), 65530, None, at(10));
+        assert!(idle.idle);
+        assert_eq!(idle.limit_in_s, None);
+    }
+
     #[test]
     fn growth_is_taken_over_ten_seconds() {
         let t0 = Instant::now();
@@ -338,7 +361,8 @@ pub(crate) mod tests {
         // and not; over 10 s the count grew 10.
         for s in 1..=20 {
             let count = 1000 + s as i64 / 2 + (s as i64 % 2);
-            let window = windows.next(&state(count, 0, 0), 65530, None, at(s));
+            // Calls every second: never idle.
+            let window = windows.next(&state(count, 2 * s, 0), 65530, None, at(s));
             if s == 20 {
                 assert_eq!(window.growth_over_s, 10.0);
                 assert_eq!(window.growth_per_s, Some(0.5));

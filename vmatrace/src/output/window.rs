@@ -88,9 +88,11 @@ impl Window {
                 format!("{g:+.1} vmas/s over {:.0} s", self.growth_over_s)
             }),
         };
-        let eta = self.limit_in_s.map_or("limit not in sight".into(), |s| {
-            format!("limit in {}", human_duration(s))
-        });
+        let eta = match self.limit_in_s {
+            Some(s) => format!("limit in {}", human_duration(s)),
+            None if self.idle => "idle (no mapping calls)".into(),
+            None => "limit not in sight".into(),
+        };
         format!(
             "{growth}, {eta}; last {:.1} s: {} of {} unmaps split",
             self.seconds,

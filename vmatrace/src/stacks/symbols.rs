@@ -128,7 +128,7 @@ impl Symbols {
             .iter()
             .enumerate()
             .map(|(i, addr)| match symbolized.get(i) {
-                Some(Symbolized::Sym(sym)) => frame_of(*addr, sym, None),
+                Some(Symbolized::Sym(sym)) if within(sym) => frame_of(*addr, sym, None),
                 _ => Frame::unknown(*addr),
             })
             .collect()
@@ -157,7 +157,9 @@ impl Symbols {
                 continue;
             };
             for (i, result) in indices.iter().zip(symbolized.iter()) {
-                if let Symbolized::Sym(sym) = result {
+                if let Symbolized::Sym(sym) = result
+                    && within(sym)
+                {
                     frames[*i] = frame_of(frames[*i].addr, sym, Some(path));
                 }
             }
@@ -229,6 +231,15 @@ impl Frame {
     }
 }
 
+/// Whether the address lies inside the symbol found for it. A symbol
+/// table without the function (a stripped library's internal one) makes
+/// the nearest symbol before it the answer, named with an offset far past
+/// its end (`__pthread_create_2_1+0x89d57` in a field trial): the frame is
+/// then left unnamed, `module+0xoffset`, rather than misnamed.
+fn within(sym: &Sym) -> bool {
+    sym.size.is_none_or(|size| size == 0 || sym.offset < size)
+}
+
 fn frame_of(addr: u64, sym: &Sym, module: Option<&str>) -> Frame {
     Frame {
         addr,
@@ -292,6 +303,28 @@ pub fn format_stack(stack: &Stack) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sym(offset: usize, size: Option<usize>) -> Sym<'static> {
+        Sym {
+            name: "__pthread_create_2_1".into(),
+            module: None,
+            addr: 0x1000,
+            offset,
+            size,
+            code_info: None,
+            inlined: Box::new([]),
+            _non_exhaustive: (),
+        }
+    }
+
+    /// An address past the end of the nearest symbol is not in it: a
+    /// stripped library's internal function, left unnamed.
+    #[test]
+    fn an_address_past_its_symbols_end_is_not_named_after_it() {
+        assert!(within(&sym(0x89, Some(0x300))));
+        assert!(!within(&sym(0x89d57, Some(0x300))));
+        assert!(within(&sym(0x89d57, None)), "no size: nothing to go by");
+    }
 
     fn frame(name: &str) -> Frame {
         Frame {
