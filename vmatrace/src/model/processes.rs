@@ -51,6 +51,8 @@ pub struct ProcessState {
     pub enomem_by_cause: BTreeMap<&'static str, u64>,
     /// When the first call failed for the VMA limit.
     pub first_vma_limit_ns: Option<u64>,
+    /// ENOMEMs at the VMA limit, by call: what the program saw fail.
+    pub vma_limit_enomem_by_call: BTreeMap<&'static str, u64>,
     pub enomem: u64,
     pub near_limit: u64,
     pub bytes_mapped: u64,
@@ -121,6 +123,10 @@ impl ProcessState {
                 *self.enomem_by_cause.entry(cause.name()).or_default() += 1;
                 if cause == EnomemCause::VmaLimit {
                     self.first_vma_limit_ns.get_or_insert(event.exit_ns);
+                    *self
+                        .vma_limit_enomem_by_call
+                        .entry(call.name())
+                        .or_default() += 1;
                 }
             }
         }

@@ -118,9 +118,10 @@ fn what_happened(state: &ProcessState, ctx: &Context) -> String {
     };
     match (state.first_vma_limit_ns, state.first_enomem_ns) {
         (Some(first), _) if at_limit > 0 => format!(
-            "hit the VMA limit: {} failed with ENOMEM at the limit, the first at {}; its count peaked at {peak}{memory}",
+            "hit the VMA limit: {} failed with ENOMEM at the limit, the first at {}; its count peaked at {peak}{memory}{}",
             calls(at_limit),
-            at(first, ctx)
+            at(first, ctx),
+            symptoms(state)
         ),
         (_, Some(first)) if for_memory > 0 => format!(
             "failed with ENOMEM for lack of memory, not the VMA limit: {}, the first at {} (overcommit, RLIMIT_AS or address space); its count peaked at {peak}",
@@ -156,6 +157,38 @@ fn main_cut(state: &ProcessState) -> Option<((&'static str, &'static str), u64)>
         .iter()
         .max_by_key(|(key, n)| (**n, std::cmp::Reverse(**key)))
         .map(|(key, n)| (*key, *n))
+}
+
+/// What the program saw of the calls that failed at the limit, as its
+/// users and its logs will tell it.
+fn symptoms(state: &ProcessState) -> String {
+    let seen: Vec<String> = state
+        .vma_limit_enomem_by_call
+        .iter()
+        .filter_map(|(call, n)| {
+            let what = match *call {
+                "munmap" => {
+                    "a failed munmap: jemalloc aborts the process (\"<jemalloc>: Error in \
+                     munmap(): Cannot allocate memory\"), glibc's free leaks the block"
+                }
+                "mprotect" => {
+                    "a failed mprotect: among others, how a new thread's stack fails \
+                     (pthread_create returns EAGAIN, \"Resource temporarily unavailable\"; \
+                     MariaDB and MySQL log \"Can't create a new thread\")"
+                }
+                "mmap" => {
+                    "a failed mmap: allocations fail with memory to spare (malloc returns \
+                     NULL, \"out of memory\" errors, a thread not created)"
+                }
+                _ => return None,
+            };
+            Some(format!("{} ({what})", calls(*n).replacen("call", call, 1)))
+        })
+        .collect();
+    if seen.is_empty() {
+        return String::new();
+    }
+    format!("; what the program saw: {}", seen.join("; "))
 }
 
 /// "1 call", "2 calls".
@@ -308,6 +341,8 @@ mod tests {
         state.enomem = 49_972;
         state.first_enomem_ns = Some(21_000_000_000);
         state.enomem_by_cause.insert("vma_limit", 49_972);
+        state.vma_limit_enomem_by_call.insert("munmap", 49_970);
+        state.vma_limit_enomem_by_call.insert("mprotect", 2);
         state.first_vma_limit_ns = Some(21_000_000_000);
         state.splits = 291_621;
         state
@@ -334,6 +369,8 @@ mod tests {
             "pid 42 (redis-server) hit the VMA limit: 49972 calls failed with ENOMEM at the limit, the first at +21.0 s",
             "291600 munmap calls cut anonymous mappings (100% of its 291621 SPLITs), most from je_pages_unmap; it uses jemalloc",
             "vm.max_map_count=262144",
+            "what the program saw: 2 mprotects (a failed mprotect: among others, how a new thread's stack fails",
+            "49970 munmaps (a failed munmap: jemalloc aborts the process",
             "retain:false",
             "(a guess from the calls seen)",
         ] {
