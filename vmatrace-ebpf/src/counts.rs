@@ -44,6 +44,16 @@ use crate::{
     maps::{CallCounts, Inflight, PROCESSES},
 };
 
+/// Whether the lock probes are attached (`limits::LOCK_PROBES`, see
+/// `LOCK_PROBES_ON_DEMAND`): then a call that begins takes its counts from
+/// them and is not counted here, which spares the threads of a server
+/// the bookkeeping. A call that began before and ends after cannot tell
+/// from these counts whether such a call overlapped it (`exit`).
+#[inline(always)]
+pub fn lock_probes_on() -> bool {
+    crate::maps::limit(vmatrace_common::limits::LOCK_PROBES) != 0
+}
+
 /// At syscall entry (`slot` is the thread's, freshly set up for the call):
 /// counts the call in progress and reads the count before it. The address
 /// space's only user needs no counting: nothing else can change the count
@@ -103,7 +113,7 @@ pub fn exit(slot: &mut Inflight, now_ns: u64) {
         if let Some(counts) = counts_of(slot.event.pid, slot.made_ns) {
             unsafe {
                 let entries = core::ptr::read_volatile(&raw const (*counts).entries);
-                exact = slot.alone != 0 && entries == slot.entries_seen;
+                exact = slot.alone != 0 && entries == slot.entries_seen && !lock_probes_on();
                 add(&raw const (*counts).exits);
             }
         }

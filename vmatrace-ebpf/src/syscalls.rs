@@ -109,6 +109,9 @@ fn call_of(code: u8) -> Option<Call> {
 /// change the count without being reported: counted as in progress.
 #[inline(always)]
 fn bystander_enter() {
+    if counts::lock_probes_on() {
+        return;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_traced(tgid) {
@@ -213,8 +216,16 @@ fn on_enter<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
     event.locked = 0;
     event.enter_ns = unsafe { bpf_ktime_get_ns() };
     if COUNTED {
-        slot.watched = u8::from(crate::maps::limit(vmatrace_common::limits::LOCK_PROBES) != 0);
-        counts::enter(slot, tgid);
+        slot.watched = u8::from(counts::lock_probes_on());
+        if slot.watched != 0 {
+            // The lock probes give this call's counts (`counted_exit`).
+            slot.counted = 0;
+            slot.alone = 0;
+            slot.bystander = 0;
+            slot.event.counted = vmatrace_common::count_mode::SYSCALL;
+        } else {
+            counts::enter(slot, tgid);
+        }
     }
 }
 
@@ -258,7 +269,7 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
     // tracing did (the exit program is attached before the entry one, so
     // an entry seen always has its exit seen).
     let Some(slot) = INFLIGHT.get_ptr_mut(&tid) else {
-        if COUNTED {
+        if COUNTED && !counts::lock_probes_on() {
             counts::unseen_call_ended((pid_tgid >> 32) as u32);
         }
         return;
@@ -351,8 +362,8 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
 /// call too (attached on demand, `LOCK_PROBES_ON_DEMAND`): a write section
 /// seen whole gives the exact counts, and so does a call that began with
 /// the probes attached and never took the write lock (it changed nothing).
-/// The process's calls in progress are counted either way: calls that
-/// began before the probes came still depend on it.
+/// A call that began before them keeps its counts from syscall entry and
+/// exit otherwise (exact only if no call overlapped it, see counts.rs).
 #[inline(always)]
 fn counted_exit(slot: &mut Inflight, exit_ns: u64) {
     let section = (slot.lock == LOCK_RELEASED).then_some((
