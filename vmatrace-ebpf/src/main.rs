@@ -14,6 +14,12 @@
 //!   entry and exit, read by `raw_sys_enter_counted` / `raw_sys_exit_counted`
 //!   (attached instead of the two above), exact when no other call of the
 //!   process was in progress meanwhile, which `PROCESSES` keeps track of.
+//! - `vmatrace -p` / `-- CMD` run the counted programs too, exact for a
+//!   single-threaded process, and attach the lock probes once a traced
+//!   process has threads (`LOCK_PROBES_ON_DEMAND`: `task_newtask` tells
+//!   userspace of the first thread; `limits::LOCK_PROBES` tells the
+//!   programs the probes are on): they run for every mmap lock taken on the
+//!   host, which a single-threaded target does not need.
 //! - `task_newtask`, `sched_process_exec`, `sched_process_exit`: the
 //!   process lifecycle, so per-process state starts and ends at the right
 //!   moment and followed children join the target set before they run.
