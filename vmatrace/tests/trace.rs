@@ -197,13 +197,7 @@ fn concurrent_threads_get_exact_split_flags() {
         .filter(|e| has_flag(e, "SPLIT"))
         .map(|e| e["delta"].as_i64().unwrap())
         .sum();
-    let inexact: Vec<_> = window.iter().filter(|e| e["exact"] == false).collect();
-    assert!(
-        inexact.is_empty(),
-        "{} inexact, the first: {:?}",
-        inexact.len(),
-        inexact.first()
-    );
+    assert_all_exact(window);
     assert_eq!(splits, field(report, "expected_splits"), "SPLIT events");
     assert_eq!(
         added,
@@ -267,13 +261,7 @@ fn a_threaded_process_is_counted_under_the_lock_from_the_attach() {
         "threads go, threads joined: {markers:?}"
     );
     let window = &events[markers[0]..markers[1]];
-    let inexact: Vec<_> = window.iter().filter(|e| e["exact"] == false).collect();
-    assert!(
-        inexact.is_empty(),
-        "{} inexact, the first: {:?}",
-        inexact.len(),
-        inexact.first()
-    );
+    assert_all_exact(window);
     let splits = window.iter().filter(|e| has_flag(e, "SPLIT")).count() as i64;
     assert_eq!(splits, field(&report, "expected_splits"), "SPLIT events");
 }

@@ -305,6 +305,17 @@ pub fn vmatrace_as_nobody(args: &[&str]) -> Finished {
     Running::spawn(&"setpriv".into(), &setpriv).finish()
 }
 
+/// Asserts every event has its delta exact (`"exact": true`).
+pub fn assert_all_exact(events: &[Value]) {
+    let inexact: Vec<&Value> = events.iter().filter(|e| e["exact"] == false).collect();
+    assert!(
+        inexact.is_empty(),
+        "{} inexact, the first: {:?}",
+        inexact.len(),
+        inexact.first()
+    );
+}
+
 pub fn is_marker(event: &Value) -> bool {
     event["call"] == "madvise" && event["args"]["addr"] == 0 && event["args"]["length"] == 0
 }
