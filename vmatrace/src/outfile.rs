@@ -192,10 +192,24 @@ fn head_of(path: &Path) -> Vec<u8> {
     head
 }
 
-/// Moves an old trace to `FILE.old`, unless what is there is not ours.
+/// Moves an old trace to `FILE.old`, unless what is there is not ours. One
+/// `.old` is kept, as perf keeps one `perf.data.old`: the trace before it
+/// goes (it used to move on to `.old.old`, and so on, one level a run,
+/// until the name was too long).
 fn keep_as_old(path: &Path) -> Result<(), Failure> {
     let old = with_suffix(path, ".old");
-    make_room(&old, Kind::Trace, false)?;
+    match verdict(&old, Kind::Trace, false)? {
+        Verdict::Absent => {}
+        Verdict::Own | Verdict::Replaceable => remove(&old)?,
+        Verdict::Stream => {
+            return Err(Failure::usage(anyhow!(
+                "{} is a pipe or device, where the previous trace {} would go; vmatrace will \
+                 not replace it: name another path, or pass --force",
+                old.display(),
+                path.display()
+            )));
+        }
+    }
     fs::rename(path, &old).map_err(|e| {
         Failure::usage(anyhow!(e).context(format!(
             "cannot move the old trace {} to {}",
@@ -300,6 +314,24 @@ mod tests {
             fs::read(with_suffix(&path, ".old")).unwrap(),
             b"VMATRACE first"
         );
+    }
+
+    #[test]
+    fn one_old_trace_is_kept_however_many_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.vmat");
+        for run in ["first", "second", "third"] {
+            create(&path, Kind::Trace, false)
+                .unwrap()
+                .write_all(format!("VMATRACE {run}").as_bytes())
+                .unwrap();
+        }
+        assert_eq!(fs::read(&path).unwrap(), b"VMATRACE third");
+        assert_eq!(
+            fs::read(with_suffix(&path, ".old")).unwrap(),
+            b"VMATRACE second"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]
