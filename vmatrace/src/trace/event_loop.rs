@@ -217,15 +217,18 @@ impl Run {
     fn count_under_the_lock(&mut self, probes: &mut Probes, pid: u32) {
         let reason = format!("pid {pid} started a thread");
         if let Some(note) = lock_probes_for_threads(probes, &reason) {
-            if self.json_status {
-                let _ = self.print(Job::Json(serde_json::json!({
-                    "type": "count_mode",
-                    "pid": pid,
-                    "note": note,
-                })));
-            } else {
-                eprintln!("vmatrace: {note}");
-            }
+            let json = serde_json::json!({"type": "count_mode", "pid": pid, "note": note});
+            self.notice(json, note);
+        }
+    }
+
+    /// Tells the user of a change in how the trace runs: a JSON object
+    /// among the events with --json, a line on stderr otherwise.
+    fn notice(&mut self, json: serde_json::Value, text: String) {
+        if self.json_status {
+            let _ = self.print(Job::Json(json));
+        } else {
+            eprintln!("vmatrace: {text}");
         }
     }
 
@@ -242,17 +245,12 @@ impl Run {
         let old = self.processes.detector.limit;
         self.processes.detector = Detector::new(limit, warn_fraction);
         probes.set_limits(limit, self.processes.detector.warn_at);
-        if self.json_status {
-            let _ = self.print(Job::Json(serde_json::json!({
-                "type": "limit",
-                "from": old,
-                "limit": limit,
-            })));
-        } else {
-            eprintln!(
-                "vmatrace: vm.max_map_count changed from {old} to {limit}: counts are judged against {limit} from now on"
-            );
-        }
+        self.notice(
+            serde_json::json!({"type": "limit", "from": old, "limit": limit}),
+            format!(
+                "vm.max_map_count changed from {old} to {limit}: counts are judged against {limit} from now on"
+            ),
+        );
     }
 
     fn mark_vanished_targets(&mut self) {
