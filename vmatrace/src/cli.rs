@@ -221,6 +221,15 @@ pub struct LiveArgs {
     #[arg(long, value_enum, default_value_t = crate::stacks::unwind::UnwindMode::Auto)]
     pub unwind: crate::stacks::unwind::UnwindMode,
 
+    /// Read the DWARF of separate debug files (Debian's libc6-dbg and
+    /// -dbgsym packages, RHEL's -debuginfo) for file:line in the libraries
+    /// they belong to. Their sections are compressed and are held
+    /// decompressed while tracing: 11 MB for libc's, hundreds for a large
+    /// server's. Without it those files name functions only, from their
+    /// symbol tables; DWARF a binary carries itself is always read.
+    #[arg(long)]
+    pub debug_info: bool,
+
     /// Bytes of user stack copied for DWARF unwinding of each call that
     /// gets a stack (at most 16384).
     #[arg(long, value_name = "BYTES", default_value_t = 8192)]

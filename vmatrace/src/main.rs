@@ -7,6 +7,19 @@ use vmatrace::{
     readback, trace,
 };
 
+/// glibc raises its mmap threshold to the size of each large block freed
+/// (up to 32 MB): the kernel's BTF, read and parsed twice at start (5.5 MB
+/// of file, by vmatrace and by aya), then came from the heap and stayed
+/// there, so the peak held both. Fixed at the default, each large block is
+/// its own mapping and goes back to the system when freed.
+fn keep_large_allocations_apart() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tunable; called before any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 // musl's own malloc is slow under vmatrace's load (one lock; events
 // allocated by the reader and freed by the printer and writer threads):
 // the static build (`cargo xtask dist`) takes mimalloc instead. Measured
@@ -16,6 +29,7 @@ use vmatrace::{
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    keep_large_allocations_apart();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match vmatrace::generate::requested(&args) {
         Some(Ok(what)) => generate(what),

@@ -143,14 +143,15 @@ fn stacks_without_frame_pointers_name_every_caller() {
     let dir = tempfile::tempdir().unwrap();
     let exe = build_workload(dir.path(), "no_fp", &["-O2", "-g", "-fomit-frame-pointer"]);
     let file = dir.path().join("no_fp.vmat").display().to_string();
-    let (split, all_code) = traced_split(&exe, &[], &file);
+    let (split, all_code) = traced_split(&exe, &["--debug-info"], &file);
     let functions = stack_functions(&split);
     assert!(functions[0].contains("munmap"), "{functions:?}");
     assert_eq!(functions.get(1), Some(&"third_unmaps"), "{functions:?}");
     assert!(in_order(&functions, &CALLERS), "{functions:?}");
     assert!(all_code, "a frame outside executable code: {split}");
-    // libc is stripped; its frame's source line comes from the debug file
-    // Debian ships apart (found by build id), its module is still libc.
+    // libc is stripped; with --debug-info its frame's source line comes
+    // from the debug file Debian ships apart (found by build id), and its
+    // module is still libc.
     let stub = &split["stack"]["frames"][0];
     assert!(
         stub["file"].as_str().is_some_and(|f| !f.is_empty()),
@@ -173,6 +174,46 @@ fn stacks_without_frame_pointers_name_every_caller() {
         .expect("the split in the replay");
     let functions = stack_functions(&replayed);
     assert!(in_order(&functions, &CALLERS), "replayed: {functions:?}");
+}
+
+/// Without --debug-info a separate debug file gives names, not DWARF: the
+/// dynamic loader's static functions (in no symbol table of ld.so itself)
+/// are named from its debug file's, and no frame of it has a source line.
+#[test]
+fn separate_debug_files_name_functions_without_their_dwarf() {
+    libc_debug_file();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_workload(dir.path(), "loaded", &["-O2"])
+        .display()
+        .to_string();
+    let mut run = Running::vmatrace(&["--json", "--only-flagged", "--", &exe]);
+    // The loader maps each library over the range it reserved: a SPLIT,
+    // named while the process waits.
+    run.wait_stderr("paused pid=");
+    let mapped = run.wait_event(|e| {
+        e["call"] == "mmap"
+            && has_flag(e, "SPLIT")
+            && e["stack"]["frames"].as_array().is_some_and(|frames| {
+                frames
+                    .iter()
+                    .any(|f| f["function"] == "_dl_map_object_from_fd")
+            })
+    });
+    run.send_line();
+    let finished = run.finish();
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    for frame in mapped["stack"]["frames"].as_array().unwrap() {
+        assert!(
+            frame["module"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("ld-linux-x86-64.so.2")),
+            "{frame}"
+        );
+        assert!(
+            frame["file"].is_null(),
+            "a source line without --debug-info: {frame}"
+        );
+    }
 }
 
 /// With frame pointers, the frame-pointer walk alone: the caller of the

@@ -11,7 +11,7 @@ use vmatrace_common::{EVENT_SIZE, Event, EventKind};
 
 use super::{
     executable_of,
-    printer::{EventJob, Job, Printer},
+    printer::{EventJob, Job, Printer, Stopped},
     recording::lost_record,
     targets,
     user_stacks::UserStacks,
@@ -127,6 +127,7 @@ impl Run {
         let mut ticks: u32 = 0;
         let mut checkpoint = every(CHECKPOINT_INTERVAL);
         loop {
+            self.flush_printer()?;
             let wake = tokio::select! {
                 ready = self.ring.readable() => {
                     if let Ok(mut guard) = ready {
@@ -395,7 +396,17 @@ impl Run {
     }
 
     fn print(&mut self, job: Job) -> Result<(), Failure> {
-        let sent = self.printer.as_ref().map(|p| p.send(job));
+        let sent = self.printer.as_mut().map(|p| p.send(job));
+        self.printer_result(sent)
+    }
+
+    /// Sends the printer what it has not had yet: before the loop waits.
+    fn flush_printer(&mut self) -> Result<(), Failure> {
+        let sent = self.printer.as_mut().map(Printer::flush);
+        self.printer_result(sent)
+    }
+
+    fn printer_result(&mut self, sent: Option<Result<(), Stopped>>) -> Result<(), Failure> {
         match sent {
             Some(Ok(())) | None => Ok(()),
             // It stopped on a write error: that error ends the trace.

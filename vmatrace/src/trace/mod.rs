@@ -156,6 +156,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         output,
         limit,
         max_rate(&cli),
+        cli.debug_info,
         Destinations {
             recording: recorder.as_ref().map(Recorder::sink),
             sites: top.as_ref().map(Top::sites),

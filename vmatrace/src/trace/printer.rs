@@ -27,11 +27,17 @@ use crate::{
     },
 };
 
-/// Events waiting for the printer, at most: beyond that the reader waits,
-/// and the ring buffer takes up the slack. The queue's slots are allocated
-/// up front (about 7 MB here): it is sized for bursts, not for a printer
-/// that cannot keep up at all (a terminal at 200,000 lines a second).
-const QUEUE_JOBS: usize = 1 << 15;
+/// Events go to the printer in batches of this many (or fewer, when the
+/// reader is about to wait): one allocation and one wakeup a batch.
+const BATCH_JOBS: usize = 256;
+
+/// Batches waiting for the printer, at most: beyond that the reader waits,
+/// and the ring buffer takes up the slack. Sized for bursts (32,768
+/// events, a slow first symbolization), not for a printer that cannot keep
+/// up at all (a terminal at 200,000 lines a second). Memory is taken as
+/// the queue fills: a queue of single events had its 8 MB of slots
+/// allocated and touched up front.
+const QUEUE_BATCHES: usize = 128;
 
 /// What the printer prints, in order. Events are the hot variant: boxing
 /// them would cost an allocation each, for the rare status line's sake.
@@ -55,7 +61,9 @@ pub struct EventJob {
 pub struct Stopped;
 
 pub struct Printer {
-    jobs: SyncSender<Job>,
+    batches: SyncSender<Vec<Job>>,
+    /// Jobs not yet sent.
+    pending: Vec<Job>,
     thread: JoinHandle<io::Result<Output>>,
 }
 
@@ -67,31 +75,53 @@ pub struct Destinations {
 
 impl Printer {
     /// Starts the thread; `max_rate` flagged lines of a flag and site a
-    /// second are printed whole, the rest folded (0: all whole).
+    /// second are printed whole, the rest folded (0: all whole);
+    /// `debug_info`: see `Symbols::new`.
     pub fn start(
         output: Output,
         limit: u64,
         max_rate: u32,
+        debug_info: bool,
         to: Destinations,
     ) -> anyhow::Result<Printer> {
-        let (jobs, incoming) = sync_channel(QUEUE_JOBS);
+        let (batches, incoming) = sync_channel(QUEUE_BATCHES);
         let folder = Folder::new(max_rate);
         let thread = std::thread::Builder::new()
             .name("vmatrace-printer".into())
-            .spawn(move || print_loop(output, limit, folder, to, incoming))
+            .spawn(move || print_loop(output, limit, folder, debug_info, to, incoming))
             .context("starting the printer thread")?;
-        Ok(Printer { jobs, thread })
+        Ok(Printer {
+            batches,
+            pending: Vec::new(),
+            thread,
+        })
     }
 
-    /// Hands an event over. Fails once the printer has stopped: it could
-    /// not write (`finish` says why).
-    pub fn send(&self, job: Job) -> Result<(), Stopped> {
-        self.jobs.send(job).map_err(|_| Stopped)
+    /// Hands an event over, sent with the next full batch or `flush`.
+    /// Fails once the printer has stopped: it could not write (`finish`
+    /// says why).
+    pub fn send(&mut self, job: Job) -> Result<(), Stopped> {
+        self.pending.push(job);
+        if self.pending.len() >= BATCH_JOBS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is pending: before the reader waits.
+    pub fn flush(&mut self) -> Result<(), Stopped> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH_JOBS));
+        self.batches.send(batch).map_err(|_| Stopped)
     }
 
     /// Waits until every event is printed; gives the output back.
-    pub fn finish(self) -> io::Result<Output> {
-        drop(self.jobs);
+    pub fn finish(mut self) -> io::Result<Output> {
+        // A failure to send is the printer's own, which `join` gives.
+        let _ = self.flush();
+        drop(self.batches);
         self.thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the printer thread panicked")))
@@ -105,23 +135,30 @@ const IDLE_CHECK: Duration = Duration::from_millis(250);
 fn print_loop(
     mut output: Output,
     limit: u64,
-    mut folder: Folder,
+    folder: Folder,
+    debug_info: bool,
     to: Destinations,
-    jobs: Receiver<Job>,
+    batches: Receiver<Vec<Job>>,
 ) -> io::Result<Output> {
-    let mut symbols = Symbols::default();
-    let mut said = Vec::new();
+    let mut printing = Printing {
+        limit,
+        folder,
+        // Made here: the symbolizer stays on the thread that uses it.
+        symbols: Symbols::new(debug_info),
+        said: Vec::new(),
+        to,
+    };
     loop {
-        let job = match jobs.try_recv() {
-            Ok(job) => job,
+        let batch = match batches.try_recv() {
+            Ok(batch) => batch,
             // Caught up: what was printed goes out now.
             Err(TryRecvError::Empty) => {
                 output.flush()?;
-                match jobs.recv_timeout(IDLE_CHECK) {
-                    Ok(job) => job,
+                match batches.recv_timeout(IDLE_CHECK) {
+                    Ok(batch) => batch,
                     Err(RecvTimeoutError::Timeout) => {
-                        if folder.second_ended(monotonic_ns()) {
-                            for line in folder.close_second() {
+                        if printing.folder.second_ended(monotonic_ns()) {
+                            for line in printing.folder.close_second() {
                                 output.note(&line)?;
                             }
                         }
@@ -132,21 +169,40 @@ fn print_loop(
             }
             Err(TryRecvError::Disconnected) => break,
         };
+        for job in batch {
+            printing.print(&mut output, job)?;
+        }
+    }
+    for line in printing.folder.close_second() {
+        output.note(&line)?;
+    }
+    output.flush()?;
+    Ok(output)
+}
+
+/// The printer thread's state.
+struct Printing {
+    limit: u64,
+    folder: Folder,
+    symbols: Symbols,
+    said: Vec<String>,
+    to: Destinations,
+}
+
+impl Printing {
+    fn print(&mut self, output: &mut Output, job: Job) -> io::Result<()> {
         let EventJob {
             event,
             applied,
             new_stack,
         } = match job {
             Job::Event(event) => event,
-            Job::Json(value) => {
-                output.json_line(&value)?;
-                continue;
-            }
+            Job::Json(value) => return output.json_line(&value),
         };
         let stack = match &new_stack {
             Some(raw) => {
-                let stack = symbols.symbolize(raw);
-                if let Some(recording) = &to.recording {
+                let stack = self.symbols.symbolize(raw);
+                if let Some(recording) = &self.to.recording {
                     recording.record(&Record::Stack(StackRecord {
                         pid: raw.pid,
                         id: raw.id,
@@ -158,9 +214,9 @@ fn print_loop(
             None => event
                 .stack
                 .checked_sub(1)
-                .and_then(|id| symbols.cached(event.pid, id)),
+                .and_then(|id| self.symbols.cached(event.pid, id)),
         };
-        if let (Some(sites), Some(stack)) = (&to.sites, &stack)
+        if let (Some(sites), Some(stack)) = (&self.to.sites, &stack)
             && let Ok(mut sites) = sites.lock()
         {
             sites
@@ -174,21 +230,18 @@ fn print_loop(
                 Some(stack) => sites::site_of(stack),
                 None => unstacked_site(&event, &applied),
             };
-            let whole = folder.admit(event.exit_ns, flag, &site, &mut said);
-            for line in said.drain(..) {
+            let whole = self
+                .folder
+                .admit(event.exit_ns, flag, &site, &mut self.said);
+            for line in self.said.drain(..) {
                 output.note(&line)?;
             }
             if !whole {
-                continue;
+                return Ok(());
             }
         }
-        output.event(&event, &applied, limit, stack.as_deref())?;
+        output.event(&event, &applied, self.limit, stack.as_deref())
     }
-    for line in folder.close_second() {
-        output.note(&line)?;
-    }
-    output.flush()?;
-    Ok(output)
 }
 
 /// Where a call without a stack came from, as near as the call and the
