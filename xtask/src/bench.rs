@@ -139,12 +139,14 @@ fn bench_bystander(vmatrace: &Path, workload: &Workload, compare: bool) -> Resul
 fn bench_footprint(vmatrace: &Path) -> Result<()> {
     let bin = workload_bin().display().to_string();
     let vmatrace = vmatrace.display().to_string();
-    let (mut start, mut exit, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut start, mut exit, mut rss, mut rss_stacks) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        let run = footprint_run(&vmatrace, &bin)?;
+        let run = footprint_run(&vmatrace, &bin, &["churn", "50000", "4"])?;
         start.push(run.0);
         exit.push(run.1);
         rss.push(run.2);
+        rss_stacks.push(footprint_run(&vmatrace, &bin, &["split-churn", "50000"])?.2);
     }
     println!("\nvmatrace itself: `vmatrace -q -- workload churn 50000 4` (default ring buffer)");
     println!(
@@ -159,26 +161,22 @@ fn bench_footprint(vmatrace: &Path) -> Result<()> {
         "  peak RSS                         {:>8.1} MB",
         median(&mut rss)
     );
+    println!(
+        "  peak RSS, split-churn 50000      {:>8.1} MB   (a stack unwound for each SPLIT)",
+        median(&mut rss_stacks)
+    );
     Ok(())
 }
 
-/// One run: (launch to "workload: ready", summary to exit, peak RSS MB).
-fn footprint_run(vmatrace: &str, bin: &str) -> Result<(f64, f64, f64)> {
+/// One run of `workload`: (launch to "workload: ready", summary to exit,
+/// peak RSS MB).
+fn footprint_run(vmatrace: &str, bin: &str, workload: &[&str]) -> Result<(f64, f64, f64)> {
     use std::io::{BufRead, BufReader};
     use std::time::Instant;
     let launched = Instant::now();
     let mut child = Command::new("/usr/bin/time")
-        .args([
-            "-f",
-            "maxrss_kib=%M",
-            vmatrace,
-            "-q",
-            "--",
-            bin,
-            "churn",
-            "50000",
-            "4",
-        ])
+        .args(["-f", "maxrss_kib=%M", vmatrace, "-q", "--", bin])
+        .args(workload)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
