@@ -83,6 +83,18 @@ pub fn site_of(stack: &Stack) -> String {
     first_outside(stack, |_| false)
 }
 
+/// The site, and past an allocator the code that drove it
+/// (`libjemalloc.so.2+0x94cca <- decrRefCount`): what a folded line of
+/// SPLITs names, so that a storm inside an unnamed allocator frame still
+/// says whose it is.
+pub fn site_and_caller(stack: &Stack) -> String {
+    let site = site_of(stack);
+    match caller_of(stack) {
+        caller if caller == site || caller == "??" => site,
+        caller => format!("{site} <- {caller}"),
+    }
+}
+
 /// The first frame outside libc, the loader and the allocator (jemalloc,
 /// tcmalloc, mimalloc, glibc malloc): the code that asked for memory.
 pub fn caller_of(stack: &Stack) -> String {
@@ -245,5 +257,26 @@ mod tests {
         ]);
         assert_eq!(site_of(&stack), "_dl_map_object");
         assert_eq!(site_of(&Stack::new(Vec::new())), "??");
+    }
+
+    /// A fold line names the code past the allocator, not only the
+    /// allocator's (often unnamed) frame.
+    #[test]
+    fn a_site_inside_the_allocator_is_told_with_its_caller() {
+        let jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+        let mut unnamed = frame("x", jemalloc);
+        unnamed.function = None;
+        unnamed.offset = 0x94cca;
+        let through_jemalloc = Stack::new(vec![
+            frame("__munmap", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            unnamed,
+            frame("decrRefCount", "/usr/bin/redis-check-rdb"),
+        ]);
+        assert_eq!(
+            site_and_caller(&through_jemalloc),
+            "libjemalloc.so.2+0x94cca <- decrRefCount"
+        );
+        let own = Stack::new(vec![frame("punch_hole", "/app")]);
+        assert_eq!(site_and_caller(&own), "punch_hole");
     }
 }

@@ -227,7 +227,7 @@ impl Printing {
         if applied.flags.any() && output.filter.prints(&applied) {
             let flag = applied.flags.names().first().copied().unwrap_or("flagged");
             let site = match &stack {
-                Some(stack) => sites::site_of(stack),
+                Some(stack) => sites::site_and_caller(stack),
                 None => unstacked_site(&event, &applied),
             };
             let whole = self
