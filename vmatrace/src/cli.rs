@@ -246,6 +246,14 @@ pub struct LiveArgs {
     #[arg(short = 'q', long, conflicts_with = "only_flagged")]
     pub quiet: bool,
 
+    /// Leave the kernel's run-time statistics of BPF programs off: no
+    /// "tracing cost" in the summary and --top. They time every run of
+    /// every BPF program on the host (two clock reads each) while vmatrace
+    /// holds them: about 3% of the syscall time of a process that makes
+    /// mapping calls, traced or not, here.
+    #[arg(long)]
+    pub no_cost: bool,
+
     /// Instead of events, show each process's allocator pattern, refreshed
     /// every -i seconds (default 1): the count against the limit, growth
     /// and time to the limit, call rates, mmap/munmap size classes, the

@@ -225,6 +225,27 @@ fn concurrent_threads_get_exact_split_flags() {
     assert!(cost["ns_per_traced_call"].as_f64().unwrap() > 0.0, "{cost}");
 }
 
+/// `--no-cost` leaves the kernel's run-time statistics off: the summary
+/// has no cost, where by default it has one (see above).
+#[test]
+fn no_cost_leaves_the_run_time_statistics_off() {
+    let workload = workload();
+    let run = Running::vmatrace(&[
+        "--json",
+        "-q",
+        "--no-cost",
+        "--",
+        &workload,
+        "churn",
+        "200",
+        "4",
+    ])
+    .finish();
+    run.assert_complete();
+    assert!(run.summary()["cost"].is_null(), "{}", run.summary());
+    assert!(!run.stderr_text().contains("tracing cost"));
+}
+
 /// `-p` on a process that already has threads: the lock probes are
 /// attached before tracing starts, so four threads cutting at once are
 /// exact from their first call, and no thread event was needed for it.

@@ -87,7 +87,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             .map(|info| info.pid)
             .chain(gated.as_ref().map(|command| command.pid))
             .collect(),
-        run_time_stats: true,
+        run_time_stats: !cli.no_cost,
         lock_probes_on_demand: targets != Targets::All,
     })?;
     // After the load: a thread started from now on is told by the
