@@ -93,14 +93,21 @@ fn bench_bystander(vmatrace: &Path, workload: &Workload, compare: bool) -> Resul
     let bin = workload_bin().display().to_string();
     let vmatrace = vmatrace.display().to_string();
     let args: Vec<&str> = workload.args.iter().map(String::as_str).collect();
-    let (mut alone, mut beside_vmatrace, mut beside_bpftrace) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let (mut alone, mut beside_vmatrace, mut beside_no_cost, mut beside_bpftrace) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         alone.push(timed(&bin, &args, false)?.0);
         let idle = Idle::start(&bin)?;
         let pid = idle.pid().to_string();
         let tracer = Background::start(&vmatrace, &["-q", "-p", &pid], "vmatrace: tracing")?;
         beside_vmatrace.push(timed(&bin, &args, false)?.0);
+        tracer.stop()?;
+        let tracer = Background::start(
+            &vmatrace,
+            &["-q", "--no-cost", "-p", &pid],
+            "vmatrace: tracing",
+        )?;
+        beside_no_cost.push(timed(&bin, &args, false)?.0);
         tracer.stop()?;
         if compare {
             let script = format!(
@@ -125,6 +132,10 @@ fn bench_bystander(vmatrace: &Path, workload: &Workload, compare: bool) -> Resul
         println!("  {label:<32} {secs:>8.3} s   x{:.3}", secs / base);
     };
     report("beside vmatrace -q -p IDLE", median(&mut beside_vmatrace));
+    report(
+        "beside vmatrace -q --no-cost -p",
+        median(&mut beside_no_cost),
+    );
     if compare {
         report(
             "beside bpftrace (counting, pid)",
@@ -308,6 +319,7 @@ fn bench_workload(vmatrace: &Path, workload: &Workload, compare: bool) -> Result
     let mut quiet = Vec::new();
     let mut printed = Vec::new();
     let mut no_stacks = Vec::new();
+    let mut no_cost = Vec::new();
     let mut all_stacks = Vec::new();
     let mut recorded = Vec::new();
     let mut captured = Vec::new();
@@ -335,6 +347,9 @@ fn bench_workload(vmatrace: &Path, workload: &Workload, compare: bool) -> Result
         let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json", "--no-stacks"], &wl)?;
         no_stacks.push(secs);
         lost += summary.lost;
+        let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json", "--no-cost"], &wl)?;
+        no_cost.push(secs);
+        lost += summary.lost;
         let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json", "--stacks"], &wl)?;
         all_stacks.push(secs);
         lost += summary.lost;
@@ -359,6 +374,7 @@ fn bench_workload(vmatrace: &Path, workload: &Workload, compare: bool) -> Result
     report("vmatrace -q (stacks of flagged)", median(&mut quiet));
     report("vmatrace serve (every process)", median(&mut served));
     report("vmatrace -q --no-stacks", median(&mut no_stacks));
+    report("vmatrace -q --no-cost", median(&mut no_cost));
     report("vmatrace -q --stacks (every call)", median(&mut all_stacks));
     report("vmatrace --json > /dev/null", median(&mut printed));
     report("vmatrace -q -o FILE (recording)", median(&mut recorded));
