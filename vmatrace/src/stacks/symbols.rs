@@ -83,8 +83,10 @@ pub struct Symbols {
     debug_info: bool,
     done: HashMap<(u32, u32), Arc<Stack>>,
     build_ids: HashMap<Arc<str>, Option<String>>,
-    /// Each module's separate debug file, if it has one (by build id).
-    debug_files: HashMap<Arc<str>, Option<DebugFile>>,
+    /// Each module's separate debug file, if it has one (by build id),
+    /// by the module's (device, inode): one entry however many processes
+    /// map it.
+    debug_files: HashMap<(u64, u64), Option<DebugFile>>,
 }
 
 impl Default for Symbols {
@@ -137,7 +139,7 @@ impl Symbols {
         let mut frames = self.through_process(raw.pid, &raw.addrs);
         self.fill_from_files(&mut frames, &raw.files);
         if !self.debug_info {
-            self.fill_from_debug_symbols(&mut frames, &raw.files);
+            self.fill_from_debug_symbols(raw.pid, &mut frames, &raw.files);
         }
         self.place_unnamed(&mut frames, &raw.files);
         name_mapped_modules(&mut frames, &raw.files);
@@ -199,7 +201,12 @@ impl Symbols {
     /// Names the frames still unnamed from the symbol table of their
     /// module's separate debug file, which has the functions a stripped
     /// library keeps out of its own (static ones, most of ld.so's).
-    fn fill_from_debug_symbols(&mut self, frames: &mut [Frame], files: &[Option<(Arc<str>, u64)>]) {
+    fn fill_from_debug_symbols(
+        &mut self,
+        pid: u32,
+        frames: &mut [Frame],
+        files: &[Option<(Arc<str>, u64)>],
+    ) {
         let mut by_file: HashMap<Arc<str>, Vec<(usize, u64)>> = HashMap::new();
         for (i, frame) in frames.iter().enumerate() {
             if let (None, Some(Some((path, offset)))) = (&frame.function, files.get(i))
@@ -209,7 +216,7 @@ impl Symbols {
             }
         }
         for (path, wanted) in by_file {
-            let Some(debug) = self.debug_file(&path) else {
+            let Some(debug) = self.debug_file(pid, &path) else {
                 continue;
             };
             let (indices, virts): (Vec<usize>, Vec<u64>) = wanted
@@ -234,14 +241,23 @@ impl Symbols {
         }
     }
 
-    fn debug_file(&mut self, path: &Arc<str>) -> Option<&DebugFile> {
-        if !self.debug_files.contains_key(path) {
-            let found = self
-                .build_id(path)
-                .and_then(|id| DebugFile::find(path, &id));
-            self.debug_files.insert(path.clone(), found);
-        }
-        self.debug_files.get(path)?.as_ref()
+    /// The debug file of the module at `path` in process `pid`: its build
+    /// id is read from the file the process maps (in a container, not the
+    /// host's file of that name), while it lives.
+    fn debug_file(&mut self, pid: u32, path: &str) -> Option<&DebugFile> {
+        use std::os::unix::fs::MetadataExt;
+        let seen = format!("/proc/{pid}/root{path}");
+        let module = if std::path::Path::new(&seen).exists() {
+            seen.as_str()
+        } else {
+            path
+        };
+        let meta = std::fs::metadata(module).ok()?;
+        let key = (meta.dev(), meta.ino());
+        self.debug_files
+            .entry(key)
+            .or_insert_with(|| build_id_of(module).and_then(|id| DebugFile::find(module, &id)))
+            .as_ref()
     }
 
     fn build_id(&mut self, path: &Arc<str>) -> Option<String> {
