@@ -178,6 +178,16 @@ pub fn registry(rows: Vec<Row>, max_series: usize, lost: &LostCounts, limit: u64
         "Traced calls or lifecycle events vmatrace could not count",
         lost_total,
     );
+    // Not in the lost total: the raw_syscalls programs run for every
+    // syscall of the host, so a skipped run is a traced call lost only if
+    // it was one (see `LostCounts::kernel_skipped_runs`).
+    let skipped = Counter::<u64>::default();
+    skipped.inc_by(lost.kernel_skipped_runs);
+    registry.register(
+        "vmatrace_kernel_skipped_runs",
+        "Runs of vmatrace's programs the kernel skipped (recursion_misses, Linux 5.12+), any syscall of the host",
+        skipped,
+    );
     let folded = Gauge::<i64>::default();
     folded.set(other.as_ref().map_or(0, |(_, n)| *n as i64));
     registry.register(
@@ -289,6 +299,24 @@ mod tests {
         );
         assert!(text.contains("process_memory_map_areas{pid=\"42\",comm=\"p42\"} 100"));
         assert!(!text.contains("# EOF"));
+    }
+
+    /// The kernel's skipped runs are exported apart from the lost events:
+    /// most are runs for syscalls no one traces.
+    #[test]
+    fn skipped_runs_are_exported_beside_the_lost_events() {
+        let lost = LostCounts {
+            ring_buffer_full: 2,
+            kernel_skipped_runs: 5,
+            ..LostCounts::default()
+        };
+        let registry = registry(vec![row(1, 10, 0)], 100, &lost, 65530);
+        let text = render(&registry, Exposition::Text).unwrap();
+        assert!(text.contains("vmatrace_lost_events_total 2"), "{text}");
+        assert!(
+            text.contains("vmatrace_kernel_skipped_runs_total 5"),
+            "{text}"
+        );
     }
 
     #[test]
