@@ -463,7 +463,18 @@ fn a_limit_changed_during_the_trace_is_followed() {
     let _restore = RestoreLimit(limit);
     // Twice the new limit's pages: the incident reaches it.
     let pages = limit.to_string();
-    let mut run = Running::vmatrace(&["-q", "--", &workload(), "incident", &pages, "--wait"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("limit.vmat").display().to_string();
+    let mut run = Running::vmatrace(&[
+        "-q",
+        "-o",
+        &file,
+        "--",
+        &workload(),
+        "incident",
+        &pages,
+        "--wait",
+    ]);
     run.wait_stderr("ready pid=");
     std::fs::write("/proc/sys/vm/max_map_count", (limit / 2).to_string()).unwrap();
     run.wait_stderr("vm.max_map_count changed");
@@ -477,6 +488,14 @@ fn a_limit_changed_during_the_trace_is_followed() {
     assert!(causes.contains("vma limit"), "{causes}");
     assert!(!causes.contains("memory"), "{causes}");
     assert!(text.contains("lost events: 0"), "{text}");
+    // The recording has the change too: read back, the failures are at
+    // the new limit, as live.
+    let report = Running::vmatrace(&["report", "--json", &file]).finish();
+    assert_eq!(report.code(), 0, "{}", report.stderr_text());
+    let report: Value = serde_json::from_str(report.stdout.last().unwrap()).unwrap();
+    let causes = &report["processes"][0]["enomem_by_cause"];
+    assert!(causes["vma_limit"].as_u64().unwrap_or(0) > 0, "{causes}");
+    assert!(causes.get("memory").is_none(), "{causes}");
 }
 
 /// -p on running processes; one exits mid-trace and tracing goes on for

@@ -137,6 +137,11 @@ fn play(
                 .and_then(|id| symbols.cached(event.pid, id));
             each(event, &applied, &processes, stack.as_deref());
         }
+        Record::Limit(limit) => {
+            // From here on, as the live view did.
+            processes.detector = Detector::with_warn_at(limit.max_map_count, limit.warn_at);
+            other(record)
+        }
         Record::Lost(_) | Record::Checkpoint(_) | Record::End { .. } => other(record),
         Record::Header(_) | Record::Stack(_) => {}
     })?;

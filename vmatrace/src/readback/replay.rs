@@ -22,11 +22,10 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
         false,
         header.clock_offset_ns as i128,
     );
-    let limit = header.max_map_count;
     let mut failed = None;
     let (_, ending) = play(
         &trace,
-        |event, applied, _, stack| {
+        |event, applied, processes, stack| {
             if failed.is_some() {
                 return;
             }
@@ -34,6 +33,8 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
             let wanted = (args.pids.is_empty() || args.pids.contains(&event.pid))
                 && args.since.is_none_or(|since| at >= since)
                 && args.until.is_none_or(|until| at <= until);
+            // The limit in force then: it may have changed (`Limit`).
+            let limit = processes.detector.limit;
             if wanted && let Err(e) = output.event(event, applied, limit, stack) {
                 failed = Some(e);
             }

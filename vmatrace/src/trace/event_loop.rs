@@ -26,7 +26,7 @@ use crate::{
     model::{address_space, detect::Detector, processes::Processes, snapshot::snapshot_process},
     output::{EventFilter, Output, status::StatusLines, top::Top},
     tracefile::{
-        format::{Checkpoint, MappingRecord, Record},
+        format::{Checkpoint, LimitRecord, MappingRecord, Record},
         writer::Recorder,
     },
 };
@@ -246,6 +246,13 @@ impl Run {
         let old = self.processes.detector.limit;
         self.processes.detector = Detector::new(limit, warn_fraction);
         probes.set_limits(limit, self.processes.detector.warn_at);
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.record(&Record::Limit(LimitRecord {
+                at_ns: monotonic_ns(),
+                max_map_count: limit,
+                warn_at: self.processes.detector.warn_at,
+            }));
+        }
         self.notice(
             serde_json::json!({"type": "limit", "from": old, "limit": limit}),
             format!(

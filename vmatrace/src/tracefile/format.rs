@@ -12,7 +12,8 @@ use crate::stacks::symbols::{Frame, Stack};
 
 pub const MAGIC: &[u8; 8] = b"VMATRACE";
 /// 2 added the Mapping record; version 1 files read the same otherwise.
-pub const FORMAT_VERSION: u16 = 3;
+/// 4: `Limit` records.
+pub const FORMAT_VERSION: u16 = 4;
 /// Magic and version, then two reserved bytes.
 pub const PREAMBLE_LEN: usize = 12;
 pub const FRAME_HEADER_LEN: usize = 8;
@@ -32,6 +33,7 @@ pub enum Kind {
     End = 6,
     Stack = 7,
     Mapping = 8,
+    Limit = 9,
 }
 
 impl Kind {
@@ -45,6 +47,7 @@ impl Kind {
             6 => Kind::End,
             7 => Kind::Stack,
             8 => Kind::Mapping,
+            9 => Kind::Limit,
             _ => return None,
         })
     }
@@ -117,6 +120,16 @@ pub struct MappingRecord {
     pub path: String,
 }
 
+/// `vm.max_map_count` changed during the recording: from `at_ns` on,
+/// events are judged against the new limit, as the live view did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LimitRecord {
+    pub at_ns: u64,
+    pub max_map_count: u64,
+    /// The NEAR-LIMIT threshold for it, in VMAs.
+    pub warn_at: u64,
+}
+
 /// Every live process's count at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Checkpoint {
@@ -137,6 +150,7 @@ pub enum Record {
     },
     Stack(StackRecord),
     Mapping(MappingRecord),
+    Limit(LimitRecord),
 }
 
 pub fn preamble() -> [u8; PREAMBLE_LEN] {
@@ -232,6 +246,12 @@ pub fn encode(record: &Record) -> Bytes {
             payload.put_u64_le(m.start);
             put_str(&mut payload, &m.path);
             Kind::Mapping
+        }
+        Record::Limit(l) => {
+            for value in [l.at_ns, l.max_map_count, l.warn_at] {
+                payload.put_u64_le(value);
+            }
+            Kind::Limit
         }
     };
     frame(kind as u8, &payload)
@@ -408,6 +428,11 @@ fn decode_payload(kind: Kind, mut buf: &[u8]) -> Option<Record> {
             pid: get_u32(buf)?,
             start: get_u64(buf)?,
             path: get_str(buf)?,
+        }),
+        Kind::Limit => Record::Limit(LimitRecord {
+            at_ns: get_u64(buf)?,
+            max_map_count: get_u64(buf)?,
+            warn_at: get_u64(buf)?,
         }),
     };
     buf.is_empty().then_some(record)

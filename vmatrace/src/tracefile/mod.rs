@@ -9,7 +9,7 @@ mod tests {
     use vmatrace_common::{Call, Event, EventKind};
 
     use super::{
-        format::{self, Checkpoint, Header, LostRecord, ProcessInfo, Record},
+        format::{self, Checkpoint, Header, LimitRecord, LostRecord, ProcessInfo, Record},
         reader::{self, Ending},
     };
 
@@ -47,6 +47,11 @@ mod tests {
             counts: vec![(7, 11)],
         })));
         data.extend_from_slice(&format::encode(&Record::Lost(LostRecord::default())));
+        data.extend_from_slice(&format::encode(&Record::Limit(LimitRecord {
+            at_ns: 300,
+            max_map_count: 1000,
+            warn_at: 900,
+        })));
         data.extend_from_slice(&format::encode(&Record::End { events: 1 }));
         data
     }
@@ -55,10 +60,14 @@ mod tests {
     fn round_trip_reads_every_record_and_a_clean_end() {
         let trace = reader::parse(&sample_trace(), "t").expect("parses");
         assert_eq!(trace.header.max_map_count, 65530);
-        assert_eq!(trace.records.len(), 5);
+        assert_eq!(trace.records.len(), 6);
         assert_eq!(trace.ending, Ending::Clean);
         match &trace.records[1] {
             Record::Event(e) => assert_eq!((e.pid, e.vmas_after), (7, 11)),
+            other => panic!("{other:?}"),
+        }
+        match &trace.records[4] {
+            Record::Limit(l) => assert_eq!((l.at_ns, l.max_map_count, l.warn_at), (300, 1000, 900)),
             other => panic!("{other:?}"),
         }
     }
