@@ -466,7 +466,7 @@ fn a_limit_changed_during_the_trace_is_followed() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("limit.vmat").display().to_string();
     let mut run = Running::vmatrace(&[
-        "-q",
+        "--only-flagged",
         "-o",
         &file,
         "--",
@@ -488,6 +488,15 @@ fn a_limit_changed_during_the_trace_is_followed() {
     assert!(causes.contains("vma limit"), "{causes}");
     assert!(!causes.contains("memory"), "{causes}");
     assert!(text.contains("lost events: 0"), "{text}");
+    // The event lines say the limit in force.
+    let failed: Vec<&String> = finished
+        .stdout
+        .iter()
+        .filter(|l| l.contains("[ENOMEM"))
+        .collect();
+    assert!(!failed.is_empty(), "{text}");
+    let new_limit = format!("/{}]", limit / 2);
+    assert!(failed.iter().all(|l| l.contains(&new_limit)), "{failed:?}");
     // The recording has the change too: read back, the failures are at
     // the new limit, as live.
     let report = Running::vmatrace(&["report", "--json", &file]).finish();

@@ -393,10 +393,12 @@ impl Run {
         // with a stack (its sites).
         let counts_for_sites = event.stack != 0 && self.top.is_some();
         if new_stack.is_some() || counts_for_sites || self.filter.prints(&applied) {
+            let limit = self.processes.detector.limit;
             self.print(Job::Event(EventJob {
                 event,
                 applied,
                 new_stack,
+                limit,
             }))?;
         }
         Ok(())

@@ -154,7 +154,6 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     let filter = output.filter;
     let printer = Printer::start(
         output,
-        limit,
         max_rate(&cli),
         cli.debug_info,
         Destinations {

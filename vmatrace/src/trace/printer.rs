@@ -54,6 +54,9 @@ pub struct EventJob {
     pub event: Event,
     pub applied: Applied,
     pub new_stack: Option<RawStack>,
+    /// `vm.max_map_count` when the event was judged (it can change
+    /// during the trace).
+    pub limit: u64,
 }
 
 /// The printer thread has stopped.
@@ -79,7 +82,6 @@ impl Printer {
     /// `debug_info`: see `Symbols::new`.
     pub fn start(
         output: Output,
-        limit: u64,
         max_rate: u32,
         debug_info: bool,
         to: Destinations,
@@ -88,7 +90,7 @@ impl Printer {
         let folder = Folder::new(max_rate);
         let thread = std::thread::Builder::new()
             .name("vmatrace-printer".into())
-            .spawn(move || print_loop(output, limit, folder, debug_info, to, incoming))
+            .spawn(move || print_loop(output, folder, debug_info, to, incoming))
             .context("starting the printer thread")?;
         Ok(Printer {
             batches,
@@ -134,14 +136,12 @@ const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 fn print_loop(
     mut output: Output,
-    limit: u64,
     folder: Folder,
     debug_info: bool,
     to: Destinations,
     batches: Receiver<Vec<Job>>,
 ) -> io::Result<Output> {
     let mut printing = Printing {
-        limit,
         folder,
         // Made here: the symbolizer stays on the thread that uses it.
         symbols: Symbols::new(debug_info),
@@ -182,7 +182,6 @@ fn print_loop(
 
 /// The printer thread's state.
 struct Printing {
-    limit: u64,
     folder: Folder,
     symbols: Symbols,
     said: Vec<String>,
@@ -195,6 +194,7 @@ impl Printing {
             event,
             applied,
             new_stack,
+            limit,
         } = match job {
             Job::Event(event) => event,
             Job::Json(value) => return output.json_line(&value),
@@ -240,7 +240,7 @@ impl Printing {
                 return Ok(());
             }
         }
-        output.event(&event, &applied, self.limit, stack.as_deref())
+        output.event(&event, &applied, limit, stack.as_deref())
     }
 }
 
