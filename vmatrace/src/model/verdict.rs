@@ -182,7 +182,7 @@ fn symptoms(state: &ProcessState) -> String {
                 }
                 _ => return None,
             };
-            Some(format!("{} ({what})", calls(*n).replacen("call", call, 1)))
+            Some(format!("{n} {call}{} ({what})", plural(*n)))
         })
         .collect();
     if seen.is_empty() {
@@ -193,14 +193,18 @@ fn symptoms(state: &ProcessState) -> String {
 
 /// "1 call", "2 calls".
 fn calls(n: u64) -> String {
-    format!("{n} call{}", if n == 1 { "" } else { "s" })
+    format!("{n} call{}", plural(n))
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn how(state: &ProcessState, ctx: &Context) -> Option<String> {
     let ((call, kind), n) = main_cut(state)?;
     let mut text = format!(
         "{n} {call} call{} cut {} ({:.0}% of its {} SPLITs)",
-        if n == 1 { "" } else { "s" },
+        plural(n),
         kind_phrase(kind),
         percent(n, state.splits),
         state.splits

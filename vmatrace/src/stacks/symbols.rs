@@ -82,11 +82,9 @@ pub struct Symbols {
     /// rather than their symbol table alone.
     debug_info: bool,
     done: HashMap<(u32, u32), Arc<Stack>>,
-    build_ids: HashMap<Arc<str>, Option<String>>,
-    /// Each module's separate debug file, if it has one (by build id),
-    /// by the module's (device, inode): one entry however many processes
-    /// map it.
-    debug_files: HashMap<(u64, u64), Option<DebugFile>>,
+    /// What was read of each module file (its build id, its debug file),
+    /// by (device, inode): one entry however many processes map it.
+    modules: HashMap<(u64, u64), Option<ModuleFile>>,
 }
 
 impl Default for Symbols {
@@ -115,8 +113,7 @@ impl Symbols {
             symbolizer,
             debug_info,
             done: HashMap::new(),
-            build_ids: HashMap::new(),
-            debug_files: HashMap::new(),
+            modules: HashMap::new(),
         }
     }
 
@@ -141,7 +138,7 @@ impl Symbols {
         if !self.debug_info {
             self.fill_from_debug_symbols(raw.pid, &mut frames, &raw.files);
         }
-        self.place_unnamed(&mut frames, &raw.files);
+        self.place_unnamed(raw.pid, &mut frames, &raw.files);
         name_mapped_modules(&mut frames, &raw.files);
         let stack = Arc::new(Stack::new(frames));
         self.done.insert((raw.pid, raw.id), stack.clone());
@@ -216,7 +213,10 @@ impl Symbols {
             }
         }
         for (path, wanted) in by_file {
-            let Some(debug) = self.debug_file(pid, &path) else {
+            let Some(debug) = self
+                .module(pid, &path)
+                .and_then(|module| module.debug_file.as_ref())
+            else {
                 continue;
             };
             let (indices, virts): (Vec<usize>, Vec<u64>) = wanted
@@ -241,35 +241,27 @@ impl Symbols {
         }
     }
 
-    /// The debug file of the module at `path` in process `pid`: its build
-    /// id is read from the file the process maps (in a container, not the
-    /// host's file of that name), while it lives.
-    fn debug_file(&mut self, pid: u32, path: &str) -> Option<&DebugFile> {
+    /// The module at `path` in process `pid`, read from the file the
+    /// process maps (in a container, not the host's file of that name)
+    /// while it lives, else from `path`.
+    fn module(&mut self, pid: u32, path: &str) -> Option<&ModuleFile> {
         use std::os::unix::fs::MetadataExt;
         let seen = format!("/proc/{pid}/root{path}");
-        let module = if std::path::Path::new(&seen).exists() {
+        let file = if std::path::Path::new(&seen).exists() {
             seen.as_str()
         } else {
             path
         };
-        let meta = std::fs::metadata(module).ok()?;
-        let key = (meta.dev(), meta.ino());
-        self.debug_files
-            .entry(key)
-            .or_insert_with(|| build_id_of(module).and_then(|id| DebugFile::find(module, &id)))
+        let meta = std::fs::metadata(file).ok()?;
+        self.modules
+            .entry((meta.dev(), meta.ino()))
+            .or_insert_with(|| ModuleFile::read(file))
             .as_ref()
-    }
-
-    fn build_id(&mut self, path: &Arc<str>) -> Option<String> {
-        self.build_ids
-            .entry(path.clone())
-            .or_insert_with(|| build_id_of(path))
-            .clone()
     }
 
     /// Gives each frame still unnamed its file and file offset (and the
     /// file's build id), so it prints as `module+0xoffset`.
-    fn place_unnamed(&mut self, frames: &mut [Frame], files: &[Option<(Arc<str>, u64)>]) {
+    fn place_unnamed(&mut self, pid: u32, frames: &mut [Frame], files: &[Option<(Arc<str>, u64)>]) {
         for (frame, file) in frames.iter_mut().zip(files) {
             if frame.function.is_some() {
                 continue;
@@ -280,7 +272,9 @@ impl Symbols {
             };
             frame.module = Some(path.to_string());
             frame.offset = *offset;
-            frame.build_id = self.build_id(path);
+            frame.build_id = self
+                .module(pid, path)
+                .and_then(|module| module.build_id.clone());
         }
     }
 }
@@ -303,14 +297,11 @@ fn is_debug_file(path: &str) -> bool {
     path.starts_with("/usr/lib/debug/") || path.ends_with(".debug")
 }
 
-/// The GNU build id of an ELF file, in hex. Read piecemeal: a server's
-/// binary can be tens of megabytes.
-fn build_id_of(path: &str) -> Option<String> {
-    use object::Object;
-    let data = object::ReadCache::new(std::fs::File::open(path).ok()?);
-    let file = object::File::parse(&data).ok()?;
-    let id = file.build_id().ok()??;
-    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+/// What is read of a module's file, once: its GNU build id (hex) and,
+/// when distributions installed one, its separate debug file.
+struct ModuleFile {
+    build_id: Option<String>,
+    debug_file: Option<DebugFile>,
 }
 
 /// A module's separate debug file, and how the module's file offsets
@@ -321,33 +312,51 @@ struct DebugFile {
     segments: Vec<(u64, u64, u64)>,
 }
 
-impl DebugFile {
-    /// Where distributions put it: under /usr/lib/debug/.build-id.
-    fn find(module: &str, build_id: &str) -> Option<DebugFile> {
+impl ModuleFile {
+    /// Read piecemeal: a server's binary can be tens of megabytes.
+    fn read(path: &str) -> Option<ModuleFile> {
         use object::{Object, ObjectSegment};
-        if build_id.len() < 3 {
-            return None;
-        }
-        let path = std::path::PathBuf::from(format!(
-            "/usr/lib/debug/.build-id/{}/{}.debug",
-            &build_id[..2],
-            &build_id[2..]
-        ));
-        if !path.is_file() {
-            return None;
-        }
-        let data = object::ReadCache::new(std::fs::File::open(module).ok()?);
+        let data = object::ReadCache::new(std::fs::File::open(path).ok()?);
         let file = object::File::parse(&data).ok()?;
-        let segments = file
-            .segments()
-            .map(|segment| {
-                let (offset, size) = segment.file_range();
-                (offset, size, segment.address())
-            })
-            .collect();
-        Some(DebugFile { path, segments })
+        let build_id: Option<String> = file
+            .build_id()
+            .ok()
+            .flatten()
+            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
+        let debug_file = build_id
+            .as_deref()
+            .and_then(debug_file_path)
+            .map(|path| DebugFile {
+                path,
+                segments: file
+                    .segments()
+                    .map(|segment| {
+                        let (offset, size) = segment.file_range();
+                        (offset, size, segment.address())
+                    })
+                    .collect(),
+            });
+        Some(ModuleFile {
+            build_id,
+            debug_file,
+        })
     }
+}
 
+/// Where distributions put a debug file: under /usr/lib/debug/.build-id.
+fn debug_file_path(build_id: &str) -> Option<std::path::PathBuf> {
+    if build_id.len() < 3 {
+        return None;
+    }
+    let path = std::path::PathBuf::from(format!(
+        "/usr/lib/debug/.build-id/{}/{}.debug",
+        &build_id[..2],
+        &build_id[2..]
+    ));
+    path.is_file().then_some(path)
+}
+
+impl DebugFile {
     /// The address (as in the symbol tables) at `offset` in the module.
     fn virt_offset(&self, offset: u64) -> Option<u64> {
         self.segments
