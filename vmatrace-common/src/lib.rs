@@ -28,11 +28,24 @@ pub enum Call {
     Shmat = 12,
     Shmdt = 13,
     Mseal = 14,
+    // Calls that change the count only now and then (`Call::is_watched`):
+    // reported only when they did, or failed with ENOMEM.
+    Mbind = 15,
+    SetMempolicyHomeNode = 16,
+    IoSetup = 17,
+    IoDestroy = 18,
+    /// Only userfaultfd's range (un)registration (`UFFDIO_*` commands).
+    Ioctl = 19,
+    /// Only `PR_SET_VMA` (naming anonymous memory).
+    Prctl = 20,
+    RemapFilePages = 21,
+    MapShadowStack = 22,
+    ProcessMadvise = 23,
 }
 
 impl Call {
     /// Every traced call, in discriminant order.
-    pub const ALL: [Call; 15] = [
+    pub const ALL: [Call; 24] = [
         Call::Mmap,
         Call::Munmap,
         Call::Brk,
@@ -48,6 +61,15 @@ impl Call {
         Call::Shmat,
         Call::Shmdt,
         Call::Mseal,
+        Call::Mbind,
+        Call::SetMempolicyHomeNode,
+        Call::IoSetup,
+        Call::IoDestroy,
+        Call::Ioctl,
+        Call::Prctl,
+        Call::RemapFilePages,
+        Call::MapShadowStack,
+        Call::ProcessMadvise,
     ];
 
     /// The syscall's name, as in `syscalls/sys_enter_<name>`.
@@ -68,20 +90,44 @@ impl Call {
             Call::Shmat => "shmat",
             Call::Shmdt => "shmdt",
             Call::Mseal => "mseal",
+            Call::Mbind => "mbind",
+            Call::SetMempolicyHomeNode => "set_mempolicy_home_node",
+            Call::IoSetup => "io_setup",
+            Call::IoDestroy => "io_destroy",
+            Call::Ioctl => "ioctl",
+            Call::Prctl => "prctl",
+            Call::RemapFilePages => "remap_file_pages",
+            Call::MapShadowStack => "map_shadow_stack",
+            Call::ProcessMadvise => "process_madvise",
         }
     }
 
     /// How many arguments the syscall takes (the rest of [`Event::args`] is 0).
     pub const fn arg_count(self) -> usize {
         match self {
-            Call::Mmap => 6,
-            Call::Mremap => 5,
-            Call::PkeyMprotect => 4,
-            Call::Mprotect | Call::Madvise | Call::Mlock2 | Call::Shmat | Call::Mseal => 3,
-            Call::Munmap | Call::Mlock | Call::Munlock => 2,
-            Call::Brk | Call::Mlockall | Call::Shmdt => 1,
+            Call::Mmap | Call::Mbind => 6,
+            Call::Mremap | Call::Prctl | Call::RemapFilePages | Call::ProcessMadvise => 5,
+            Call::PkeyMprotect | Call::SetMempolicyHomeNode => 4,
+            Call::Mprotect
+            | Call::Madvise
+            | Call::Mlock2
+            | Call::Shmat
+            | Call::Mseal
+            | Call::Ioctl
+            | Call::MapShadowStack => 3,
+            Call::Munmap | Call::Mlock | Call::Munlock | Call::IoSetup => 2,
+            Call::Brk | Call::Mlockall | Call::Shmdt | Call::IoDestroy => 1,
             Call::Munlockall => 0,
         }
+    }
+
+    /// Calls that change the VMA count only now and then (a memory policy
+    /// or a userfaultfd range on part of a mapping cuts it, an aio context
+    /// maps its ring): traced like the others, but sent to userspace only
+    /// when the count changed or the call failed with ENOMEM, so a process
+    /// that calls them often costs no event per call.
+    pub const fn is_watched(self) -> bool {
+        self as u8 >= Call::Mbind as u8
     }
 
     /// Calls without which vmatrace cannot keep an exact picture: the tool
@@ -122,6 +168,29 @@ pub enum EventKind {
     /// userspace attaches them. `args[0]` is the thread's id. Never
     /// recorded in trace files.
     Thread = 4,
+    /// The count of a traced process changed in a write section of its
+    /// address space that no traced call of the thread holding it made
+    /// (seen by the lock probes: a syscall vmatrace does not decode, the
+    /// kernel's own mappings such as the uprobes page, another process
+    /// sharing or changing the address space), or, counted at syscall
+    /// entry and exit, between two calls of a single-threaded process.
+    /// `pid` is the process whose count changed; `tid` and `comm` the task
+    /// that changed it (the process's own thread, or another); `ret` is the
+    /// number of the syscall it was in ([`change_nr`]); `args` that
+    /// syscall's arguments when known.
+    Change = 5,
+}
+
+/// What [`Event::ret`] holds in a [`EventKind::Change`] event: the number of
+/// the syscall the changing task was in (its return value is not known
+/// yet when the lock is let go), or one of these.
+pub mod change_nr {
+    /// Not in a syscall (a trap, such as the uprobes page mapped on a
+    /// breakpoint, or a kernel thread).
+    pub const OUTSIDE: i64 = -1;
+    /// Unknown: the kernel has no `bpf_task_pt_regs` (before 5.15), or
+    /// the change was found between two calls (syscall count mode).
+    pub const UNKNOWN: i64 = -2;
 }
 
 impl EventKind {
@@ -132,6 +201,7 @@ impl EventKind {
             2 => Some(EventKind::Fork),
             3 => Some(EventKind::Exit),
             4 => Some(EventKind::Thread),
+            5 => Some(EventKind::Change),
             _ => None,
         }
     }
@@ -152,7 +222,8 @@ pub struct Event {
     /// When `vmas_after` was read.
     pub count_ns: u64,
     pub args: [u64; 6],
-    /// The raw return value: a negative errno on failure.
+    /// The raw return value: a negative errno on failure. In a
+    /// [`EventKind::Change`] event, the syscall number ([`change_nr`]).
     pub ret: i64,
     /// Process id (the kernel's tgid).
     pub pid: u32,
@@ -308,21 +379,45 @@ pub mod names {
     pub const PT_REGS_IP_OFFSET: &str = "PT_REGS_IP_OFFSET";
     pub const PT_REGS_SP_OFFSET: &str = "PT_REGS_SP_OFFSET";
     pub const PT_REGS_BP_OFFSET: &str = "PT_REGS_BP_OFFSET";
+    pub const SYSCALL_REGS: &str = "SYSCALL_REGS";
+    pub const PT_REGS_NR_OFFSET: &str = "PT_REGS_NR_OFFSET";
+    pub const PT_REGS_ARG_OFFSETS: &str = "PT_REGS_ARG_OFFSETS";
+    pub const MM_OWNER_OFFSET: &str = "MM_OWNER_OFFSET";
+    pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
 }
 
 /// Entries of the `SYSCALL_CALLS` map: syscall numbers below this are
 /// looked up (the highest traced one, mseal, is 462 on x86-64).
 pub const SYSCALL_TABLE_SIZE: u32 = 1024;
 
-/// `SYSCALL_CALLS` value of a syscall vmatrace does not report that may
-/// change the VMA count (mbind, io_setup, ...): in the syscall count mode
-/// it counts as a call in progress, so the traced calls it overlaps are
-/// marked inexact. Set only in that mode.
-pub const SYSCALL_BYSTANDER: u8 = 0xff;
-/// `SYSCALL_CALLS` value of prctl: a bystander when its first argument is
-/// `PR_SET_VMA` (naming anonymous memory splits and merges VMAs).
-pub const SYSCALL_BYSTANDER_PRCTL: u8 = 0xfe;
+/// `SYSCALL_CALLS` values of the syscalls that build a new address space:
+/// execve and execveat replace the one they run in, fork, vfork, clone and
+/// clone3 copy into the child's. Its count is told by the exec and fork
+/// events, so the lock probes send no [`EventKind::Change`] for the write
+/// sections that build it. Never traced calls.
+pub const SYSCALL_EXEC: u8 = 0xfc;
+pub const SYSCALL_FORK: u8 = 0xfd;
+/// prctl's option that names anonymous memory: the only prctl traced.
 pub const PR_SET_VMA: u64 = 0x5356_4d41;
+/// The ioctl type of userfaultfd's commands (`UFFDIO`): the only ioctls
+/// traced (registering a range cuts the mappings it covers).
+pub const UFFDIO_TYPE: u64 = 0xaa;
+/// `UFFDIO_REGISTER` and `UFFDIO_UNREGISTER`: their range (`start`,
+/// `len`, read from the caller's memory at entry) is kept in `args[3]` and
+/// `args[4]`.
+pub const UFFDIO_REGISTER: u64 = 0xc020_aa00;
+pub const UFFDIO_UNREGISTER: u64 = 0x8010_aa01;
+
+/// Whether a call of a watched syscall is one vmatrace traces: ioctl only
+/// for userfaultfd, prctl only for `PR_SET_VMA`.
+#[inline(always)]
+pub const fn traced_args(call: Call, arg0: u64, arg1: u64) -> bool {
+    match call {
+        Call::Ioctl => (arg1 >> 8) & 0xff == UFFDIO_TYPE,
+        Call::Prctl => arg0 == PR_SET_VMA,
+        _ => true,
+    }
+}
 
 /// Values of the `CAPTURE_STACKS` global.
 pub mod capture_stacks {
@@ -333,7 +428,8 @@ pub mod capture_stacks {
 }
 
 /// VMAs a successful call creates by itself, before any cut: the new
-/// mapping of mmap and shmat, the new heap VMA brk may start, the copy
+/// mapping of mmap and shmat (and of io_setup's ring, a shadow stack, the
+/// remap_file_pages window), the new heap VMA brk may start, the copy
 /// mremap leaves when MREMAP_DONTUNMAP keeps the old range mapped. A call
 /// whose own change to the count exceeds this split a mapping.
 pub const fn creates(call: u8, args: &[u64; 6]) -> i64 {
@@ -341,6 +437,9 @@ pub const fn creates(call: u8, args: &[u64; 6]) -> i64 {
     let makes_one = call == Call::Mmap as u8
         || call == Call::Shmat as u8
         || call == Call::Brk as u8
+        || call == Call::IoSetup as u8
+        || call == Call::MapShadowStack as u8
+        || call == Call::RemapFilePages as u8
         || (call == Call::Mremap as u8 && args[3] & MREMAP_DONTUNMAP != 0);
     makes_one as i64
 }

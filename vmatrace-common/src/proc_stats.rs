@@ -26,6 +26,8 @@ pub struct ProcStats {
     pub splits: u64,
     /// Calls that took the count across the NEAR-LIMIT threshold.
     pub near_limit: u64,
+    /// Changes of the count outside a traced call (`EventKind::Change`).
+    pub changes: u64,
     /// ENOMEMs because the VMA count left no room, by call.
     pub enomem_vma_limit: [u64; CALLS],
     /// Other ENOMEMs (memory, address space), by call.
@@ -45,6 +47,7 @@ impl ProcStats {
             calls: 0,
             splits: 0,
             near_limit: 0,
+            changes: 0,
             enomem_vma_limit: [0; CALLS],
             enomem_memory: [0; CALLS],
             count: -1,
@@ -65,10 +68,10 @@ pub mod names {
 pub const PROC_STATS_ENTRIES: u32 = 32768;
 
 #[cfg(feature = "user")]
-// SAFETY: plain data, no padding (296 bytes of u64 and i32 in order).
+// SAFETY: plain data, no padding (448 bytes of u64 and i32 in order).
 unsafe impl aya::Pod for ProcStats {}
 
-const _: () = assert!(core::mem::size_of::<ProcStats>() == 296);
+const _: () = assert!(core::mem::size_of::<ProcStats>() == 448);
 
 /// Whether an ENOMEM was the VMA limit's doing, by the checks the kernel
 /// makes for that call against `vm.max_map_count` (the same rules as

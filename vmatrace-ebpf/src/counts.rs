@@ -21,18 +21,19 @@
 //! every access; loads are not reordered with loads). Other architectures
 //! are not verified.
 //!
-//! Syscalls vmatrace does not report but that may change the count
-//! (io_setup, io_destroy, mbind, set_mempolicy_home_node, prctl for
-//! PR_SET_VMA, remap_file_pages, map_shadow_stack: `SYSCALL_BYSTANDER`)
-//! count as calls in progress too, so the calls they overlap are inexact.
+//! The calls that change the count only now and then (mbind, io_setup,
+//! userfaultfd's ioctls, ...: `Call::is_watched`) are traced calls too, so
+//! the calls they overlap are inexact.
 //!
-//! What it cannot see: the count changed meanwhile by anything else: an
-//! ioctl registering a userfaultfd range (or the close of a userfaultfd),
-//! another process sharing the address space (clone(CLONE_VM) without
+//! What it cannot tell apart: the count changed meanwhile by anything else:
+//! a syscall vmatrace does not trace (the close of a userfaultfd), another
+//! process sharing the address space (clone(CLONE_VM) without
 //! CLONE_THREAD, a vfork child), another process changing it from outside
-//! (a userfaultfd handed to a monitor); nor, right after `-p`, a call that
-//! was already in progress when tracing began and ends after ours. Page
-//! faults never change the count.
+//! (a userfaultfd handed to a monitor), the kernel's own mappings (the
+//! uprobes page); nor, right after `-p`, a call that was already in
+//! progress when tracing began and ends after ours. Page faults never
+//! change the count. For a single-threaded process such a change is found
+//! at its next call's entry and reported on its own (changes.rs).
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -64,7 +65,6 @@ pub fn lock_probes_on() -> bool {
 pub fn enter(slot: &mut Inflight, tgid: u32) {
     slot.counted = 0;
     slot.alone = 0;
-    slot.bystander = 0;
     if sole_user(slot.mm as *const u8) {
         slot.alone = 1;
     } else if let Some(counts) = process_counts(tgid) {
@@ -82,23 +82,6 @@ pub fn enter(slot: &mut Inflight, tgid: u32) {
     }
     slot.event.vmas_before = map_count(slot.mm as *const u8);
     slot.event.counted = count_mode::SYSCALL;
-}
-
-/// At the entry of an unreported syscall that may change the count
-/// (`SYSCALL_BYSTANDER`): counted in progress like a traced call, so the
-/// traced calls it overlaps are inexact; `abandon` at its exit.
-#[inline(always)]
-pub fn enter_bystander(slot: &mut Inflight, tgid: u32) {
-    slot.counted = 0;
-    slot.bystander = 0;
-    if let Some(counts) = process_counts(tgid) {
-        unsafe {
-            add(&raw const (*counts).entries);
-            slot.made_ns = (*counts).made_ns;
-        }
-        slot.counted = 1;
-        slot.bystander = 1;
-    }
 }
 
 /// At syscall exit: reads the count after the call, decides whether the
@@ -122,9 +105,8 @@ pub fn exit(slot: &mut Inflight, now_ns: u64) {
     slot.event.locked = u8::from(exact);
 }
 
-/// Counts the thread's call in progress, if any, as ended: at the exit of
-/// an unreported syscall (`enter_bystander`), or for a call whose exit will
-/// never be seen (its exit program was skipped, or its thread is gone), so
+/// Counts the thread's call in progress, if any, as ended: a call whose
+/// exit will never be seen (its exit program was skipped, or its thread is gone), so
 /// the process's later calls are not all held inexact.
 #[inline(always)]
 pub fn abandon(slot: &mut Inflight) {
@@ -135,7 +117,6 @@ pub fn abandon(slot: &mut Inflight) {
         unsafe { add(&raw const (*counts).exits) };
     }
     slot.counted = 0;
-    slot.bystander = 0;
 }
 
 /// A traced call whose entry was not seen ended (it began before tracing

@@ -65,3 +65,25 @@ pub static LOCK_ACQUIRED_WRITE_OFFSET: Global<u64> = Global::new(24);
 pub static LOCK_ACQUIRED_SUCCESS_OFFSET: Global<u64> = Global::new(25);
 #[unsafe(no_mangle)]
 pub static LOCK_RELEASED_MM_OFFSET: Global<u64> = Global::new(8);
+
+/// Nonzero when the kernel has `bpf_task_pt_regs` (Linux 5.15) and BTF
+/// gave the offsets below: a change outside a traced call then names the
+/// syscall it happened in, with its arguments.
+#[unsafe(no_mangle)]
+pub static SYSCALL_REGS: Global<u8> = Global::new(0);
+/// `offsetof(struct pt_regs, orig_ax)` (the syscall number; negative
+/// outside a syscall), from BTF.
+#[unsafe(no_mangle)]
+pub static PT_REGS_NR_OFFSET: Global<u64> = Global::new(120);
+/// The offsets of the six syscall argument registers in `struct pt_regs`
+/// (di, si, dx, r10, r8, r9 on x86-64), from BTF.
+#[unsafe(no_mangle)]
+pub static PT_REGS_ARG_OFFSETS: Global<[u64; 6]> = Global::new([112, 104, 96, 56, 72, 64]);
+/// `offsetof(struct mm_struct, owner)` (CONFIG_MEMCG) and
+/// `offsetof(struct task_struct, tgid)`, from BTF: which process an
+/// address space belongs to when another task changes it (0: unknown,
+/// such changes are not seen).
+#[unsafe(no_mangle)]
+pub static MM_OWNER_OFFSET: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static TASK_TGID_OFFSET: Global<u64> = Global::new(0);

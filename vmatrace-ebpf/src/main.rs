@@ -2,6 +2,8 @@
 //!
 //! - `raw_sys_enter` / `raw_sys_exit` (raw_syscalls/sys_enter, sys_exit)
 //!   for every call that creates, removes, splits or merges VMAs, picked
+//!   (mbind, io_setup, userfaultfd's ioctls and the other calls that change
+//!   it now and then are sent only when they did: `Call::is_watched`),
 //!   by syscall number from `SYSCALL_CALLS`: entry parks the arguments and
 //!   the VMA count in `INFLIGHT` (keyed by thread), exit completes the
 //!   record and sends it through the `EVENTS` ring buffer.
@@ -20,6 +22,10 @@
 //!   userspace of the first thread; `limits::LOCK_PROBES` tells the
 //!   programs the probes are on): they run for every mmap lock taken on the
 //!   host, which a single-threaded target does not need.
+//! - The lock probes also measure every other write section on a traced
+//!   address space (an undecoded syscall, the uprobes page, another
+//!   process sharing it): sent as changes of their own (changes.rs), so
+//!   the count shown is the kernel's whatever changed it.
 //! - `task_newtask`, `sched_process_exec`, `sched_process_exit`: the
 //!   process lifecycle, so per-process state starts and ends at the right
 //!   moment and followed children join the target set before they run.
@@ -63,6 +69,10 @@ mod mmap_lock;
 
 /// The syscall count mode's bookkeeping.
 mod counts;
+
+/// Changes of the count no traced call made: the write sections of
+/// other syscalls, traps and tasks, and the gaps between calls.
+mod changes;
 
 /// `task_newtask`, `sched_process_exec`, `sched_process_exit`.
 mod lifecycle;

@@ -32,13 +32,27 @@ pub struct Inflight {
     /// Syscall count mode: no other call of the process was in progress
     /// when this one began.
     pub alone: u8,
-    /// Syscall count mode: the thread is in an unreported syscall that
-    /// may change the count (`SYSCALL_BYSTANDER`), counted in progress.
-    pub bystander: u8,
     /// The lock probes were attached when the call began (`limits::
     /// LOCK_PROBES`): if it took no write lock, it changed nothing.
     pub watched: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 3],
+    /// Syscall count mode: the count after the thread's previous call
+    /// (`last_mm` its address space, `last_ns` when it was read): a
+    /// single-threaded process whose count differs at its next call's
+    /// entry changed it outside a traced call (changes.rs).
+    pub last_count: i32,
+    /// The count as the thread took the mmap write lock of `change_mm`
+    /// outside a traced call of its own (changes.rs).
+    pub change_before: i32,
+    pub last_mm: u64,
+    pub last_ns: u64,
+    /// The address space whose write lock the thread holds outside a
+    /// traced call (0: none), the process it belongs to, and when the
+    /// lock was taken.
+    pub change_mm: u64,
+    pub change_owner: u32,
+    pub _pad2: u32,
+    pub change_ns: u64,
     /// Syscall count mode: the process's `CallCounts::entries` right after
     /// this call's entry was counted: if it is the same at exit, no call of
     /// the process began meanwhile.
@@ -55,6 +69,24 @@ pub const LOCK_RELEASED: u8 = 2;
 /// Slots of traced threads, by thread id.
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+
+/// A slot as it starts: all zeros (the kernel zeroes an array's values).
+/// New slots are copied from it rather than from the stack, which a
+/// program's 512 bytes could not spare in the lock probes.
+#[map]
+static FRESH_SLOT: Array<Inflight> = Array::with_max_entries(1, 0);
+
+/// The thread's slot, created on its first traced call (or when it
+/// changes a traced address space outside one, changes.rs).
+#[inline(always)]
+pub fn thread_slot(tid: u32) -> Option<*mut Inflight> {
+    if let Some(slot) = INFLIGHT.get_ptr_mut(&tid) {
+        return Some(slot);
+    }
+    let fresh = FRESH_SLOT.get(0)?;
+    INFLIGHT.insert(&tid, fresh, 0).ok()?;
+    INFLIGHT.get_ptr_mut(&tid)
+}
 
 /// Syscall count mode: a traced process's traced calls that began and that
 /// ended (their difference: the calls in progress). Changed only by atomic

@@ -1,6 +1,8 @@
 //! The mmap lock: the count when an in-flight call takes the mmap write
 //! lock and when it lets go. Only the holder changes `map_count`, so the
-//! difference is the call's own effect, exact under any concurrency.
+//! difference is the call's own effect, exact under any concurrency. A
+//! write section on a traced address space that is no traced call's own
+//! is measured the same way (changes.rs).
 //!
 //! Perf-event tracepoint programs, not raw ones: the kernel runs raw
 //! tracepoint programs preemptible from Linux 6.13 on (see main.rs), and
@@ -14,13 +16,13 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 
 use crate::{
+    changes,
     globals::{
         LOCK_ACQUIRED_MM_OFFSET, LOCK_ACQUIRED_SUCCESS_OFFSET, LOCK_ACQUIRED_WRITE_OFFSET,
         LOCK_RELEASED_MM_OFFSET,
     },
     helpers::{ctx_read, map_count},
-    maps::{Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED},
-    syscalls::active_slot,
+    maps::{INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED},
 };
 
 /// mmap_lock/mmap_lock_acquire_returned (mm, [memcg_path,] write,
@@ -38,19 +40,35 @@ pub fn mmap_lock_acquired(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_lock_acquired(ctx: &TracePointContext, mm: u64, write: bool, success: bool) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(parked) = active_slot(tid) else {
-        return;
-    };
-    // A call may also lock another process's mm (to read its memory, say).
-    if !success || mm != parked.mm {
+    if !success {
         return;
     }
-    if write && parked.lock == LOCK_NOT_TAKEN {
-        parked.event.vmas_before = map_count(mm as *const u8);
-        parked.lock = LOCK_HELD;
-    } else if !write && parked.lock == LOCK_HELD {
-        end_write_section(parked);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(slot) = INFLIGHT.get_ptr_mut(&tid) else {
+        // No traced thread: another process's may change a traced
+        // address space all the same (changes.rs).
+        if write {
+            changes::write_lock_taken(tid, mm);
+        }
+        return;
+    };
+    let slot = unsafe { &mut *slot };
+    // A call may also lock another process's mm (to read its memory, say):
+    // that is not the call's own write section.
+    if slot.active == 0 || mm != slot.mm {
+        if write {
+            changes::write_lock_taken(tid, mm);
+        } else {
+            // A downgrade ends the writing.
+            changes::write_lock_released(slot, mm);
+        }
+        return;
+    }
+    if write && slot.lock == LOCK_NOT_TAKEN {
+        slot.event.vmas_before = map_count(mm as *const u8);
+        slot.lock = LOCK_HELD;
+    } else if !write && slot.lock == LOCK_HELD {
+        end_write_section(slot);
     } else if write {
         // The count is read over the first write section only: a second
         // one would escape it.
@@ -58,8 +76,8 @@ fn on_lock_acquired(ctx: &TracePointContext, mm: u64, write: bool, success: bool
             ctx,
             "tid {} call {}: a second write section (lock state {})",
             tid,
-            parked.event.call,
-            parked.lock
+            slot.event.call,
+            slot.lock
         );
     }
 }
@@ -68,13 +86,15 @@ fn on_lock_acquired(ctx: &TracePointContext, mm: u64, write: bool, success: bool
 #[tracepoint]
 pub fn mmap_lock_released(ctx: TracePointContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(parked) = active_slot(tid) else {
+    let Some(slot) = INFLIGHT.get_ptr_mut(&tid) else {
         return 0;
     };
-    if parked.lock == LOCK_HELD
-        && ctx_read::<u64>(&ctx, LOCK_RELEASED_MM_OFFSET.load()) == parked.mm
-    {
-        end_write_section(parked);
+    let slot = unsafe { &mut *slot };
+    let mm = ctx_read::<u64>(&ctx, LOCK_RELEASED_MM_OFFSET.load());
+    if slot.active != 0 && slot.lock == LOCK_HELD && mm == slot.mm {
+        end_write_section(slot);
+    } else {
+        changes::write_lock_released(slot, mm);
     }
     0
 }

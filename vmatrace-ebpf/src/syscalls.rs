@@ -5,21 +5,26 @@
 
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
 use vmatrace_common::{
-    Call, ENOMEM_RET, Event, EventKind, PR_SET_VMA, SYSCALL_BYSTANDER, SYSCALL_BYSTANDER_PRCTL,
-    SYSCALL_TABLE_SIZE, capture_stacks, creates, lost, maps_a_file,
+    Call, ENOMEM_RET, Event, EventKind, SYSCALL_TABLE_SIZE, UFFDIO_REGISTER, UFFDIO_UNREGISTER,
+    capture_stacks, creates, lost, maps_a_file, traced_args,
 };
 
 use crate::{
-    counts,
+    changes, counts,
     globals::CAPTURE_STACKS,
     helpers::{count_lost, ctx_field, current_mm, is_traced, map_count, wakeup_flags},
-    maps::{EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, SYSCALL_CALLS},
+    maps::{
+        EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, SYSCALL_CALLS,
+        thread_slot,
+    },
 };
 
 /// raw_syscalls/sys_enter and sys_exit: `long id` at 8, then `args[6]`
@@ -52,19 +57,8 @@ pub fn raw_sys_exit(ctx: TracePointContext) -> u32 {
 /// lock mode's run exactly the code they always did.
 #[tracepoint]
 pub fn raw_sys_enter_counted(ctx: TracePointContext) -> u32 {
-    match syscall_code(&ctx) {
-        Some(SYSCALL_BYSTANDER) => bystander_enter(),
-        Some(SYSCALL_BYSTANDER_PRCTL) => {
-            if ctx_field::<u64>(&ctx, SYSCALL_ARGS_OFFSET) == PR_SET_VMA {
-                bystander_enter();
-            }
-        }
-        Some(code) => {
-            if let Some(call) = call_of(code) {
-                on_enter::<true>(&ctx, call);
-            }
-        }
-        None => {}
+    if let Some(call) = traced_call(&ctx) {
+        on_enter::<true>(&ctx, call);
     }
     0
 }
@@ -72,71 +66,10 @@ pub fn raw_sys_enter_counted(ctx: TracePointContext) -> u32 {
 /// raw_syscalls/sys_exit in the syscall count mode.
 #[tracepoint]
 pub fn raw_sys_exit_counted(ctx: TracePointContext) -> u32 {
-    match syscall_code(&ctx) {
-        Some(SYSCALL_BYSTANDER | SYSCALL_BYSTANDER_PRCTL) => bystander_exit(),
-        Some(code) => {
-            if let Some(call) = call_of(code) {
-                on_exit::<true>(&ctx, call);
-            }
-        }
-        None => {}
+    if let Some(call) = traced_call(&ctx) {
+        on_exit::<true>(&ctx, call);
     }
     0
-}
-
-/// The `SYSCALL_CALLS` value of the record's syscall, if it is not 0.
-#[inline(always)]
-fn syscall_code(ctx: &TracePointContext) -> Option<u8> {
-    let id = ctx_field::<i64>(ctx, RAW_SYSCALL_ID_OFFSET);
-    if !(0..SYSCALL_TABLE_SIZE as i64).contains(&id) {
-        return None;
-    }
-    let code = *SYSCALL_CALLS.get(id as u32)?;
-    (code != 0).then_some(code)
-}
-
-/// The traced call a nonzero `SYSCALL_CALLS` value stands for.
-#[inline(always)]
-fn call_of(code: u8) -> Option<Call> {
-    if code as usize > Call::ALL.len() {
-        return None;
-    }
-    // SAFETY: as in `traced_call`.
-    Some(unsafe { core::mem::transmute::<u8, Call>(code - 1) })
-}
-
-/// Syscall count mode: a traced process's thread enters a syscall that may
-/// change the count without being reported: counted as in progress.
-#[inline(always)]
-fn bystander_enter() {
-    if counts::lock_probes_on() {
-        return;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if !is_traced(tgid) {
-        return;
-    }
-    let Some(slot) = thread_slot(pid_tgid as u32) else {
-        return;
-    };
-    let slot = unsafe { &mut *slot };
-    // One still counted is a call whose exit was skipped.
-    counts::abandon(slot);
-    slot.event.pid = tgid;
-    counts::enter_bystander(slot, tgid);
-}
-
-/// Syscall count mode: that syscall ended.
-#[inline(always)]
-fn bystander_exit() {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(slot) = INFLIGHT.get_ptr_mut(&tid) {
-        let slot = unsafe { &mut *slot };
-        if slot.bystander != 0 {
-            counts::abandon(slot);
-        }
-    }
 }
 
 /// The call a syscall tracepoint record is about, if it is one vmatrace
@@ -157,10 +90,27 @@ fn traced_call(ctx: &TracePointContext) -> Option<Call> {
     Some(unsafe { core::mem::transmute::<u8, Call>(code - 1) })
 }
 
+/// Whether a call is traced only with some arguments (`traced_args`): its
+/// exit cannot tell an entry left out from one the kernel skipped, so no
+/// loss is counted for it.
+#[inline(always)]
+fn filtered_by_args(call: Call) -> bool {
+    matches!(call, Call::Ioctl | Call::Prctl)
+}
+
 /// `COUNTED`: the syscall count mode (counts.rs), where this reads the
 /// count before the call.
 #[inline(always)]
 fn on_enter<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
+    if filtered_by_args(call)
+        && !traced_args(
+            call,
+            ctx_field::<u64>(ctx, SYSCALL_ARGS_OFFSET),
+            ctx_field::<u64>(ctx, SYSCALL_ARGS_OFFSET + 8),
+        )
+    {
+        return;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // One lookup is all an untraced process pays.
@@ -178,8 +128,7 @@ fn on_enter<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
     };
     let slot = unsafe { &mut *slot };
     if COUNTED {
-        // Still counted in progress: a call (or an unreported syscall)
-        // whose exit was skipped.
+        // Still counted in progress: a call whose exit was skipped.
         counts::abandon(slot);
     }
     if slot.active != 0 {
@@ -213,6 +162,9 @@ fn on_enter<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
         };
         i += 1;
     }
+    if call == Call::Ioctl {
+        read_userfaultfd_range(&mut event.args);
+    }
     event.locked = 0;
     event.enter_ns = unsafe { bpf_ktime_get_ns() };
     if COUNTED {
@@ -221,42 +173,31 @@ fn on_enter<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
             // The lock probes give this call's counts (`counted_exit`).
             slot.counted = 0;
             slot.alone = 0;
-            slot.bystander = 0;
             slot.event.counted = vmatrace_common::count_mode::SYSCALL;
         } else {
             counts::enter(slot, tgid);
+            if slot.alone != 0 && slot.counted == 0 {
+                // The address space's only user: nothing but this thread
+                // changed the count since its previous call.
+                changes::changed_between_calls(slot);
+            }
         }
     }
 }
 
-/// The thread's slot, created on its first traced call.
+/// userfaultfd's register and unregister commands take the range from a
+/// struct in the caller's memory (`start`, `len` first): read at entry,
+/// into `args[3]` and `args[4]`, which ioctl does not use.
 #[inline(always)]
-fn thread_slot(tid: u32) -> Option<*mut Inflight> {
-    if let Some(slot) = INFLIGHT.get_ptr_mut(&tid) {
-        return Some(slot);
+fn read_userfaultfd_range(args: &mut [u64; 6]) {
+    if args[1] != UFFDIO_REGISTER && args[1] != UFFDIO_UNREGISTER {
+        return;
     }
-    let fresh = Inflight {
-        event: Event::zeroed(),
-        mm: 0,
-        active: 0,
-        lock: LOCK_NOT_TAKEN,
-        counted: 0,
-        alone: 0,
-        bystander: 0,
-        watched: 0,
-        _pad: [0; 2],
-        entries_seen: 0,
-        made_ns: 0,
-    };
-    INFLIGHT.insert(&tid, &fresh, 0).ok()?;
-    INFLIGHT.get_ptr_mut(&tid)
-}
-
-/// The thread's slot if it has a call in progress.
-#[inline(always)]
-pub fn active_slot(tid: u32) -> Option<&'static mut Inflight> {
-    let slot = unsafe { &mut *INFLIGHT.get_ptr_mut(&tid)? };
-    (slot.active != 0).then_some(slot)
+    let range = args[2] as *const [u64; 2];
+    if let Ok([start, len]) = unsafe { bpf_probe_read_user(range) } {
+        args[3] = start;
+        args[4] = len;
+    }
 }
 
 /// `COUNTED`: the syscall count mode, where this reads the count after the
@@ -269,13 +210,16 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
     // tracing did (the exit program is attached before the entry one, so
     // an entry seen always has its exit seen).
     let Some(slot) = INFLIGHT.get_ptr_mut(&tid) else {
-        if COUNTED && !counts::lock_probes_on() {
+        if COUNTED && !counts::lock_probes_on() && !filtered_by_args(call) {
             counts::unseen_call_ended((pid_tgid >> 32) as u32);
         }
         return;
     };
     let slot = unsafe { &mut *slot };
     if slot.active == 0 {
+        if filtered_by_args(call) {
+            return;
+        }
         if COUNTED {
             counts::unseen_call_ended((pid_tgid >> 32) as u32);
         }
@@ -324,6 +268,15 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
         slot.event.locked = 0;
     }
     let ret = ctx_field::<i64>(ctx, SYSCALL_RET_OFFSET);
+    if COUNTED {
+        slot.last_count = slot.event.vmas_after;
+        slot.last_mm = slot.mm;
+        slot.last_ns = exit_ns;
+    }
+    if call.is_watched() && ret != ENOMEM_RET && slot.event.vmas_before == slot.event.vmas_after {
+        // Changed nothing: not worth an event.
+        return;
+    }
     if !crate::proc_stats::record::<COUNTED>(&slot.event, slot.mm, ret, exit_ns) {
         return;
     }
@@ -389,8 +342,8 @@ fn counted_exit(slot: &mut Inflight, exit_ns: u64) {
 /// 1 if this call wants a user stack and it was sent: every call with
 /// `--stacks`, else those that split a mapping, failed with ENOMEM, or took
 /// the count across the NEAR-LIMIT threshold (the tests userspace applies,
-/// so a flagged event has its stack; counted at syscalls, an inexact
-/// difference is judged too, as userspace does).
+/// so a flagged event has its stack; a SPLIT only on an exact count, as
+/// userspace judges it).
 #[inline(always)]
 fn user_stack_if_wanted<const COUNTED: bool>(
     ctx: &TracePointContext,
@@ -403,10 +356,10 @@ fn user_stack_if_wanted<const COUNTED: bool>(
     let wanted = mode == capture_stacks::ALL
         || (mode == capture_stacks::FLAGGED
             && (ret == ENOMEM_RET
-                || ((event.locked != 0 || COUNTED)
-                    && ((event.vmas_after as i64 - event.vmas_before as i64)
-                        > creates(event.call, &event.args)
-                        || (before < warn_at && after >= warn_at)))));
+                || (event.locked != 0
+                    && (event.vmas_after as i64 - event.vmas_before as i64)
+                        > creates(event.call, &event.args))
+                || ((event.locked != 0 || COUNTED) && before < warn_at && after >= warn_at)));
     if !wanted {
         return 0;
     }

@@ -35,6 +35,16 @@
 //!                             and the middle one unmapped, the same in an
 //!                             anonymous mapping, the heap grown and shrunk
 //!                             with brk, a no-op mprotect on the stack
+//!   outside N [SETTLE_MS]     changes the count through calls other than
+//!                             the mapping ones, a page at a time, every
+//!                             other page of a mapping of its own each (a
+//!                             cut): N mbinds, N userfaultfd registrations,
+//!                             N/5 anonymous names (prctl, where the kernel
+//!                             has them), 16 io_setups and 8 io_destroys,
+//!                             then closes the userfaultfd (its ranges merge
+//!                             back); with --with-thread a second thread
+//!                             sleeps meanwhile; the work starts after
+//!                             SETTLE_MS (default 1000)
 
 use std::{
     ffi::c_void,
@@ -356,12 +366,119 @@ fn map_beyond_rlimit_as() {
     say(&format!("nomem errno={}", std::io::Error::last_os_error()));
 }
 
+/// The thread of `outside --with-thread`: it only exists.
+extern "C" fn sleeper(_: *mut c_void) -> *mut c_void {
+    while START.load(Ordering::Acquire) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    ptr::null_mut()
+}
+
+/// A region of 2n+1 pages whose odd pages are changed one at a time by
+/// `change` (each cuts the page out: +2 VMAs); how many changes succeeded.
+fn change_every_other_page(n: usize, mut change: impl FnMut(*mut u8) -> bool) -> usize {
+    let region = map(2 * n + 1, RW, PRIVATE);
+    let mut done = 0;
+    for k in 0..n {
+        // SAFETY: within the region mapped above.
+        if change(unsafe { region.add((2 * k + 1) * PAGE) }) {
+            done += 1;
+        }
+    }
+    done
+}
+
+/// See the module doc: `outside`.
+fn change_outside_the_mapping_calls(n: usize, settle_ms: usize, with_thread: bool) {
+    let mut thread = 0 as libc::pthread_t;
+    if with_thread {
+        // SAFETY: sleeper has the pthread start signature.
+        let rc =
+            unsafe { libc::pthread_create(&mut thread, ptr::null(), sleeper, ptr::null_mut()) };
+        assert_eq!(rc, 0);
+    }
+    // A tracer that learns of the thread may prepare for it first.
+    std::thread::sleep(std::time::Duration::from_millis(settle_ms as u64));
+    marker();
+    // Node 0 always exists.
+    let nodemask: u64 = 1;
+    let mbinds = change_every_other_page(n, |page| {
+        // SAFETY: mbind on a page of our own, with a valid node mask.
+        unsafe {
+            libc::syscall(
+                libc::SYS_mbind,
+                page,
+                PAGE,
+                2, /* MPOL_BIND */
+                &nodemask,
+                64,
+                0,
+            ) == 0
+        }
+    });
+    // SAFETY: userfaultfd returns a new descriptor (root may use it).
+    let uffd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) } as i32;
+    assert!(
+        uffd >= 0,
+        "userfaultfd: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut api = [0xaa_u64, 0, 0];
+    // SAFETY: UFFDIO_API with a valid struct uffdio_api.
+    assert_eq!(
+        unsafe { libc::ioctl(uffd, 0xc018_aa3f, api.as_mut_ptr()) },
+        0
+    );
+    let registered = change_every_other_page(n, |page| {
+        // struct uffdio_register: range (start, len), mode (MISSING), ioctls.
+        let mut register = [page as u64, PAGE as u64, 1, 0];
+        // SAFETY: UFFDIO_REGISTER with a valid struct, on our own page.
+        unsafe { libc::ioctl(uffd, 0xc020_aa00, register.as_mut_ptr()) == 0 }
+    });
+    let named = change_every_other_page(n / 5, |page| {
+        // SAFETY: naming a page of our own with a NUL-terminated name.
+        unsafe {
+            libc::prctl(
+                0x5356_4d41,
+                0,
+                page as u64,
+                PAGE as u64,
+                c"outside".as_ptr() as u64,
+            ) == 0
+        }
+    });
+    let mut contexts = [0u64; 16];
+    for context in contexts.iter_mut() {
+        // SAFETY: io_setup writes the new context to a zeroed u64.
+        assert_eq!(
+            unsafe { libc::syscall(libc::SYS_io_setup, 1, context as *mut u64) },
+            0
+        );
+    }
+    for context in &contexts[..8] {
+        // SAFETY: destroying contexts made above, once each.
+        assert_eq!(unsafe { libc::syscall(libc::SYS_io_destroy, *context) }, 0);
+    }
+    // Unregisters every range: they merge back with their neighbours.
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(uffd) };
+    START.store(1, Ordering::Release);
+    if with_thread {
+        // SAFETY: joining the thread created above, once.
+        unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+    }
+    say(&format!(
+        "outside mbind={mbinds} registered={registered} named={named} aio_setup=16 aio_destroy=8"
+    ));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let wait = args.iter().any(|a| a == "--wait");
     let pause = args.iter().any(|a| a == "--pause");
     let linger = args.iter().any(|a| a == "--linger");
     let hold_threads = args.iter().any(|a| a == "--hold-threads");
+    let with_thread = args.iter().any(|a| a == "--with-thread");
     let args: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with("--"))
@@ -386,6 +503,7 @@ fn main() {
         "mmap" => mmap_pairs(number(1, 100)),
         "mappings" => cut_each_kind_of_mapping(),
         "nomem" => map_beyond_rlimit_as(),
+        "outside" => change_outside_the_mapping_calls(number(1, 500), number(2, 1000), with_thread),
         other => {
             say(&format!("unknown mode {other:?}"));
             std::process::exit(2);

@@ -28,13 +28,18 @@ A process may hold at most vm.max_map_count VMAs (the lines of /proc/PID/maps;
 at the limit such a call fails with ENOMEM and allocators such as jemalloc
 abort with `Error in munmap(): Cannot allocate memory`. vmatrace shows every
 mmap, munmap, brk, mprotect, mremap, madvise, mlock, shmat and mseal call of
-the traced processes, the VMA count after it (read from the kernel's
-mm->map_count), and flags:
+the traced processes (and mbind, io_setup, userfaultfd's ioctls and the other
+calls that change the count now and then, when they did), the VMA count after
+it (read from the kernel's mm->map_count), and flags. Whatever else changes
+the count (a syscall it does not decode, the kernel, another process sharing
+the address space) is shown as a change of its own, so the count is always
+the kernel's:
 
   SPLIT       the call cut an existing VMA and the pieces stay mapped, so the
               process holds more VMAs than the call itself created (a hole
               punched in a mapping; trimming a mapping's end is not one);
               exact per call, also when other threads map and unmap at once
+              (never flagged on a count marked inexact, ~)
   ENOMEM      the call failed with ENOMEM, shown with the count and the limit
   NEAR-LIMIT  the count crossed --warn-at percent of the limit
 

@@ -331,6 +331,60 @@ fn enomem_at_the_limit_is_counted_with_its_cause() {
     stop(serve);
 }
 
+/// The count exported is the kernel's whatever changed it (issue 21): a
+/// process that cuts its mappings with mbind and userfaultfd and merges
+/// them back by closing the userfaultfd (a syscall vmatrace does not
+/// decode) is exported with /proc/PID/maps's count, its cuts as splits and
+/// the close as a change outside a traced call.
+#[test]
+fn serve_follows_the_count_through_calls_outside_the_mapping_ones() {
+    let _host = HOST_WIDE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut workload = Reaped(Some(Running::spawn(
+        &workload_bin(),
+        &["outside", "300", "0", "--wait", "--pause"],
+    )));
+    workload.running().wait_stderr("ready pid=");
+    let pid = workload.pid();
+    let (serve, port) = start_serve(&[]);
+    workload.running().send_line();
+    let line = workload.running().wait_stderr("outside mbind=");
+    workload.running().wait_stderr("paused pid=");
+    let cuts = support::field(&line, "mbind")
+        + support::field(&line, "registered")
+        + support::field(&line, "named");
+    let count = maps_count(pid);
+    let value = |text: &str, metric: &str| -> Option<f64> {
+        series_of(text, metric, pid)
+            .first()
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let started = std::time::Instant::now();
+    let text = loop {
+        let metrics = http_get(port, "/metrics", None).unwrap();
+        let text = body(&metrics).to_string();
+        if value(&text, "process_memory_map_areas") == Some(count as f64)
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        value(&text, "process_memory_map_areas"),
+        Some(count as f64),
+        "vs /proc/{pid}/maps: {text}"
+    );
+    assert_eq!(value(&text, "vmatrace_splits_total"), Some(cuts as f64));
+    assert_eq!(
+        value(&text, "vmatrace_changes_outside_calls_total"),
+        Some(1.0),
+        "{text}"
+    );
+    workload.running().send_line();
+    stop(serve);
+}
+
 /// The lines of `metric`'s series for `pid` (whatever its other labels).
 fn series_of<'a>(text: &'a str, metric: &str, pid: u32) -> Vec<&'a str> {
     let start = format!("{metric}{{pid=\"{pid}\",");

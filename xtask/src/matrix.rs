@@ -93,6 +93,10 @@ pub const TESTS: &[(&str, &str)] = &[
     ("trace", "jemalloc_at_the_limit_gets_a_verdict_with_retain"),
     ("trace", "a_limit_changed_during_the_trace_is_followed"),
     ("trace", "lock_and_syscall_counts_agree_call_by_call"),
+    (
+        "trace",
+        "calls_outside_the_mapping_ones_keep_the_count_exact",
+    ),
 ];
 
 /// Tests run on one kernel only: slow under TCG (jemalloc driven to the

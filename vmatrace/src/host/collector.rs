@@ -61,6 +61,9 @@ pub struct Row {
     pub calls: u64,
     pub splits: u64,
     pub near_limit: u64,
+    /// Changes of the count outside a traced call (a syscall vmatrace does
+    /// not decode, the kernel's own mappings, another process).
+    pub changes: u64,
     /// ENOMEMs by (call, cause), nonzero only.
     pub enomem: Vec<Enomem>,
     /// Net VMAs per second (the worst growth of the peaks over 10 s, 1 min
@@ -423,6 +426,7 @@ impl Collector {
                 calls: stats.map_or(0, |s| s.calls),
                 splits,
                 near_limit: stats.map_or(0, |s| s.near_limit),
+                changes: stats.map_or(0, |s| s.changes),
                 enomem,
                 growth_per_s: growth,
                 seconds_to_limit,

@@ -68,6 +68,7 @@ pub fn fold(mut rows: Vec<Row>, max_series: usize) -> (Vec<Row>, Option<(Row, us
         other.calls += row.calls;
         other.splits += row.splits;
         other.near_limit += row.near_limit;
+        other.changes += row.changes;
         for e in row.enomem {
             match other
                 .enomem
@@ -111,6 +112,7 @@ pub fn registry(rows: Vec<Row>, max_series: usize, lost: &LostCounts, limit: u64
     let enomem = Family::<Labels, Counter>::default();
     let eta = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let calls = Family::<Labels, Counter>::default();
+    let changes = Family::<Labels, Counter>::default();
 
     let folded_row = other.as_ref().map(|(row, _)| row);
     for row in rows.iter().chain(folded_row) {
@@ -120,6 +122,7 @@ pub fn registry(rows: Vec<Row>, max_series: usize, lost: &LostCounts, limit: u64
         splits.get_or_create(&l).inc_by(row.splits);
         near.get_or_create(&l).inc_by(row.near_limit);
         calls.get_or_create(&l).inc_by(row.calls);
+        changes.get_or_create(&l).inc_by(row.changes);
         if row.pid != 0 {
             // A sum of counts has no limit of its own.
             vmas_limit.get_or_create(&l).set(limit as i64);
@@ -171,6 +174,11 @@ pub fn registry(rows: Vec<Row>, max_series: usize, lost: &LostCounts, limit: u64
         eta,
     );
     registry.register("vmatrace_calls", "Traced mapping calls completed", calls);
+    registry.register(
+        "vmatrace_changes_outside_calls",
+        "Changes of the VMA count that no traced call made (a syscall vmatrace does not decode, the kernel's own mappings, another process sharing the address space); the count follows them",
+        changes,
+    );
     let lost_total = Counter::<u64>::default();
     lost_total.inc_by(lost.total());
     registry.register(

@@ -29,7 +29,27 @@ pub struct StructOffsets {
     /// `regs[29]` elsewhere is not handled): where the user registers of a
     /// call that gets a stack are read. None: no user stack copies.
     pub pt_regs: Option<PtRegsOffsets>,
+    /// Where a syscall's number and arguments sit in `pt_regs`: a change of
+    /// the count outside a traced call names the syscall it happened in.
+    /// None: it is not named.
+    pub syscall_regs: Option<SyscallRegsOffsets>,
+    /// `offsetof(struct mm_struct, owner)` (CONFIG_MEMCG; 0 if absent) and
+    /// `offsetof(struct task_struct, tgid)`: which process an address space
+    /// belongs to when another task changes it.
+    pub mm_owner: u64,
+    pub task_tgid: u64,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallRegsOffsets {
+    /// The syscall number (`orig_ax`: negative outside a syscall).
+    pub nr: u64,
+    pub args: [u64; 6],
+}
+
+/// The `pt_regs` members of a syscall's number and six arguments.
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_REGS: (&str, [&str; 6]) = ("orig_ax", ["di", "si", "dx", "r10", "r8", "r9"]);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PtRegsOffsets {
@@ -76,6 +96,19 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
                 bp: offset("pt_regs", "bp").ok()?,
             })
         })(),
+        syscall_regs: (|| {
+            let (nr, args) = SYSCALL_REGS;
+            let mut offsets = [0; 6];
+            for (slot, name) in offsets.iter_mut().zip(args) {
+                *slot = offset("pt_regs", name).ok()?;
+            }
+            Some(SyscallRegsOffsets {
+                nr: offset("pt_regs", nr).ok()?,
+                args: offsets,
+            })
+        })(),
+        mm_owner: offset("mm_struct", "owner").unwrap_or(0),
+        task_tgid: offset("task_struct", "tgid").unwrap_or(0),
     })
 }
 
@@ -257,6 +290,15 @@ mod tests {
                 bp: 32
             })
         );
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            offsets.syscall_regs,
+            Some(SyscallRegsOffsets {
+                nr: 120,
+                args: [112, 104, 96, 56, 72, 64]
+            })
+        );
+        assert!(offsets.mm_owner > 0 && offsets.task_tgid > 0, "{offsets:?}");
     }
 
     /// A BTF blob: `int`, `struct inner { int a; int count; }` and

@@ -11,8 +11,8 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use vmatrace_common::{
-    Call, SYSCALL_BYSTANDER, SYSCALL_BYSTANDER_PRCTL, SYSCALL_TABLE_SIZE, TARGET_TRACED,
-    count_mode, lost, names, proc_stats,
+    Call, SYSCALL_EXEC, SYSCALL_FORK, SYSCALL_TABLE_SIZE, TARGET_TRACED, count_mode, lost, names,
+    proc_stats,
 };
 
 use super::{btf, mapped::MappedCounters, prog_info, tracefs};
@@ -388,6 +388,18 @@ impl Probes {
             ),
         };
         let user_stack_bytes = user_stack_bytes.min(vmatrace_common::USER_STACK_COPY_MAX as u32);
+        // The registers that name the syscall a change outside a traced
+        // call happened in.
+        let (syscall_regs, syscall_regs_offsets) = match offsets.syscall_regs {
+            Some(regs) if has_task_pt_regs() => (1u8, regs),
+            _ => (
+                0,
+                btf::SyscallRegsOffsets {
+                    nr: 0,
+                    args: [0; 6],
+                },
+            ),
+        };
         let stack_ring = stack_ring_bytes(config.capture_stacks, user_stack_bytes);
         let stack_wakeup_bytes = u64::from(stack_ring / 4);
         let mut loader = EbpfLoader::new();
@@ -430,6 +442,11 @@ impl Probes {
             .override_global(names::PT_REGS_IP_OFFSET, &pt_regs.ip, true)
             .override_global(names::PT_REGS_SP_OFFSET, &pt_regs.sp, true)
             .override_global(names::PT_REGS_BP_OFFSET, &pt_regs.bp, true)
+            .override_global(names::SYSCALL_REGS, &syscall_regs, true)
+            .override_global(names::PT_REGS_NR_OFFSET, &syscall_regs_offsets.nr, true)
+            .override_global(names::PT_REGS_ARG_OFFSETS, &syscall_regs_offsets.args, true)
+            .override_global(names::MM_OWNER_OFFSET, &offsets.mm_owner, true)
+            .override_global(names::TASK_TGID_OFFSET, &offsets.task_tgid, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
             .map_max_entries(names::USER_STACK_COPIES, stack_ring)
             .map_max_entries(names::PROCESSES, processes_entries)
@@ -568,10 +585,13 @@ impl Probes {
         )
         .map_err(|e| Failure::environment(anyhow!(e)))?;
         for call in Call::ALL {
-            let present = tracefs
-                .join("events/syscalls")
-                .join(format!("sys_enter_{}", call.name()))
-                .is_dir();
+            // A kernel without a watched call never runs it: nothing to
+            // miss, and its number is looked up whatever tracefs says.
+            let present = call.is_watched()
+                || tracefs
+                    .join("events/syscalls")
+                    .join(format!("sys_enter_{}", call.name()))
+                    .is_dir();
             if !present {
                 if call.is_essential() {
                     return Err(Failure::environment(anyhow!(
@@ -586,12 +606,10 @@ impl Probes {
                 .set(syscall_number(call), call as u8 + 1, 0)
                 .map_err(|e| Failure::environment(anyhow!(e).context("filling SYSCALL_CALLS")))?;
         }
-        if self.count_mode.counts_at_syscalls() {
-            for (number, code) in BYSTANDERS {
-                table.set(number as u32, code, 0).map_err(|e| {
-                    Failure::environment(anyhow!(e).context("filling SYSCALL_CALLS"))
-                })?;
-            }
+        for (number, code) in NEW_SPACE_SYSCALLS {
+            table
+                .set(number as u32, code, 0)
+                .map_err(|e| Failure::environment(anyhow!(e).context("filling SYSCALL_CALLS")))?;
         }
         Ok(())
     }
@@ -751,19 +769,15 @@ fn stack_ring_bytes(capture_stacks: u8, user_stack_bytes: u32) -> u32 {
     }
 }
 
-/// Syscalls vmatrace does not report that may change a process's VMA
-/// count: in the syscall count mode, the calls they overlap are inexact.
-/// (An ioctl registering a userfaultfd range does too; ioctl is too common
-/// to count.)
-const BYSTANDERS: [(libc::c_long, u8); 7] = [
-    (libc::SYS_io_setup, SYSCALL_BYSTANDER),
-    (libc::SYS_io_destroy, SYSCALL_BYSTANDER),
-    (libc::SYS_mbind, SYSCALL_BYSTANDER),
-    (libc::SYS_set_mempolicy_home_node, SYSCALL_BYSTANDER),
-    (libc::SYS_remap_file_pages, SYSCALL_BYSTANDER),
-    // Not named by every libc crate yet; 453 on x86-64.
-    (453, SYSCALL_BYSTANDER),
-    (libc::SYS_prctl, SYSCALL_BYSTANDER_PRCTL),
+/// The syscalls that build a new address space (`SYSCALL_EXEC`,
+/// `SYSCALL_FORK`): the exec and fork events tell its count.
+const NEW_SPACE_SYSCALLS: [(libc::c_long, u8); 6] = [
+    (libc::SYS_execve, SYSCALL_EXEC),
+    (libc::SYS_execveat, SYSCALL_EXEC),
+    (libc::SYS_fork, SYSCALL_FORK),
+    (libc::SYS_vfork, SYSCALL_FORK),
+    (libc::SYS_clone, SYSCALL_FORK),
+    (libc::SYS_clone3, SYSCALL_FORK),
 ];
 
 /// The lock probes: program, tracepoint category and event.
@@ -799,6 +813,16 @@ fn syscall_number(call: Call) -> u32 {
         Call::Shmdt => libc::SYS_shmdt,
         // Not named by every libc crate yet; 462 on every architecture.
         Call::Mseal => 462,
+        Call::Mbind => libc::SYS_mbind,
+        Call::SetMempolicyHomeNode => libc::SYS_set_mempolicy_home_node,
+        Call::IoSetup => libc::SYS_io_setup,
+        Call::IoDestroy => libc::SYS_io_destroy,
+        Call::Ioctl => libc::SYS_ioctl,
+        Call::Prctl => libc::SYS_prctl,
+        Call::RemapFilePages => libc::SYS_remap_file_pages,
+        // 453 on x86-64 (not named by every libc crate yet).
+        Call::MapShadowStack => 453,
+        Call::ProcessMadvise => libc::SYS_process_madvise,
     };
     let number = number as u32;
     debug_assert!(number < SYSCALL_TABLE_SIZE);

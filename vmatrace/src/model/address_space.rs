@@ -222,10 +222,44 @@ impl AddressSpace {
             | Call::Mlock
             | Call::Mlock2
             | Call::Munlock
-            | Call::Mseal => {
+            | Call::Mseal
+            | Call::Mbind
+            | Call::SetMempolicyHomeNode
+            | Call::RemapFilePages => {
                 let (start, end) = range(args[0], args[1]);
                 self.label(start, end)
             }
+            // The range of a userfaultfd (un)registration, read at entry.
+            Call::Ioctl => {
+                let (start, end) = range(args[3], args[4]);
+                (args[4] != 0).then(|| self.label(start, end)).flatten()
+            }
+            Call::Prctl => {
+                let (start, end) = range(args[2], args[3]);
+                self.label(start, end)
+            }
+            Call::MapShadowStack => {
+                if !ok {
+                    return None;
+                }
+                let (start, end) = range(event.ret as u64, args[1]);
+                let name: Arc<str> = "[shadow stack]".into();
+                self.set(start, end, name.clone(), None);
+                Some(name)
+            }
+            // The ring's address is the context io_setup writes to the
+            // caller's memory, which is not read: the next snapshot names it.
+            Call::IoSetup => Some("[aio]".into()),
+            Call::IoDestroy => {
+                let addr = args[0];
+                let label = self.label(addr, addr + 1);
+                if ok && let Some(end) = self.regions.get(&addr).map(|r| r.end) {
+                    self.punch(addr, end);
+                }
+                label.or_else(|| Some("[aio]".into()))
+            }
+            // A list of ranges in the caller's memory, not read.
+            Call::ProcessMadvise => None,
             Call::Mlockall | Call::Munlockall => None,
             Call::Mremap => self.remap(event),
             Call::Shmat => Some(format!("SYSV shm {}", args[0] as i32).into()),

@@ -14,12 +14,15 @@
 //!   effect, whatever other threads do, and a SPLIT is a difference larger
 //!   than what the call creates (`vmatrace_common::creates`).
 //!
-//!   On kernels without the mmap_lock tracepoints the counts are read at
+//!   On kernels without the mmap_lock tracepoints (and, by default, until a
+//!   traced process starts its first thread) the counts are read at
 //!   syscall entry and exit instead (`Event::counted`). The difference is
 //!   still the call's own when no other call of its process ran meanwhile
 //!   (the kernel marks it exact then); otherwise it includes what those
-//!   did, and SPLIT is judged from it all the same, marked inexact: the
-//!   line shows the delta as `~+1`, JSON says `"exact": false`.
+//!   did: the line shows the delta as `~+1`, JSON says `"exact": false`,
+//!   and no SPLIT is flagged on it (another thread's cut or mapping would
+//!   pass for the call's own, and a real cut can net 0 beside another
+//!   thread's unmap). The summary counts such calls apart.
 //! - ENOMEM: the call failed with ENOMEM, with its cause by the kernel's own
 //!   rules for that call ([`enomem_cause`]): the VMA limit, or memory
 //!   (overcommit, RLIMIT_AS, no address space left).
@@ -47,9 +50,11 @@ pub fn delta_is_exact(event: &Event) -> bool {
     event.locked != 0 || event.counted != count_mode::SYSCALL
 }
 
-/// Whether a cut left the process with more VMAs than the call created.
+/// Whether a cut left the process with more VMAs than the call created,
+/// by the call's own count: never judged on an inexact one.
 fn cut_grew_the_count(event: &Event) -> bool {
-    own_delta(event).is_some_and(|delta| delta > creates(event.call, &event.args))
+    delta_is_exact(event)
+        && own_delta(event).is_some_and(|delta| delta > creates(event.call, &event.args))
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -259,12 +264,13 @@ mod tests {
         assert_eq!(own_delta(&event), Some(1));
         assert!(delta_is_exact(&event));
         assert!(detector.inspect(&event, false).0.split);
-        // Another did: the delta includes its effect, judged all the same.
+        // Another did: the delta includes its effect (another thread's
+        // mmap would pass for a cut), so no SPLIT is judged on it.
         event.locked = 0;
         assert_eq!(own_delta(&event), Some(1));
         assert!(!delta_is_exact(&event));
-        assert!(detector.inspect(&event, false).0.split);
-        event.vmas_after = 100;
+        assert!(!detector.inspect(&event, false).0.split);
+        event.vmas_after = 103;
         assert!(!detector.inspect(&event, false).0.split);
         // The lock mode's calls that never took the lock are exact: they
         // changed nothing.

@@ -4,6 +4,7 @@
 
 pub mod address_space;
 pub mod allocator;
+pub mod changes;
 pub mod detect;
 pub mod history;
 pub mod processes;

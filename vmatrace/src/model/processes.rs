@@ -12,7 +12,8 @@ use vmatrace_common::{Call, Event, EventKind};
 use crate::{
     model::address_space::AddressSpace,
     model::allocator::{self, Detected},
-    model::detect::{Detector, EnomemCause, Flags},
+    model::changes::{Changes, Source},
+    model::detect::{self, Detector, EnomemCause, Flags},
     model::history::CountHistory,
     model::snapshot::{ProcessInfo, maps_snapshot_count},
     model::syscalls,
@@ -64,6 +65,12 @@ pub struct ProcessState {
     pub mmap_sizes: BTreeMap<u64, u64>,
     pub munmap_sizes: BTreeMap<u64, u64>,
     pub execs: u64,
+    /// Changes of the count that no traced call made.
+    pub changes: Changes,
+    /// Calls whose count was read at syscall entry and exit while another
+    /// call of the process ran: their delta is not their own for certain,
+    /// so none is flagged SPLIT.
+    pub inexact: u64,
     pub exited: bool,
     #[serde(skip)]
     pub above_warn: bool,
@@ -115,6 +122,9 @@ impl ProcessState {
         }
         if flags.split {
             self.splits += 1;
+        }
+        if !detect::delta_is_exact(event) {
+            self.inexact += 1;
         }
         if flags.enomem {
             self.enomem += 1;
@@ -198,6 +208,9 @@ pub struct Applied {
     /// The process's name, when the thread that made the call has another
     /// (`redis-server` for a `jemalloc_bg_thd` call): lines show both.
     pub process_comm: Option<String>,
+    /// A change of the count outside a traced call (`EventKind::Change`):
+    /// its effect on the count. None when it was no change after all.
+    pub change: Option<i64>,
 }
 
 impl Processes {
@@ -275,7 +288,10 @@ impl Processes {
 
     pub fn apply(&mut self, event: &Event) -> Applied {
         let detector = self.detector;
-        let file_name = if event.call == Call::Mmap as u8 && !self.file_names.is_empty() {
+        let file_name = if event.kind == EventKind::Syscall as u8
+            && event.call == Call::Mmap as u8
+            && !self.file_names.is_empty()
+        {
             self.file_names.remove(&(event.pid, event.ret as u64))
         } else {
             None
@@ -308,8 +324,25 @@ impl Processes {
         if flags.near_limit {
             state.near_limit += 1;
         }
+        let prior = state.count;
         state.observe_count(event.vmas_after, event.count_ns);
+        let mut change = None;
         match kind {
+            Some(EventKind::Change) => {
+                let source = Source::of(event);
+                // Found between calls, the change is measured from the
+                // newest count known: a thread that came and went meanwhile
+                // had its calls told.
+                let before = match (source, prior) {
+                    (Source::BetweenCalls, Some(prior)) => prior,
+                    _ => i64::from(event.vmas_before),
+                };
+                let delta = i64::from(event.vmas_after) - before;
+                if delta != 0 {
+                    state.changes.add(source, delta);
+                    change = Some(delta);
+                }
+            }
             Some(EventKind::Syscall) => {
                 if let Some(call) = Call::from_u8(event.call) {
                     state.count_call(call, event, flags);
@@ -353,6 +386,7 @@ impl Processes {
             count,
             mapping,
             process_comm,
+            change,
         }
     }
 
@@ -554,6 +588,57 @@ mod tests {
                 unmapped: 0x10000
             }
         );
+    }
+
+    fn change(pid: u32, counts: (i32, i32), source: i64, counted: u8, ns: u64) -> Event {
+        let mut event = Event::zeroed();
+        event.kind = EventKind::Change as u8;
+        event.pid = pid;
+        event.tid = pid;
+        event.ret = source;
+        event.counted = counted;
+        event.locked = u8::from(counted == vmatrace_common::count_mode::LOCK);
+        event.vmas_before = counts.0;
+        event.vmas_after = counts.1;
+        event.count_ns = ns;
+        event.exit_ns = ns;
+        event
+    }
+
+    #[test]
+    fn changes_outside_calls_set_the_count_and_are_told_by_source() {
+        use vmatrace_common::{change_nr, count_mode};
+        let mut processes = Processes::new(Detector::new(100, 0.9));
+        processes.attach(4, "test".into(), Some(20), 0);
+        // Measured under the lock, in close(2): exact as it is.
+        let applied = processes.apply(&change(4, (20, 12), 3, count_mode::LOCK, 10));
+        assert_eq!((applied.change, applied.count), (Some(-8), Some(12)));
+        // Up to the NEAR-LIMIT threshold outside any call: flagged.
+        let applied = processes.apply(&change(4, (12, 95), change_nr::OUTSIDE, 0, 20));
+        assert!(applied.flags.near_limit);
+        assert!(!applied.flags.split);
+        // Found between calls: measured from the newest count known, so a
+        // change another thread's calls already told is no change.
+        let applied = processes.apply(&change(
+            4,
+            (12, 95),
+            change_nr::UNKNOWN,
+            count_mode::SYSCALL,
+            30,
+        ));
+        assert_eq!(applied.change, None);
+        let applied = processes.apply(&change(
+            4,
+            (90, 97),
+            change_nr::UNKNOWN,
+            count_mode::SYSCALL,
+            40,
+        ));
+        assert_eq!(applied.change, Some(2));
+        let state = &processes.by_pid[&4];
+        assert_eq!((state.count, state.peak), (Some(97), 97));
+        assert_eq!(state.changes.total(), 3);
+        assert!(state.calls.is_empty(), "no call was counted");
     }
 
     #[test]

@@ -212,6 +212,7 @@ mod tests {
             count: Some(11),
             mapping: None,
             process_comm: None,
+            change: None,
         };
         let plain = Applied {
             flags: Flags::default(),

@@ -83,6 +83,33 @@ const ADVICE: &[Flag] = &[
     (103, "MADV_GUARD_REMOVE"),
 ];
 
+const MPOL_MODES: &[Flag] = &[
+    (0, "MPOL_DEFAULT"),
+    (1, "MPOL_PREFERRED"),
+    (2, "MPOL_BIND"),
+    (3, "MPOL_INTERLEAVE"),
+    (4, "MPOL_LOCAL"),
+    (5, "MPOL_PREFERRED_MANY"),
+    (6, "MPOL_WEIGHTED_INTERLEAVE"),
+];
+
+const MPOL_MODE_FLAGS: &[Flag] = &[
+    (1 << 15, "MPOL_F_STATIC_NODES"),
+    (1 << 14, "MPOL_F_RELATIVE_NODES"),
+    (1 << 13, "MPOL_F_NUMA_BALANCING"),
+];
+
+const MPOL_MF_FLAGS: &[Flag] = &[
+    (1, "MPOL_MF_STRICT"),
+    (2, "MPOL_MF_MOVE"),
+    (4, "MPOL_MF_MOVE_ALL"),
+];
+
+const SHADOW_STACK_FLAGS: &[Flag] = &[
+    (1, "SHADOW_STACK_SET_TOKEN"),
+    (2, "SHADOW_STACK_SET_MARKER"),
+];
+
 /// `A|B|0x40` for a flag word; `zero` when no bit is set.
 pub fn flags(value: u64, table: &[Flag], zero: &str) -> String {
     if value == 0 {
@@ -124,6 +151,29 @@ fn advice(value: u64) -> String {
         .find(|(v, _)| *v == value)
         .map(|(_, name)| (*name).to_string())
         .unwrap_or_else(|| value.to_string())
+}
+
+/// A memory policy mode and its flags: `MPOL_BIND|MPOL_F_STATIC_NODES`.
+fn mpol_mode(value: u64) -> String {
+    let mode = value & 0xff;
+    let name = MPOL_MODES
+        .iter()
+        .find(|(v, _)| *v == mode)
+        .map(|(_, name)| (*name).to_string())
+        .unwrap_or_else(|| mode.to_string());
+    match flags(value & !0xff, MPOL_MODE_FLAGS, "") {
+        rest if rest.is_empty() => name,
+        rest => format!("{name}|{rest}"),
+    }
+}
+
+/// An ioctl command by name where vmatrace traces it (userfaultfd's).
+fn ioctl_command(value: u64) -> String {
+    match value {
+        vmatrace_common::UFFDIO_REGISTER => "UFFDIO_REGISTER".into(),
+        vmatrace_common::UFFDIO_UNREGISTER => "UFFDIO_UNREGISTER".into(),
+        other => format!("{other:#x}"),
+    }
 }
 
 fn hex(value: u64) -> String {
@@ -176,7 +226,98 @@ pub fn format_args(call: Call, args: &[u64; 6]) -> String {
         Call::Munlockall => String::new(),
         Call::Shmat => format!("{}, {}, {}", a0 as i32, hex(a1), flags(a2, SHM_FLAGS, "0")),
         Call::Mseal => format!("{}, {}, {:#x}", hex(a0), a1, a2),
+        Call::Mbind => format!(
+            "{}, {}, {}, {}, {}, {}",
+            hex(a0),
+            a1,
+            mpol_mode(a2),
+            hex(a3),
+            a4,
+            flags(a5, MPOL_MF_FLAGS, "0")
+        ),
+        Call::SetMempolicyHomeNode => format!("{}, {}, {}, {}", hex(a0), a1, a2, a3),
+        Call::IoSetup => format!("{}, {}", a0 as u32, hex(a1)),
+        Call::IoDestroy => hex(a0),
+        Call::Ioctl => match a1 {
+            vmatrace_common::UFFDIO_REGISTER | vmatrace_common::UFFDIO_UNREGISTER => format!(
+                "{}, {}, {{start={}, len={}}}",
+                a0 as i32,
+                ioctl_command(a1),
+                hex(a3),
+                a4
+            ),
+            _ => format!("{}, {}, {}", a0 as i32, ioctl_command(a1), hex(a2)),
+        },
+        Call::Prctl => {
+            let what = if a1 == 0 {
+                "PR_SET_VMA_ANON_NAME".to_string()
+            } else {
+                a1.to_string()
+            };
+            format!("PR_SET_VMA, {what}, {}, {}, {}", hex(a2), a3, hex(a4))
+        }
+        Call::RemapFilePages => format!(
+            "{}, {}, {}, {}, {:#x}",
+            hex(a0),
+            a1,
+            flags(a2, PROT, "PROT_NONE"),
+            a3,
+            a4
+        ),
+        Call::MapShadowStack => format!(
+            "{}, {}, {}",
+            hex(a0),
+            a1,
+            flags(a2, SHADOW_STACK_FLAGS, "0")
+        ),
+        Call::ProcessMadvise => {
+            format!("{}, {}, {}, {}, {}", a0 as i32, hex(a1), a2, advice(a3), a4)
+        }
     }
+}
+
+/// A syscall vmatrace does not decode, as in a change of the count made in
+/// it (`EventKind::Change`): its name, and its arguments as numbers (small
+/// ones in decimal, addresses in hex; trailing zeros left out).
+pub fn format_undecoded(nr: i64, args: &[u64; 6]) -> String {
+    let name = syscall_name(nr);
+    let used = args.iter().rposition(|a| *a != 0).map_or(0, |i| i + 1);
+    // The registers past a syscall's arguments hold whatever was there.
+    let used = used.min(undecoded_arg_count(&name));
+    let args: Vec<String> = args[..used]
+        .iter()
+        .map(|a| {
+            if *a < 0x10000 || *a as i64 >= -4096 && (*a as i64) < 0 {
+                (*a as i64).to_string()
+            } else {
+                format!("{a:#x}")
+            }
+        })
+        .collect();
+    format!("{name}({})", args.join(", "))
+}
+
+/// How many arguments the syscalls that change the count without being
+/// decoded take (the registers past them are not arguments); 6 for the
+/// others.
+fn undecoded_arg_count(name: &str) -> usize {
+    match name {
+        "close" | "exit" | "exit_group" | "userfaultfd" | "io_uring_setup" => 1,
+        "arch_prctl" | "clone3" | "dup2" => 2,
+        "close_range" | "dup3" | "read" | "write" | "ioctl" | "execve" => 3,
+        "clone" => 5,
+        _ => 6,
+    }
+}
+
+/// A syscall's name by its number on this architecture (`syscall_N` for a
+/// number the table does not know, a newer kernel's).
+pub fn syscall_name(nr: i64) -> String {
+    usize::try_from(nr)
+        .ok()
+        .and_then(syscalls::Sysno::new)
+        .map(|sysno| sysno.name().to_string())
+        .unwrap_or_else(|| format!("syscall_{nr}"))
 }
 
 /// The arguments as a JSON object with the syscall's own parameter names.
@@ -201,11 +342,20 @@ pub fn args_json(call: Call, args: &[u64; 6]) -> Value {
         Call::Shmat => &["shmid", "shmaddr", "shmflg"],
         Call::Shmdt => &["shmaddr"],
         Call::Mseal => &["addr", "length", "flags"],
+        Call::Mbind => &["addr", "length", "mode", "nodemask", "maxnode", "flags"],
+        Call::SetMempolicyHomeNode => &["addr", "length", "home_node", "flags"],
+        Call::IoSetup => &["nr_events", "ctxp"],
+        Call::IoDestroy => &["ctx"],
+        Call::Ioctl => &["fd", "cmd", "arg", "start", "length"],
+        Call::Prctl => &["option", "attr", "addr", "length", "name"],
+        Call::RemapFilePages => &["addr", "length", "prot", "pgoff", "flags"],
+        Call::MapShadowStack => &["addr", "length", "flags"],
+        Call::ProcessMadvise => &["pidfd", "iovec", "vlen", "advice", "flags"],
     };
     let mut object = Map::new();
     for (name, value) in names.iter().zip(args) {
         let value = match *name {
-            "fd" | "pkey" | "shmid" => json!(*value as i32),
+            "fd" | "pkey" | "shmid" | "pidfd" => json!(*value as i32),
             _ => json!(value),
         };
         object.insert((*name).to_string(), value);
@@ -336,6 +486,44 @@ mod tests {
         assert_eq!(
             mapped_delta(Call::Mremap, &[0, 8192, 4096, 0, 0, 0], 0x1000),
             -4096
+        );
+    }
+
+    #[test]
+    fn watched_calls_are_shown_like_strace() {
+        assert_eq!(
+            format_args(Call::Mbind, &[0x7f00_0000_0000, 4096, 2, 0x7ffd_0000, 2, 0]),
+            "0x7f0000000000, 4096, MPOL_BIND, 0x7ffd0000, 2, 0"
+        );
+        assert_eq!(
+            format_args(
+                Call::Ioctl,
+                &[
+                    5,
+                    vmatrace_common::UFFDIO_REGISTER,
+                    0x7ffd_0000,
+                    0x7f00_0000_0000,
+                    4096,
+                    0
+                ]
+            ),
+            "5, UFFDIO_REGISTER, {start=0x7f0000000000, len=4096}"
+        );
+        assert_eq!(
+            format_args(Call::Prctl, &[0x5356_4d41, 0, 0x1000, 8192, 0x2000, 0]),
+            "PR_SET_VMA, PR_SET_VMA_ANON_NAME, 0x1000, 8192, 0x2000"
+        );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn undecoded_syscalls_are_named_by_number() {
+        assert_eq!(syscall_name(3), "close");
+        assert_eq!(syscall_name(999), "syscall_999");
+        assert_eq!(format_undecoded(3, &[5, 0, 0, 0x7ffc, 7, 0]), "close(5)");
+        assert_eq!(
+            format_undecoded(237, &[0x7f00_0000_0000, 4096, 2, 0, 0, 0]),
+            "mbind(0x7f0000000000, 4096, 2)"
         );
     }
 

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use vmatrace_common::{Call, Event, EventKind};
 
 use crate::{
+    model::changes::Source,
     model::detect::{self, EnomemCause, Flags},
     model::processes::{Applied, comm_str},
     model::syscalls,
@@ -37,8 +38,14 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    pub fn prints(self, applied: &Applied) -> bool {
-        !self.quiet && (!self.only_flagged || applied.flags.any())
+    /// A change of the count outside a traced call counts as flagged: it is
+    /// what explains a count the calls do not.
+    pub fn prints(self, event: &Event, applied: &Applied) -> bool {
+        let change = event.kind == EventKind::Change as u8;
+        if self.quiet || (change && applied.change.is_none()) {
+            return false;
+        }
+        !self.only_flagged || applied.flags.any() || change
     }
 }
 
@@ -73,7 +80,7 @@ impl Output {
         limit: u64,
         stack: Option<&Stack>,
     ) -> io::Result<()> {
-        if !self.filter.prints(applied) {
+        if !self.filter.prints(event, applied) {
             return Ok(());
         }
         match self.format {
@@ -172,6 +179,26 @@ impl Output {
                     event.args[0]
                 )
             }
+            Some(EventKind::Change) => {
+                let delta = applied.change.unwrap_or(0);
+                let mut line = match Source::of(event) {
+                    Source::Syscall(nr) => format!(
+                        "{when} {who} {comm} {} = ? vmas={} ({delta:+})  {}",
+                        syscalls::format_undecoded(nr, &event.args),
+                        event.vmas_after,
+                        self.paint("[not a traced call]", "1;36"),
+                    ),
+                    source => format!(
+                        "{when} {who} {comm} --- {}: {delta:+} --- vmas={}",
+                        source.describe(),
+                        event.vmas_after
+                    ),
+                };
+                if applied.flags.near_limit {
+                    line.push_str(&self.flag_text(applied.flags, event, limit));
+                }
+                line
+            }
             None => format!("{when} {who} {comm} unknown event kind {}", event.kind),
         }
     }
@@ -204,6 +231,7 @@ impl Output {
             Some(EventKind::Fork) => "fork",
             Some(EventKind::Exit) => "exit",
             Some(EventKind::Thread) => "thread",
+            Some(EventKind::Change) => "change",
             None => "unknown",
         };
         let mut value = json!({
@@ -243,6 +271,21 @@ impl Output {
         }
         if event.kind == EventKind::Fork as u8 {
             object.insert("child".into(), json!(event.args[0]));
+        }
+        if event.kind == EventKind::Change as u8 {
+            let source = Source::of(event);
+            object.insert("source".into(), json!(source.name()));
+            if let Source::Syscall(nr) = source {
+                object.insert("syscall".into(), json!(syscalls::syscall_name(nr)));
+                object.insert("nr".into(), json!(nr));
+                object.insert("args".into(), json!(event.args));
+            }
+            let delta = applied.change.unwrap_or(0);
+            object.insert("vmas_before".into(), json!(event.vmas_after - delta as i32));
+            object.insert("vmas_after".into(), json!(event.vmas_after));
+            object.insert("delta".into(), json!(delta));
+            object.insert("exact".into(), json!(event.locked != 0));
+            object.insert("flags".into(), json!(applied.flags.names()));
         }
         value
     }
@@ -313,6 +356,45 @@ mod tests {
         );
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_change_outside_a_traced_call_names_its_syscall() {
+        let output = Output::new(Format::Text, false, false, 0);
+        let mut processes = Processes::new(Detector::new(65530, 0.9));
+        let mut event = Event::zeroed();
+        event.kind = EventKind::Change as u8;
+        event.pid = 10;
+        event.tid = 10;
+        event.ret = 3;
+        event.args = [5, 0, 0, 0x7ffc, 0, 0];
+        event.locked = 1;
+        event.vmas_before = 2031;
+        event.vmas_after = 1031;
+        event.exit_ns = 3_000;
+        event.comm[..8].copy_from_slice(b"outside\0");
+        let applied = processes.apply(&event);
+        let line = output.text_line(&event, &applied, 65530);
+        assert!(
+            line.ends_with("10/10 outside close(5) = ? vmas=1031 (-1000)  [not a traced call]"),
+            "{line}"
+        );
+        let value = output.json_event(&event, &applied, 65530);
+        assert_eq!(value["type"], "change");
+        assert_eq!(value["syscall"], "close");
+        assert_eq!(value["delta"], -1000);
+        assert_eq!(value["exact"], true);
+        // Outside any syscall (a trap): said so.
+        event.ret = vmatrace_common::change_nr::OUTSIDE;
+        event.vmas_before = 1031;
+        event.vmas_after = 1032;
+        let applied = processes.apply(&event);
+        let line = output.text_line(&event, &applied, 65530);
+        assert!(
+            line.ends_with("--- outside a call: +1 --- vmas=1032"),
+            "{line}"
+        );
+    }
+
     #[test]
     fn an_inexact_delta_is_marked_on_the_line_and_in_json() {
         let output = Output::new(Format::Text, false, false, 0);
@@ -322,14 +404,18 @@ mod tests {
         event.locked = 0;
         let applied = processes.apply(&event);
         let line = output.text_line(&event, &applied, 65530);
-        assert!(line.ends_with("vmas=100 (~+1)  [SPLIT]"), "{line}");
+        // Never a SPLIT the call's own count does not show.
+        assert!(line.ends_with("vmas=100 (~+1)"), "{line}");
         let value = output.json_event(&event, &applied, 65530);
         assert_eq!(
             (value["delta"].clone(), value["exact"].clone()),
             (json!(1), json!(false))
         );
-        // Exact at syscall entry and exit: no mark.
+        assert_eq!(value["flags"], json!([]));
+        assert_eq!(processes.by_pid[&10].inexact, 1);
+        // Exact at syscall entry and exit: no mark, and a SPLIT.
         event.locked = 1;
+        let applied = processes.apply(&event);
         let line = output.text_line(&event, &applied, 65530);
         assert!(line.ends_with("vmas=100 (+1)  [SPLIT]"), "{line}");
     }

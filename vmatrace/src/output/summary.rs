@@ -201,6 +201,22 @@ impl Summary<'_> {
                     s.failed_calls
                 ));
             }
+            if !s.changes.is_empty() {
+                text.push_str(&format!(
+                    "{:>8} changed outside traced calls: {}\n",
+                    "",
+                    s.changes.describe()
+                ));
+            }
+            if s.inexact > 0 {
+                text.push_str(&format!(
+                    "{:>8} {} {} counted while other threads' calls ran: their deltas are not \
+                     their own for certain (~), none is flagged SPLIT\n",
+                    "",
+                    s.inexact,
+                    if s.inexact == 1 { "call" } else { "calls" }
+                ));
+            }
         }
         if let Some(folded) = folded {
             text.push_str(&format!("{:>8} {}\n", "", folded.to_text()));

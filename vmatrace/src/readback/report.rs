@@ -238,7 +238,7 @@ impl Gathered<'_> {
             let group = || match stack {
                 Some(stack) => sites::site_of(stack),
                 None => {
-                    let call = vmatrace_common::Call::from_u8(event.call).map_or("?", |c| c.name());
+                    let call = crate::model::changes::what_changed(event);
                     let cut = applied.mapping.as_deref().map_or("unknown", mapping_kind);
                     format!("{call} of {cut} (no stack)")
                 }
@@ -415,6 +415,8 @@ fn process_json(state: &ProcessState, e: &Extra, header: &Header) -> Value {
         "enomem": state.enomem,
         "enomem_by_cause": state.enomem_by_cause,
         "near_limit": state.near_limit,
+        "changes": state.changes.by_source,
+        "inexact_calls": state.inexact,
         "exited": state.exited,
         "busiest_second": busiest.map(|(s, n)| json!({"from_s": s, "calls": n})),
         "mmap_size_histogram": size_histogram(&state.mmap_sizes),
@@ -599,6 +601,15 @@ fn process_text(p: &Value, limit: &Value) -> String {
         p["enomem"],
         p["near_limit"],
     ));
+    let changes: crate::model::changes::Changes = crate::model::changes::Changes {
+        by_source: serde_json::from_value(p["changes"].clone()).unwrap_or_default(),
+    };
+    if !changes.is_empty() {
+        text.push_str(&format!(
+            "  changed outside traced calls: {}\n",
+            changes.describe()
+        ));
+    }
     if let Some(causes) = p["enomem_by_cause"].as_object().filter(|c| !c.is_empty()) {
         let causes: Vec<String> = causes
             .iter()

@@ -392,7 +392,7 @@ impl Run {
         // for the lines and the recording), and with --top every call
         // with a stack (its sites).
         let counts_for_sites = event.stack != 0 && self.top.is_some();
-        if new_stack.is_some() || counts_for_sites || self.filter.prints(&applied) {
+        if new_stack.is_some() || counts_for_sites || self.filter.prints(&event, &applied) {
             let limit = self.processes.detector.limit;
             self.print(Job::Event(EventJob {
                 event,

@@ -224,7 +224,7 @@ impl Printing {
                 .or_default()
                 .add(stack, &event, &applied);
         }
-        if applied.flags.any() && output.filter.prints(&applied) {
+        if applied.flags.any() && output.filter.prints(&event, &applied) {
             let flag = applied.flags.names().first().copied().unwrap_or("flagged");
             let site = match &stack {
                 Some(stack) => sites::site_and_caller(stack),
@@ -247,7 +247,7 @@ impl Printing {
 /// Where a call without a stack came from, as near as the call and the
 /// mapping it cut tell.
 fn unstacked_site(event: &Event, applied: &Applied) -> String {
-    let call = vmatrace_common::Call::from_u8(event.call).map_or("?", |c| c.name());
+    let call = crate::model::changes::what_changed(event);
     let cut = applied.mapping.as_deref().map_or("unknown", mapping_kind);
     format!("{call} of {cut}")
 }

@@ -12,8 +12,9 @@ use crate::stacks::symbols::{Frame, Stack};
 
 pub const MAGIC: &[u8; 8] = b"VMATRACE";
 /// 2 added the Mapping record; version 1 files read the same otherwise.
-/// 4: `Limit` records.
-pub const FORMAT_VERSION: u16 = 4;
+/// 4: `Limit` records. 5: Event records of kind 5 (a change of the count
+/// outside a traced call) and calls 15 to 23 (mbind to process_madvise).
+pub const FORMAT_VERSION: u16 = 5;
 /// Magic and version, then two reserved bytes.
 pub const PREAMBLE_LEN: usize = 12;
 pub const FRAME_HEADER_LEN: usize = 8;

@@ -267,7 +267,8 @@ impl Finished {
         self.json()
             .into_iter()
             .filter(|v| {
-                ["syscall", "exec", "fork", "exit"].contains(&v["type"].as_str().unwrap_or(""))
+                ["syscall", "exec", "fork", "exit", "change"]
+                    .contains(&v["type"].as_str().unwrap_or(""))
             })
             .collect()
     }
