@@ -175,9 +175,9 @@ pub enum EventKind {
     /// sharing or changing the address space), or, counted at syscall
     /// entry and exit, between two calls of a single-threaded process.
     /// `pid` is the process whose count changed; `tid` and `comm` the task
-    /// that changed it (the process's own thread, or another); `ret` is the
-    /// number of the syscall it was in ([`change_nr`]); `args` that
-    /// syscall's arguments when known.
+    /// that changed it (`call` is 1 when that task belongs to another
+    /// process); `ret` is the number of the syscall it was in
+    /// ([`change_nr`]); `args` that syscall's arguments when known.
     Change = 5,
 }
 
@@ -186,7 +186,7 @@ pub enum EventKind {
 /// yet when the lock is let go), or one of these.
 pub mod change_nr {
     /// Not in a syscall (a trap, such as the uprobes page mapped on a
-    /// breakpoint, or a kernel thread).
+    /// breakpoint), or by a kernel thread or an io_uring worker.
     pub const OUTSIDE: i64 = -1;
     /// Unknown: the kernel has no `bpf_task_pt_regs` (before 5.15), or
     /// the change was found between two calls (syscall count mode).
@@ -384,6 +384,7 @@ pub mod names {
     pub const PT_REGS_ARG_OFFSETS: &str = "PT_REGS_ARG_OFFSETS";
     pub const MM_OWNER_OFFSET: &str = "MM_OWNER_OFFSET";
     pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
+    pub const TASK_FLAGS_OFFSET: &str = "TASK_FLAGS_OFFSET";
 }
 
 /// Entries of the `SYSCALL_CALLS` map: syscall numbers below this are

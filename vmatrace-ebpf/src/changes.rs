@@ -22,7 +22,8 @@
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
 };
@@ -32,7 +33,8 @@ use vmatrace_common::{
 
 use crate::{
     globals::{
-        MM_OWNER_OFFSET, PT_REGS_ARG_OFFSETS, PT_REGS_NR_OFFSET, SYSCALL_REGS, TASK_TGID_OFFSET,
+        MM_OWNER_OFFSET, PT_REGS_ARG_OFFSETS, PT_REGS_NR_OFFSET, SYSCALL_REGS, TASK_FLAGS_OFFSET,
+        TASK_TGID_OFFSET,
     },
     helpers::{count_lost, current_mm, is_traced, map_count},
     maps::{EVENTS, INFLIGHT, Inflight, SYSCALL_CALLS, thread_slot},
@@ -43,13 +45,16 @@ use crate::{
 /// the count is read now, and again when the lock is let go.
 #[inline(always)]
 pub fn write_lock_taken(tid: u32, mm: u64) {
-    let own = current_mm() as u64 == mm;
-    let Some(owner) = owner_of(mm, own) else {
-        return;
-    };
-    if !is_traced(owner) {
+    let current = current_mm() as u64;
+    // A task without an address space is tearing one down (an exiting
+    // process: exit_mmap changes no count) or a kernel thread.
+    if current == 0 {
         return;
     }
+    let own = current == mm;
+    let Some(owner) = traced_owner_of(mm, own) else {
+        return;
+    };
     // A new address space is told by the exec and fork events.
     if builds_a_new_space(own) {
         return;
@@ -148,7 +153,8 @@ fn send(change: &Change) {
     let event = entry.as_mut_ptr();
     unsafe {
         (*event).kind = EventKind::Change as u8;
-        (*event).call = 0;
+        // Made by another process's task (sharing the address space).
+        (*event).call = u8::from((pid_tgid >> 32) as u32 != change.owner);
         (*event).pid = change.owner;
         (*event).tid = pid_tgid as u32;
         (*event).enter_ns = change.since_ns;
@@ -169,12 +175,16 @@ fn send(change: &Change) {
     entry.submit(BPF_RB_FORCE_WAKEUP as u64);
 }
 
-/// The process an address space belongs to: the current thread's when it
-/// is the current one, else its owner's (`mm->owner`, CONFIG_MEMCG).
+/// The traced process an address space belongs to, if it is one's: the
+/// current thread's when it is its own, else its owner's (`mm->owner`,
+/// CONFIG_MEMCG): another process sharing it (a vfork child, a
+/// clone(CLONE_VM) sibling) or changing it from outside (a userfaultfd
+/// monitor) changes the owner's count.
 #[inline(always)]
-fn owner_of(mm: u64, own: bool) -> Option<u32> {
-    if own {
-        return Some((bpf_get_current_pid_tgid() >> 32) as u32);
+fn traced_owner_of(mm: u64, own: bool) -> Option<u32> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if own && is_traced(tgid) {
+        return Some(tgid);
     }
     let (owner_offset, tgid_offset) = (MM_OWNER_OFFSET.load(), TASK_TGID_OFFSET.load());
     if mm == 0 || owner_offset == 0 || tgid_offset == 0 {
@@ -186,8 +196,8 @@ fn owner_of(mm: u64, own: bool) -> Option<u32> {
         return None;
     }
     let tgid_field = owner.wrapping_add(tgid_offset as usize) as *const i32;
-    let tgid = unsafe { bpf_probe_read_kernel(tgid_field) }.ok()?;
-    (tgid > 0).then_some(tgid as u32)
+    let owner = unsafe { bpf_probe_read_kernel(tgid_field) }.ok()?;
+    (owner > 0 && is_traced(owner as u32)).then_some(owner as u32)
 }
 
 /// The user registers of the current thread, if they can be read.
@@ -207,13 +217,32 @@ fn current_syscall(regs: Option<*const u8>) -> i64 {
     let Some(regs) = regs else {
         return change_nr::UNKNOWN;
     };
+    // A kernel thread's or an io_uring worker's registers are zeroed at
+    // its start: no syscall of its own (and 0 is read's number).
+    if current_flags() & (PF_KTHREAD | PF_IO_WORKER) != 0 {
+        return change_nr::OUTSIDE;
+    }
     let field = regs.wrapping_add(PT_REGS_NR_OFFSET.load() as usize) as *const i64;
     match unsafe { bpf_probe_read_kernel(field) } {
-        // A kernel thread has no syscall of its own.
-        Ok(nr) if (0..SYSCALL_TABLE_SIZE as i64).contains(&nr) && !current_mm().is_null() => nr,
+        Ok(nr) if (0..SYSCALL_TABLE_SIZE as i64).contains(&nr) => nr,
         Ok(_) => change_nr::OUTSIDE,
         Err(_) => change_nr::UNKNOWN,
     }
+}
+
+const PF_IO_WORKER: u32 = 0x0000_0010;
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// `current->flags`; 0 if unreadable.
+#[inline(always)]
+fn current_flags() -> u32 {
+    let offset = TASK_FLAGS_OFFSET.load();
+    if offset == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let field = task.wrapping_add(offset as usize) as *const u32;
+    unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0)
 }
 
 /// Whether the current thread is in a syscall that builds a new address

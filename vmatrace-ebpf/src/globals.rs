@@ -87,3 +87,7 @@ pub static PT_REGS_ARG_OFFSETS: Global<[u64; 6]> = Global::new([112, 104, 96, 56
 pub static MM_OWNER_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static TASK_TGID_OFFSET: Global<u64> = Global::new(0);
+/// `offsetof(struct task_struct, flags)`, from BTF: a kernel thread or an
+/// io_uring worker is in no syscall of its own.
+#[unsafe(no_mangle)]
+pub static TASK_FLAGS_OFFSET: Global<u64> = Global::new(0);

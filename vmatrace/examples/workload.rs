@@ -35,6 +35,10 @@
 //!                             and the middle one unmapped, the same in an
 //!                             anonymous mapping, the heap grown and shrunk
 //!                             with brk, a no-op mprotect on the stack
+//!   shared-vm                 a thread, then (after 1 s) a process sharing
+//!                             the address space (clone(CLONE_VM), not a
+//!                             thread) maps 3 pages and unmaps the middle
+//!                             one; the workload waits for it
 //!   outside N [SETTLE_MS]     changes the count through calls other than
 //!                             the mapping ones, a page at a time, every
 //!                             other page of a mapping of its own each (a
@@ -388,6 +392,45 @@ fn change_every_other_page(n: usize, mut change: impl FnMut(*mut u8) -> bool) ->
     done
 }
 
+/// The child of `shared-vm`: in the parent's address space.
+extern "C" fn shared_vm_child(_: *mut c_void) -> i32 {
+    let region = map(3, RW, PRIVATE);
+    // SAFETY: the middle page of the mapping made above.
+    let hole = unmap(unsafe { region.add(PAGE) }, 1);
+    i32::from(hole.is_err())
+}
+
+/// See the module doc: `shared-vm`.
+fn change_from_a_process_sharing_the_address_space() {
+    let mut thread = 0 as libc::pthread_t;
+    // SAFETY: sleeper has the pthread start signature.
+    let rc = unsafe { libc::pthread_create(&mut thread, ptr::null(), sleeper, ptr::null_mut()) };
+    assert_eq!(rc, 0);
+    // A tracer that learns of the thread may prepare for it first.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    marker();
+    let stack = map(16, RW, PRIVATE);
+    // SAFETY: the child runs on its own stack (the top of `stack`) in our
+    // address space and touches only what it maps itself.
+    let child = unsafe {
+        libc::clone(
+            shared_vm_child,
+            stack.add(16 * PAGE).cast(),
+            libc::CLONE_VM | libc::SIGCHLD,
+            ptr::null_mut(),
+        )
+    };
+    assert!(child > 0, "clone: {}", std::io::Error::last_os_error());
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    assert_eq!(status, 0, "the child's calls failed");
+    START.store(1, Ordering::Release);
+    // SAFETY: joining the thread created above, once.
+    unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+    say(&format!("shared-vm child={child}"));
+}
+
 /// See the module doc: `outside`.
 fn change_outside_the_mapping_calls(n: usize, settle_ms: usize, with_thread: bool) {
     let mut thread = 0 as libc::pthread_t;
@@ -503,6 +546,7 @@ fn main() {
         "mmap" => mmap_pairs(number(1, 100)),
         "mappings" => cut_each_kind_of_mapping(),
         "nomem" => map_beyond_rlimit_as(),
+        "shared-vm" => change_from_a_process_sharing_the_address_space(),
         "outside" => change_outside_the_mapping_calls(number(1, 500), number(2, 1000), with_thread),
         other => {
             say(&format!("unknown mode {other:?}"));

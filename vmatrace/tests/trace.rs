@@ -1851,15 +1851,22 @@ fn count_through_calls_outside_the_mapping_ones(threaded: bool) {
     let changes: Vec<&Value> = pid_events(&events, pid)
         .filter(|e| e["type"] == "change")
         .collect();
-    assert_eq!(changes.len(), 1, "{what}: {changes:?}");
-    let close = changes[0];
-    assert_eq!(close["delta"], -2 * registered, "{what}: {close}");
-    if threaded {
-        assert_eq!(close["source"], "syscall", "{close}");
-        assert_eq!(close["syscall"], "close", "{close}");
-        assert_eq!(close["exact"], true, "{close}");
+    let has_lock_probes = std::path::Path::new("/sys/kernel/tracing/events/mmap_lock").is_dir();
+    if threaded && !has_lock_probes {
+        // Counted at syscall entry and exit with threads (Linux 5.10): not
+        // told apart, by design; the count is still the kernel's below.
+        assert!(changes.is_empty(), "{what}: {changes:?}");
     } else {
-        assert_eq!(close["source"], "between_calls", "{close}");
+        assert_eq!(changes.len(), 1, "{what}: {changes:?}");
+        let close = changes[0];
+        assert_eq!(close["delta"], -2 * registered, "{what}: {close}");
+        if threaded {
+            assert_eq!(close["source"], "syscall", "{close}");
+            assert_eq!(close["syscall"], "close", "{close}");
+            assert_eq!(close["exact"], true, "{close}");
+        } else {
+            assert_eq!(close["source"], "between_calls", "{close}");
+        }
     }
 
     // The count is the kernel's: the last marker's reading, after all of
@@ -1878,7 +1885,10 @@ fn count_through_calls_outside_the_mapping_ones(threaded: bool) {
         peak >= maps as i64 + 2 * registered,
         "{what}: peak {peak}, maps {maps}"
     );
-    assert_eq!(live["changes"]["by_source"].as_object().unwrap().len(), 1);
+    assert_eq!(
+        live["changes"]["by_source"].as_object().unwrap().len(),
+        changes.len()
+    );
 
     // Recorded, the report says the same.
     let report = Running::vmatrace(&["report", "--json", &recording]).finish();
@@ -1900,4 +1910,54 @@ fn count_through_calls_outside_the_mapping_ones(threaded: bool) {
         assert_eq!(live[live_key], recorded[report_key], "{what}: {live_key}");
     }
     assert_eq!(live["changes"]["by_source"], recorded["changes"], "{what}");
+}
+
+/// Another process sharing the address space (clone(CLONE_VM) without
+/// CLONE_THREAD, as vfork does; not followed) maps and cuts in it while
+/// the traced process waits: its calls are changes of the traced process's
+/// count, measured under the lock, with the task that made them and its
+/// syscall, and the count stays /proc/PID/maps's. Needs the lock probes.
+#[test]
+fn another_process_sharing_the_address_space_is_seen() {
+    let workload = workload();
+    let mut run = Running::vmatrace(&[
+        "--json",
+        "--no-stacks",
+        "--",
+        &workload,
+        "shared-vm",
+        "--pause",
+    ]);
+    let report = run.wait_stderr("shared-vm child=");
+    let child = field(&report, "child");
+    let paused = run.wait_stderr("paused pid=");
+    let pid = field(&paused, "pid") as u32;
+    let maps = maps_count(pid);
+    run.send_line();
+    let finished = run.finish();
+    finished.assert_complete();
+    let events = finished.events();
+    let changes: Vec<&Value> = pid_events(&events, pid)
+        .filter(|e| e["type"] == "change")
+        .collect();
+    let by_child: Vec<&&Value> = changes.iter().filter(|e| e["tid"] == child).collect();
+    let calls: Vec<&str> = by_child
+        .iter()
+        .filter_map(|e| e["syscall"].as_str())
+        .collect();
+    assert_eq!(calls, ["mmap", "munmap"], "{changes:?}");
+    assert!(
+        by_child
+            .iter()
+            .all(|e| e["delta"] == 1 && e["exact"] == true && e["by_another_process"] == true),
+        "{by_child:?}"
+    );
+    // The hole is a cut, judged as for a traced munmap; the mmap is not.
+    let splits: Vec<bool> = by_child.iter().map(|e| has_flag(e, "SPLIT")).collect();
+    assert_eq!(splits, [false, true], "{by_child:?}");
+    let last_marker = pid_events(&events, pid)
+        .filter(|e| is_marker(e))
+        .last()
+        .unwrap();
+    assert_eq!(last_marker["vmas_after"], maps, "vs /proc/{pid}/maps");
 }

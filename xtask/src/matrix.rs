@@ -116,6 +116,7 @@ const LOCK_MODE_ONLY: &[&str] = &[
     "concurrent_threads_get_exact_split_flags",
     "lock_and_syscall_counts_agree_call_by_call",
     "a_threaded_process_is_counted_under_the_lock_from_the_attach",
+    "another_process_sharing_the_address_space_is_seen",
 ];
 
 /// The tests that apply to `kernel`.

@@ -38,6 +38,9 @@ pub struct StructOffsets {
     /// belongs to when another task changes it.
     pub mm_owner: u64,
     pub task_tgid: u64,
+    /// `offsetof(struct task_struct, flags)`: kernel threads and io_uring
+    /// workers are in no syscall of their own.
+    pub task_flags: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +112,7 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
         })(),
         mm_owner: offset("mm_struct", "owner").unwrap_or(0),
         task_tgid: offset("task_struct", "tgid").unwrap_or(0),
+        task_flags: offset("task_struct", "flags").unwrap_or(0),
     })
 }
 

@@ -447,6 +447,7 @@ impl Probes {
             .override_global(names::PT_REGS_ARG_OFFSETS, &syscall_regs_offsets.args, true)
             .override_global(names::MM_OWNER_OFFSET, &offsets.mm_owner, true)
             .override_global(names::TASK_TGID_OFFSET, &offsets.task_tgid, true)
+            .override_global(names::TASK_FLAGS_OFFSET, &offsets.task_flags, true)
             .map_max_entries(names::EVENTS, config.ring_buffer_bytes)
             .map_max_entries(names::USER_STACK_COPIES, stack_ring)
             .map_max_entries(names::PROCESSES, processes_entries)

@@ -55,6 +55,12 @@ impl Source {
     }
 }
 
+/// Whether a change outside a traced call was made by a task of another
+/// process (sharing the address space, or changing it from outside).
+pub fn by_another_process(event: &Event) -> bool {
+    event.kind == vmatrace_common::EventKind::Change as u8 && event.call == 1
+}
+
 /// What made an event's change: the traced call's name, or where a change
 /// outside a traced call happened (`close`, `outside a call`).
 pub fn what_changed(event: &Event) -> String {

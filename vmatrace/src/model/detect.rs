@@ -57,6 +57,26 @@ fn cut_grew_the_count(event: &Event) -> bool {
         && own_delta(event).is_some_and(|delta| delta > creates(event.call, &event.args))
 }
 
+/// The traced call a change outside a traced call was made in, when it is
+/// one (another process sharing the address space called munmap, say).
+pub fn change_call(event: &Event) -> Option<Call> {
+    if event.kind != EventKind::Change as u8 || event.ret < 0 {
+        return None;
+    }
+    let name = crate::model::syscalls::syscall_name(event.ret);
+    Call::ALL.into_iter().find(|call| call.name() == name)
+}
+
+/// Whether a change measured under the lock, in a traced call made by a
+/// task vmatrace does not trace, cut a mapping: judged as for the call.
+fn change_cut(event: &Event) -> bool {
+    event.locked != 0
+        && change_call(event).is_some_and(|call| {
+            i64::from(event.vmas_after) - i64::from(event.vmas_before)
+                > creates(call as u8, &event.args)
+        })
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Flags {
     pub split: bool,
@@ -169,7 +189,7 @@ impl Detector {
     /// the warning threshold. Returns the new above-threshold state too.
     pub fn inspect(&self, event: &Event, above_warn: bool) -> (Flags, bool) {
         let syscall = event.kind == EventKind::Syscall as u8;
-        let split = syscall && cut_grew_the_count(event);
+        let split = (syscall && cut_grew_the_count(event)) || change_cut(event);
         let enomem = syscall && event.ret == ENOMEM_RET && event.call != Call::Brk as u8;
         let enomem_cause = enomem.then(|| enomem_cause(event, self.limit));
         let count = event.vmas_after.max(event.vmas_before);

@@ -342,6 +342,14 @@ impl Processes {
                     state.changes.add(source, delta);
                     change = Some(delta);
                 }
+                if flags.split
+                    && let Some(call) = detect::change_call(event)
+                {
+                    state.splits += 1;
+                    *state.splits_by_call.entry(call.name()).or_default() += 1;
+                    let cut = mapping.as_deref().unwrap_or("unknown").to_string();
+                    *state.splits_by_mapping.entry(cut).or_default() += 1;
+                }
             }
             Some(EventKind::Syscall) => {
                 if let Some(call) = Call::from_u8(event.call) {

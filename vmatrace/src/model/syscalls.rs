@@ -281,6 +281,14 @@ pub fn format_args(call: Call, args: &[u64; 6]) -> String {
 /// ones in decimal, addresses in hex; trailing zeros left out).
 pub fn format_undecoded(nr: i64, args: &[u64; 6]) -> String {
     let name = syscall_name(nr);
+    // One of the traced calls, made by a task that is not traced (another
+    // process sharing the address space): decoded all the same.
+    if let Some(call) = Call::ALL
+        .iter()
+        .find(|c| c.name() == name && !c.is_watched())
+    {
+        return format!("{name}({})", format_args(*call, args));
+    }
     let used = args.iter().rposition(|a| *a != 0).map_or(0, |i| i + 1);
     // The registers past a syscall's arguments hold whatever was there.
     let used = used.min(undecoded_arg_count(&name));
@@ -521,6 +529,10 @@ mod tests {
         assert_eq!(syscall_name(3), "close");
         assert_eq!(syscall_name(999), "syscall_999");
         assert_eq!(format_undecoded(3, &[5, 0, 0, 0x7ffc, 7, 0]), "close(5)");
+        assert_eq!(
+            format_undecoded(11, &[0x7f00_0000_1000, 4096, 0, 0x4022, 7, 0]),
+            "munmap(0x7f0000001000, 4096)"
+        );
         assert_eq!(
             format_undecoded(237, &[0x7f00_0000_0000, 4096, 2, 0, 0, 0]),
             "mbind(0x7f0000000000, 4096, 2)"

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use vmatrace_common::{Call, Event, EventKind};
 
 use crate::{
-    model::changes::Source,
+    model::changes::{self, Source},
     model::detect::{self, EnomemCause, Flags},
     model::processes::{Applied, comm_str},
     model::syscalls,
@@ -181,12 +181,17 @@ impl Output {
             }
             Some(EventKind::Change) => {
                 let delta = applied.change.unwrap_or(0);
+                let mark = if changes::by_another_process(event) {
+                    "[by another process]"
+                } else {
+                    "[not a traced call]"
+                };
                 let mut line = match Source::of(event) {
                     Source::Syscall(nr) => format!(
                         "{when} {who} {comm} {} = ? vmas={} ({delta:+})  {}",
                         syscalls::format_undecoded(nr, &event.args),
                         event.vmas_after,
-                        self.paint("[not a traced call]", "1;36"),
+                        self.paint(mark, "1;36"),
                     ),
                     source => format!(
                         "{when} {who} {comm} --- {}: {delta:+} --- vmas={}",
@@ -194,9 +199,7 @@ impl Output {
                         event.vmas_after
                     ),
                 };
-                if applied.flags.near_limit {
-                    line.push_str(&self.flag_text(applied.flags, event, limit));
-                }
+                line.push_str(&self.flag_text(applied.flags, event, limit));
                 line
             }
             None => format!("{when} {who} {comm} unknown event kind {}", event.kind),
@@ -275,6 +278,10 @@ impl Output {
         if event.kind == EventKind::Change as u8 {
             let source = Source::of(event);
             object.insert("source".into(), json!(source.name()));
+            object.insert(
+                "by_another_process".into(),
+                json!(changes::by_another_process(event)),
+            );
             if let Source::Syscall(nr) = source {
                 object.insert("syscall".into(), json!(syscalls::syscall_name(nr)));
                 object.insert("nr".into(), json!(nr));
