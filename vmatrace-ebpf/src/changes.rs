@@ -65,8 +65,9 @@ pub fn write_lock_taken(tid: u32, mm: u64) {
     };
     let slot = unsafe { &mut *slot };
     // Nested write sections (fork locks the parent's and the child's):
-    // the first one is measured.
-    if slot.change_mm != 0 {
+    // the first one is measured. One on the same address space cannot be
+    // nested: the end of the last was missed.
+    if slot.change_mm != 0 && slot.change_mm != mm {
         return;
     }
     slot.change_mm = mm;

@@ -35,6 +35,11 @@
 //!                             and the middle one unmapped, the same in an
 //!                             anonymous mapping, the heap grown and shrunk
 //!                             with brk, a no-op mprotect on the stack
+//!   probe-point               calls `workload_probe_point` once (a test
+//!                             puts a uprobe there: the kernel maps its
+//!                             [uprobes] page on the first hit); with
+//!                             --with-thread a second thread sleeps
+//!                             meanwhile, the call 1 s after it started
 //!   shared-vm                 a thread, then (after 1 s) a process sharing
 //!                             the address space (clone(CLONE_VM), not a
 //!                             thread) maps 3 pages and unmaps the middle
@@ -392,6 +397,44 @@ fn change_every_other_page(n: usize, mut change: impl FnMut(*mut u8) -> bool) ->
     done
 }
 
+/// Where a test puts a uprobe (`probe-point`). Its first instruction is
+/// one the kernel cannot emulate (it does push, nop and branches), so a hit
+/// steps it out of line, in the [uprobes] page it maps then.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub extern "C" fn workload_probe_point(x: u64) -> u64 {
+    core::arch::naked_asm!("lea rax, [rdi + 1]", "ret")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn workload_probe_point(x: u64) -> u64 {
+    std::hint::black_box(x) + 1
+}
+
+/// See the module doc: `probe-point`.
+fn hit_the_probe_point(with_thread: bool) {
+    let mut thread = 0 as libc::pthread_t;
+    if with_thread {
+        // SAFETY: sleeper has the pthread start signature.
+        let rc =
+            unsafe { libc::pthread_create(&mut thread, ptr::null(), sleeper, ptr::null_mut()) };
+        assert_eq!(rc, 0);
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+    }
+    marker();
+    let value = workload_probe_point(std::hint::black_box(41));
+    marker();
+    START.store(1, Ordering::Release);
+    if with_thread {
+        // SAFETY: joining the thread created above, once.
+        unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+    }
+    say(&format!("probe-point hit={value}"));
+}
+
 /// The child of `shared-vm`: in the parent's address space.
 extern "C" fn shared_vm_child(_: *mut c_void) -> i32 {
     let region = map(3, RW, PRIVATE);
@@ -547,6 +590,7 @@ fn main() {
         "mappings" => cut_each_kind_of_mapping(),
         "nomem" => map_beyond_rlimit_as(),
         "shared-vm" => change_from_a_process_sharing_the_address_space(),
+        "probe-point" => hit_the_probe_point(with_thread),
         "outside" => change_outside_the_mapping_calls(number(1, 500), number(2, 1000), with_thread),
         other => {
             say(&format!("unknown mode {other:?}"));

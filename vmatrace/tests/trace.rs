@@ -1961,3 +1961,86 @@ fn another_process_sharing_the_address_space_is_seen() {
         .unwrap();
     assert_eq!(last_marker["vmas_after"], maps, "vs /proc/{pid}/maps");
 }
+
+/// A uprobe on the workload's binary, removed when dropped.
+struct Uprobe;
+
+const UPROBE_EVENTS: &str = "/sys/kernel/tracing/uprobe_events";
+const UPROBE_ENABLE: &str = "/sys/kernel/tracing/events/vmatrace_test/probe_point/enable";
+
+impl Uprobe {
+    /// A uprobe at a function's first instruction (its file offset from
+    /// the ELF's symbol and segments), enabled.
+    fn at(binary: &str, function: &str) -> Uprobe {
+        use object::{Object, ObjectSegment, ObjectSymbol};
+        let data = std::fs::read(binary).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let symbol = file
+            .symbols()
+            .find(|s| s.name() == Ok(function))
+            .unwrap_or_else(|| panic!("no symbol {function} in {binary}"));
+        let address = symbol.address();
+        let segment = file
+            .segments()
+            .find(|s| (s.address()..s.address() + s.size()).contains(&address))
+            .expect("a segment holds the function");
+        let offset = address - segment.address() + segment.file_range().0;
+        let append = |line: &str| {
+            use std::io::Write;
+            let mut events = std::fs::OpenOptions::new()
+                .append(true)
+                .open(UPROBE_EVENTS)
+                .unwrap();
+            writeln!(events, "{line}")
+        };
+        let _ = append("-:vmatrace_test/probe_point");
+        append(&format!("p:vmatrace_test/probe_point {binary}:{offset:#x}")).unwrap();
+        std::fs::write(UPROBE_ENABLE, "1").unwrap();
+        Uprobe
+    }
+}
+
+impl Drop for Uprobe {
+    fn drop(&mut self) {
+        let _ = std::fs::write(UPROBE_ENABLE, "0");
+        if let Ok(mut events) = std::fs::OpenOptions::new().append(true).open(UPROBE_EVENTS) {
+            use std::io::Write;
+            let _ = writeln!(events, "-:vmatrace_test/probe_point");
+        }
+    }
+}
+
+/// The kernel's own mappings change the count too: a uprobe hit on an
+/// instruction the kernel steps out of line maps the process's [uprobes]
+/// page, in no syscall. Counted at syscall entry and exit it is found at
+/// the next call; with the lock probes (a second thread) it is measured
+/// under the lock as a change outside a call.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_kernels_own_mapping_is_a_change_outside_a_call() {
+    let workload = workload();
+    let _probe = Uprobe::at(&workload, "workload_probe_point");
+    for threaded in [false, true] {
+        let mut args = vec!["--json", "--no-stacks", "--", &workload, "probe-point"];
+        if threaded {
+            args.push("--with-thread");
+        }
+        let finished = Running::vmatrace(&args).finish();
+        finished.assert_complete();
+        let events = finished.events();
+        let changes: Vec<&Value> = events.iter().filter(|e| e["type"] == "change").collect();
+        assert_eq!(changes.len(), 1, "threaded {threaded}: {changes:?}");
+        let uprobes = changes[0];
+        assert_eq!(uprobes["delta"], 1, "{uprobes}");
+        let source = if threaded {
+            "outside_a_call"
+        } else {
+            "between_calls"
+        };
+        assert_eq!(uprobes["source"], source, "{uprobes}");
+        assert_eq!(uprobes["exact"], threaded, "{uprobes}");
+        let summary = finished.summary();
+        let changed = &summary["processes"][0]["changes"]["by_source"];
+        assert_eq!(changed.as_object().unwrap().len(), 1, "{summary}");
+    }
+}
