@@ -125,6 +125,7 @@ fn play(
                 .map(Path::new)
                 .filter(|p| p.is_file());
             processes.snapshot(info, exe);
+            other(record)
         }
         Record::Mapping(mapping) => {
             processes.name_file_mapping(mapping.pid, mapping.start, mapping.path.as_str().into())

@@ -71,14 +71,16 @@ struct Extra {
     first_count: Option<i64>,
     calls_per_second: HashMap<u64, u64>,
     flagged: Flagged,
-    /// The count over time, for the plot: (seconds, count) at each change.
-    counts: Vec<(f64, i64)>,
+    /// The count over time, for the plot.
+    counts: plot::Envelope,
+    /// When the process exited, if it did while recording.
+    end_s: Option<f64>,
     marks: Vec<(f64, i64, &'static str)>,
 }
 
-/// The plot keeps at most about this many points (and marks) per process,
-/// however long the recording: when there are twice as many, neighbours
-/// are merged pairwise.
+/// The plot keeps at most about this many marks per process, however long
+/// the recording: when there are twice as many, neighbours are merged
+/// pairwise.
 const PLOT_POINTS: usize = 16_384;
 
 /// Every two neighbours merged into the one `keep` picks.
@@ -199,13 +201,11 @@ impl Gathered<'_> {
         if e.first_count.is_none() {
             e.first_count = processes.by_pid.get(&event.pid).and_then(|s| s.count);
         }
-        if let Some(count) = applied.count
-            && e.counts.last().is_none_or(|last| last.1 != count)
-        {
+        if let Some(count) = applied.count {
             let at = seconds_since_start(header, event.count_ns.max(event.exit_ns));
-            e.counts.push((at, count));
-            if e.counts.len() >= 2 * PLOT_POINTS {
-                e.counts = halve(&e.counts, |a, b| if b.1 > a.1 { b } else { a });
+            e.counts.push(at, count);
+            if event.kind == EventKind::Exit as u8 {
+                e.end_s = Some(at);
             }
         }
         if event.kind != EventKind::Syscall as u8 {
@@ -270,40 +270,61 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     let recording = TraceFile::open(&args.file)?;
     let header = recording.header();
     let limit = header.max_map_count;
-    let mut gathered = Gathered {
+    // Both callbacks below add to it, one at a time.
+    let gathered = std::cell::RefCell::new(Gathered {
         header,
         lines: Output::new(Format::Text, false, true, header.clock_offset_ns as i128),
         extra: BTreeMap::new(),
         sites: Sites::default(),
         sites_by_pid: HashMap::new(),
         last_ns: 0,
-    };
+    });
     // Loss records come once a second: few, kept whole.
     let mut losses = Vec::new();
+    // The limit's changes (rare): the first is the header's.
+    let mut limits = vec![(0.0, limit)];
     let mut events = 0u64;
     let (processes, ending) = play(
         &recording,
         |event, applied, processes, stack| {
             events += 1;
-            gathered.observe(event, applied, processes, stack)
+            gathered
+                .borrow_mut()
+                .observe(event, applied, processes, stack)
         },
-        |record| {
-            if let Record::Lost(lost) = record {
-                losses.push(*lost);
+        |record| match record {
+            Record::Lost(lost) => losses.push(*lost),
+            // The count a snapshot read: where a process's line starts.
+            Record::Process(info) if !info.maps.is_empty() => {
+                let at = seconds_since_start(header, info.at_ns);
+                let count = crate::model::snapshot::maps_snapshot_count(&info.maps) as i64;
+                let mut gathered = gathered.borrow_mut();
+                let e = gathered.extra.entry(info.pid).or_default();
+                e.counts.push(at, count);
             }
+            Record::Limit(changed) => limits.push((
+                seconds_since_start(header, changed.at_ns),
+                changed.max_map_count,
+            )),
+            _ => {}
         },
     )?;
+    let mut gathered = gathered.into_inner();
+    let lost = last_lost(&losses);
     if let Some(svg) = &args.plot {
+        let plotted = Plotted {
+            limits: &limits,
+            end_s: gathered.duration_s(&lost),
+        };
         draw_counts(
             svg,
             args.force,
             &args.file,
-            limit,
+            &plotted,
             &processes,
             &gathered.extra,
         )?;
     }
-    let lost = last_lost(&losses);
     let top_site = |pid: u32| {
         let site = gathered.sites_by_pid.get(&pid)?.top(1).into_iter().next()?;
         (site.stats.splits > 0).then_some(site.site)
@@ -355,12 +376,20 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     Ok(finish(&ending, &args.file))
 }
 
+/// What the plot draws beside the processes' lines.
+struct Plotted<'a> {
+    /// `vm.max_map_count` from these seconds on.
+    limits: &'a [(f64, u64)],
+    /// The end of the recording.
+    end_s: f64,
+}
+
 /// The VMA count of every process over time, as an SVG plot.
 fn draw_counts(
     svg: &Path,
     force: bool,
     file: &Path,
-    limit: u64,
+    plotted: &Plotted,
     processes: &Processes,
     extra: &BTreeMap<u32, Extra>,
 ) -> Result<(), Failure> {
@@ -371,14 +400,15 @@ fn draw_counts(
             let e = extra.get(&state.pid)?;
             (!e.counts.is_empty()).then(|| plot::Series {
                 label: format!("{} ({})", state.pid, state.comm),
-                points: e.counts.clone(),
+                counts: e.counts.clone(),
+                end_s: e.end_s.unwrap_or(plotted.end_s),
                 flagged: e.marks.clone(),
             })
         })
         .collect();
     let title = format!("VMA count per process: {}", file.display());
     let mut out = io::BufWriter::new(outfile::create(svg, outfile::Kind::Plot, force)?);
-    plot::draw(&mut out, &title, limit, &series)
+    plot::draw(&mut out, &title, plotted.limits, plotted.end_s, &series)
         .map_err(|e| Failure::environment(e.context(format!("drawing {}", svg.display()))))
 }
 
