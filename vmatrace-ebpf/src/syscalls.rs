@@ -190,7 +190,9 @@ fn on_enter<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
 /// into `args[3]` and `args[4]`, which ioctl does not use.
 #[inline(always)]
 fn read_userfaultfd_range(args: &mut [u64; 6]) {
-    if args[1] != UFFDIO_REGISTER && args[1] != UFFDIO_UNREGISTER {
+    // The command is an unsigned int: the register's low half.
+    let command = args[1] & u64::from(u32::MAX);
+    if command != UFFDIO_REGISTER && command != UFFDIO_UNREGISTER {
         return;
     }
     let range = args[2] as *const [u64; 2];
@@ -232,13 +234,16 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
     }
     slot.active = 0;
     if slot.event.call != call as u8 {
-        // The open call's exit and this call's entry were both skipped.
+        // The open call's exit and this call's entry were both skipped
+        // (or this call's entry was left out by its arguments).
         if COUNTED {
             counts::abandon(slot);
             counts::unseen_call_ended((pid_tgid >> 32) as u32);
         }
         count_lost(lost::EXIT_MISSED);
-        count_lost(lost::ENTRY_MISSED);
+        if !filtered_by_args(call) {
+            count_lost(lost::ENTRY_MISSED);
+        }
         debug!(
             ctx,
             "tid {} exit of call {} while call {} was open: both lost",

@@ -30,10 +30,7 @@ abort with `Error in munmap(): Cannot allocate memory`. vmatrace shows every
 mmap, munmap, brk, mprotect, mremap, madvise, mlock, shmat and mseal call of
 the traced processes (and mbind, io_setup, userfaultfd's ioctls and the other
 calls that change the count now and then, when they did), the VMA count after
-it (read from the kernel's mm->map_count), and flags. Whatever else changes
-the count (a syscall it does not decode, the kernel, another process sharing
-the address space) is shown as a change of its own, so the count is always
-the kernel's:
+it (read from the kernel's mm->map_count), and flags:
 
   SPLIT       the call cut an existing VMA and the pieces stay mapped, so the
               process holds more VMAs than the call itself created (a hole
@@ -42,6 +39,10 @@ the kernel's:
               (never flagged on a count marked inexact, ~)
   ENOMEM      the call failed with ENOMEM, shown with the count and the limit
   NEAR-LIMIT  the count crossed --warn-at percent of the limit
+
+Whatever else changes the count (a syscall vmatrace does not decode, the
+kernel's own mappings, another process sharing the address space) is shown as
+a change of its own, so the count is always the kernel's.
 
 Events go to stdout (one line each, or JSON with --json); status lines and the
 closing summary go to stderr (the summary is the last JSON line with --json).

@@ -61,6 +61,9 @@ pub struct PtRegsOffsets {
     pub bp: u64,
 }
 
+/// The structs whose members the programs need.
+const STRUCTS: [&str; 4] = ["task_struct", "mm_struct", "thread_struct", "pt_regs"];
+
 /// Reads the member offsets from a BTF file (normally the running kernel's).
 pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
     if !btf_path.exists() {
@@ -76,9 +79,13 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
     let types = Types::index(&bytes)
         .with_context(|| format!("cannot parse BTF in {}", btf_path.display()))
         .map_err(Failure::environment)?;
+    // One pass over the types for every struct asked for.
+    let structs = types.structs_named(&STRUCTS);
     let offset = |type_name: &str, member: &str| -> Result<u64> {
-        let id = types
-            .struct_named(type_name)
+        let id = STRUCTS
+            .iter()
+            .position(|s| *s == type_name)
+            .and_then(|i| structs[i])
             .ok_or_else(|| anyhow!("BTF in {} has no struct {type_name}", btf_path.display()))?;
         types
             .member_offset(id, member, 0)?
@@ -213,11 +220,26 @@ impl<'a> Types<'a> {
     }
 
     /// The id of the (complete) struct called `name`.
-    fn struct_named(&self, name: &str) -> Option<u32> {
-        (1..=self.starts.len() as u32).find(|&id| {
+    /// The ids of the first non-empty structs with these names, in one
+    /// pass over the types (a pass is milliseconds on vmlinux).
+    fn structs_named<const N: usize>(&self, names: &[&str; N]) -> [Option<u32>; N] {
+        let mut found = [None; N];
+        for id in 1..=self.starts.len() as u32 {
             let (name_off, kind, vlen, ..) = self.header(self.record(id).expect("indexed"));
-            kind == KIND_STRUCT && vlen > 0 && self.name(name_off) == name.as_bytes()
-        })
+            if kind != KIND_STRUCT || vlen == 0 {
+                continue;
+            }
+            let name = self.name(name_off);
+            for (slot, wanted) in found.iter_mut().zip(names) {
+                if slot.is_none() && name == wanted.as_bytes() {
+                    *slot = Some(id);
+                }
+            }
+            if found.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        found
     }
 
     /// The id `id` names once typedefs and qualifiers are looked through.
@@ -348,7 +370,7 @@ mod tests {
     fn members_are_found_through_anonymous_members() {
         let blob = blob();
         let types = Types::index(&blob).unwrap();
-        let outer = types.struct_named("outer").unwrap();
+        let outer = types.structs_named(&["outer"])[0].unwrap();
         assert_eq!(types.member_offset(outer, "x", 0).unwrap(), Some(0));
         assert_eq!(types.member_offset(outer, "count", 0).unwrap(), Some(12));
         assert_eq!(types.member_offset(outer, "nothing", 0).unwrap(), None);
@@ -356,7 +378,7 @@ mod tests {
             types.member_offset(outer, "flag", 0).is_err(),
             "a bit field"
         );
-        assert!(types.struct_named("int").is_none());
+        assert!(types.structs_named(&["int"])[0].is_none());
         assert!(Types::index(&blob[..10]).is_err());
     }
 

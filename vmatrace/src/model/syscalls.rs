@@ -184,9 +184,31 @@ fn hex(value: u64) -> String {
     }
 }
 
+/// The arguments as the kernel reads them: a parameter of 32 bits (an
+/// `int` or `unsigned int`) is the low half of its register, whatever the
+/// caller left in the high half.
+pub fn as_read(call: Call, args: &[u64; 6]) -> [u64; 6] {
+    let narrow: &[usize] = match call {
+        Call::Mbind => &[5],
+        Call::MapShadowStack => &[2],
+        Call::ProcessMadvise => &[3, 4],
+        Call::IoSetup => &[0],
+        Call::Ioctl => &[0, 1],
+        Call::Prctl => &[0],
+        Call::Mlock2 | Call::Mseal => &[2],
+        Call::Mlockall => &[0],
+        _ => &[],
+    };
+    let mut args = *args;
+    for &i in narrow {
+        args[i] &= u64::from(u32::MAX);
+    }
+    args
+}
+
 /// The argument list as strace prints it, without the parentheses.
 pub fn format_args(call: Call, args: &[u64; 6]) -> String {
-    let [a0, a1, a2, a3, a4, a5] = *args;
+    let [a0, a1, a2, a3, a4, a5] = as_read(call, args);
     match call {
         Call::Mmap => format!(
             "{}, {}, {}, {}, {}, {:#x}",
@@ -361,7 +383,7 @@ pub fn args_json(call: Call, args: &[u64; 6]) -> Value {
         Call::ProcessMadvise => &["pidfd", "iovec", "vlen", "advice", "flags"],
     };
     let mut object = Map::new();
-    for (name, value) in names.iter().zip(args) {
+    for (name, value) in names.iter().zip(as_read(call, args).iter()) {
         let value = match *name {
             "fd" | "pkey" | "shmid" | "pidfd" => json!(*value as i32),
             _ => json!(value),
@@ -499,8 +521,12 @@ mod tests {
 
     #[test]
     fn watched_calls_are_shown_like_strace() {
+        // The flags are an unsigned int: the register's high half is not.
         assert_eq!(
-            format_args(Call::Mbind, &[0x7f00_0000_0000, 4096, 2, 0x7ffd_0000, 2, 0]),
+            format_args(
+                Call::Mbind,
+                &[0x7f00_0000_0000, 4096, 2, 0x7ffd_0000, 2, 0x7f83_0000_0000]
+            ),
             "0x7f0000000000, 4096, MPOL_BIND, 0x7ffd0000, 2, 0"
         );
         assert_eq!(

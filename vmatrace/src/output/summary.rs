@@ -194,8 +194,9 @@ impl Summary<'_> {
             }
             if !s.calls.is_empty() {
                 let calls: Vec<String> = s.calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                // The failures are the process's, not the last call's.
                 text.push_str(&format!(
-                    "{:>8} calls: {} ({} failed)\n",
+                    "{:>8} calls: {}; {} of them failed\n",
                     "",
                     calls.join(", "),
                     s.failed_calls

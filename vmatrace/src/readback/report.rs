@@ -622,7 +622,7 @@ fn process_text(p: &Value, limit: &Value) -> String {
         })
         .collect();
     text.push_str(&format!(
-        "  calls: {} ({} failed); mapped {}, unmapped {}\n  SPLIT {}, ENOMEM {}, NEAR-LIMIT {}\n",
+        "  calls: {}; {} of them failed; mapped {}, unmapped {}\n  SPLIT {}, ENOMEM {}, NEAR-LIMIT {}\n",
         calls.join(", "),
         p["failed_calls"],
         human_bytes(p["bytes_mapped"].as_u64().unwrap_or(0)),
