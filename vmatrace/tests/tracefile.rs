@@ -295,7 +295,8 @@ fn reading_back_needs_no_root() {
 fn chrome_export_has_a_counter_sample_per_count_change() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("threads.vmat");
-    record(&path, &["threads", "2", "30"]);
+    // The cuts start once the lock probes are attached: exact, so flagged.
+    record(&path, &["threads", "2", "30", "1000"]);
     let file = path.display().to_string();
     let chrome = run_vmatrace(&["export", &file, "--format", "chrome"]);
     assert_eq!(chrome.code(), 0, "{}", chrome.stderr_text());
