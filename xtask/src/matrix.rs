@@ -97,6 +97,7 @@ pub const TESTS: &[(&str, &str)] = &[
         "trace",
         "calls_outside_the_mapping_ones_keep_the_count_exact",
     ),
+    ("trace", "another_process_sharing_the_address_space_is_seen"),
 ];
 
 /// Tests run on one kernel only: slow under TCG (jemalloc driven to the
