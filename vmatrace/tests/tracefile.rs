@@ -24,7 +24,7 @@ fn record(path: &Path, workload_args: &[&str]) -> Finished {
     let mut args = vec!["record", "--json", "-o", &path, "--", &workload];
     args.extend_from_slice(workload_args);
     let finished = run_vmatrace(&args);
-    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+    finished.assert_complete();
     finished
 }
 

@@ -280,16 +280,37 @@ impl Finished {
         last
     }
 
+    /// The summary's losses by cause, when the output has a JSON summary.
+    pub fn lost_breakdown(&self) -> String {
+        let last = self.stdout.last().and_then(|l| serde_json::from_str::<Value>(l).ok());
+        match last {
+            Some(last) if last["type"] == "summary" => format!("lost: {}", last["lost"]),
+            _ => String::new(),
+        }
+    }
+
     /// Asserts the trace ended with status 0 and lost nothing.
     pub fn assert_complete(&self) {
-        assert_eq!(self.code(), 0, "{}", self.stderr_text());
+        assert_eq!(
+            self.code(),
+            0,
+            "{}{}",
+            self.stderr_text(),
+            self.lost_breakdown()
+        );
         self.assert_nothing_lost();
     }
 
     /// Asserts the run lost nothing, the fifth promise of every test.
     pub fn assert_nothing_lost(&self) {
         let summary = self.summary();
-        assert_eq!(summary["lost_total"], 0, "lost events: {}", summary["lost"]);
+        assert_eq!(
+            summary["lost_total"],
+            0,
+            "lost events: {}\n{}",
+            summary["lost"],
+            self.stderr_text()
+        );
     }
 }
 
