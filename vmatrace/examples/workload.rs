@@ -54,6 +54,16 @@
 //!                             back); with --with-thread a second thread
 //!                             sleeps meanwhile; the work starts after
 //!                             SETTLE_MS (default 1000)
+//!   anatomy H P T F DIR       a known layout to explain (`vmatrace maps`):
+//!                             H anonymous pieces with holes between them,
+//!                             a patchwork of 2P+1 pieces of alternating
+//!                             protections, 3 pieces of which the middle
+//!                             one has another NUMA policy (mbind) and 3 of
+//!                             which the middle one is locked (mlock), each
+//!                             with unmapped pages around it; T threads
+//!                             that sleep; F one-page files created in DIR
+//!                             and mapped (their descriptors closed); then
+//!                             reports the addresses (use --pause)
 
 use std::{
     ffi::c_void,
@@ -558,6 +568,86 @@ fn change_outside_the_mapping_calls(n: usize, settle_ms: usize, with_thread: boo
     ));
 }
 
+/// `count` pages mapped read-write with an unmapped page on each side, so
+/// no neighbour touches them; the first of them.
+fn map_apart(count: usize) -> *mut u8 {
+    let region = map(count + 2, RW, PRIVATE);
+    // SAFETY: both ends lie within the region just mapped.
+    unsafe {
+        unmap(region, 1).expect("unmap the low end");
+        unmap(region.add((count + 1) * PAGE), 1).expect("unmap the high end");
+        region.add(PAGE)
+    }
+}
+
+/// See the module doc: `anatomy`.
+fn make_a_known_layout(holes: usize, patches: usize, threads: usize, files: usize, dir: &str) {
+    let patchwork = map_apart(2 * patches + 1);
+    for k in 0..patches {
+        // SAFETY: the odd pages of the region just mapped.
+        let page = unsafe { patchwork.add((2 * k + 1) * PAGE) };
+        // SAFETY: a page of our own.
+        assert_eq!(
+            unsafe { libc::mprotect(page.cast(), PAGE, libc::PROT_READ) },
+            0
+        );
+    }
+    let policy = map_apart(3);
+    let nodemask: u64 = 1;
+    // SAFETY: mbind of a page of our own to node 0, which always exists.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mbind,
+            policy.add(PAGE),
+            PAGE,
+            2, /* MPOL_BIND */
+            &nodemask,
+            64,
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "mbind: {}", std::io::Error::last_os_error());
+    let locked = map_apart(3);
+    // SAFETY: a page of our own.
+    let rc = unsafe { libc::mlock(locked.add(PAGE).cast(), PAGE) };
+    assert_eq!(rc, 0, "mlock: {}", std::io::Error::last_os_error());
+    for _ in 0..threads {
+        let mut thread = 0 as libc::pthread_t;
+        // SAFETY: sleeper has the pthread start signature.
+        let rc =
+            unsafe { libc::pthread_create(&mut thread, ptr::null(), sleeper, ptr::null_mut()) };
+        assert_eq!(rc, 0);
+    }
+    for k in 0..files {
+        let path = format!("{dir}/index-{k:05}.idx");
+        std::fs::write(&path, [0u8; PAGE]).expect("write a file to map");
+        let file = std::fs::File::open(&path).expect("open the file");
+        use std::os::fd::AsRawFd;
+        // SAFETY: a read-only shared mapping of a file of one page.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+    }
+    // Last: a later mapping of a page would fill a hole.
+    let pieces = map_apart(2 * holes - 1);
+    for k in 0..holes - 1 {
+        // SAFETY: the odd pages of the region just mapped.
+        unmap(unsafe { pieces.add((2 * k + 1) * PAGE) }, 1).expect("punch a hole");
+    }
+    say(&format!(
+        "anatomy holes={holes} holes_at={:#x} patchwork_at={:#x} policy_at={:#x} locked_at={:#x} threads={threads} files={files}",
+        pieces as usize, patchwork as usize, policy as usize, locked as usize
+    ));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let wait = args.iter().any(|a| a == "--wait");
@@ -592,6 +682,13 @@ fn main() {
         "shared-vm" => change_from_a_process_sharing_the_address_space(),
         "probe-point" => hit_the_probe_point(with_thread),
         "outside" => change_outside_the_mapping_calls(number(1, 500), number(2, 1000), with_thread),
+        "anatomy" => make_a_known_layout(
+            number(1, 100),
+            number(2, 10),
+            number(3, 4),
+            number(4, 10),
+            args.get(5).copied().unwrap_or("/tmp"),
+        ),
         other => {
             say(&format!("unknown mode {other:?}"));
             std::process::exit(2);

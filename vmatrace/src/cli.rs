@@ -111,6 +111,12 @@ pub enum Command {
     /// Rank every process (-a) or some (-p) by their risk of reaching
     /// vm.max_map_count, live.
     Top(crate::host::top::TopArgs),
+    /// Explain the VMAs a process already holds: its mappings in groups
+    /// (holes, protection patchworks, thread stacks, mapped files, ...),
+    /// largest first, with what each means and what to do. From a live
+    /// process (-p PID; no root for one's own) or a saved maps or smaps
+    /// file.
+    Maps(crate::host::maps::MapsArgs),
     /// Say what vmatrace finds on this kernel (tracepoints, offsets, count
     /// mode and why, stacks, skip counts): attach it to a bug report.
     ProbeReport(ProbeReportArgs),

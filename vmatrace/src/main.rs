@@ -86,6 +86,7 @@ fn main() {
         Some(Command::Export(args)) => readback::export(&args),
         Some(Command::Serve(args)) => vmatrace::host::serve::run(args),
         Some(Command::Top(args)) => vmatrace::host::top::run(args),
+        Some(Command::Maps(args)) => vmatrace::host::maps::run(&args),
         Some(Command::ProbeReport(args)) => vmatrace::kernel::report::run(args.json, &args.btf),
     };
     match result {

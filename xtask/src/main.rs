@@ -248,43 +248,41 @@ fn cargo_test(tools: &setup::Tools, args: &[&str], env: &[(&str, &str)]) -> Resu
     Ok((passed, failed))
 }
 
-/// Seconds the trace reader is fuzzed for in `cargo xtask test`.
-const FUZZ_SMOKE_SECONDS: u32 = 30;
+/// The fuzz targets `cargo xtask test` runs, each for its seconds: what
+/// reads files that come from someone else.
+const FUZZ_SMOKE: [(&str, &str, u32); 2] = [
+    ("read_trace", "the trace reader", 30),
+    ("read_maps", "the maps and smaps reader", 15),
+];
 
-/// A short libFuzzer run of the trace reader, seeded with real traces.
-/// New inputs go to a corpus under target/, so the checkout stays clean.
+/// Short libFuzzer runs of the readers, seeded with real files. New
+/// inputs go to a corpus under target/, so the checkout stays clean.
 fn fuzz_smoke(tools: &setup::Tools) -> Result<()> {
     setup::ensure_cargo_fuzz(tools)?;
     let root = workspace_root();
-    let corpus = root.join("target/fuzz-corpus/read_trace");
-    std::fs::create_dir_all(&corpus)?;
-    for seed in std::fs::read_dir(root.join("vmatrace/fuzz/corpus/read_trace"))? {
-        let seed = seed?.path();
-        std::fs::copy(&seed, corpus.join(seed.file_name().expect("a file")))?;
-    }
-    let corpus = corpus.display().to_string();
-    let max_time = format!("-max_total_time={FUZZ_SMOKE_SECONDS}");
-    eprintln!("xtask: fuzzing the trace reader for {FUZZ_SMOKE_SECONDS} s");
-    let status = Command::new("rustup")
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "fuzz",
-            "run",
-            "read_trace",
-            &corpus,
-            "--",
-            &max_time,
-        ])
-        .current_dir(root.join("vmatrace"))
-        .env("PATH", tools.path_env())
-        .env("VMATRACE_SKIP_EBPF", "1")
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .status()
-        .context("running cargo fuzz")?;
-    if !status.success() {
-        bail!("the trace reader fuzz run failed ({status}): see the crash input it saved");
+    for (target, what, seconds) in FUZZ_SMOKE {
+        let corpus = root.join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        for seed in std::fs::read_dir(root.join("vmatrace/fuzz/corpus").join(target))? {
+            let seed = seed?.path();
+            std::fs::copy(&seed, corpus.join(seed.file_name().expect("a file")))?;
+        }
+        let corpus = corpus.display().to_string();
+        let max_time = format!("-max_total_time={seconds}");
+        eprintln!("xtask: fuzzing {what} for {seconds} s");
+        let status = Command::new("rustup")
+            .args([
+                "run", "nightly", "cargo", "fuzz", "run", target, &corpus, "--", &max_time,
+            ])
+            .current_dir(root.join("vmatrace"))
+            .env("PATH", tools.path_env())
+            .env("VMATRACE_SKIP_EBPF", "1")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .status()
+            .context("running cargo fuzz")?;
+        if !status.success() {
+            bail!("the fuzz run of {what} failed ({status}): see the crash input it saved");
+        }
     }
     Ok(())
 }

@@ -5,8 +5,11 @@
 //! state) come through the ring buffer.
 //!
 //! `serve` exposes them to Prometheus, `top -a` ranks them by risk.
+//! `maps` explains one process's count from its /proc files, no probe
+//! loaded.
 
 pub mod collector;
+pub mod maps;
 pub mod metrics;
 pub mod seed;
 pub mod serve;

@@ -4,9 +4,11 @@
 
 pub mod address_space;
 pub mod allocator;
+pub mod anatomy;
 pub mod changes;
 pub mod detect;
 pub mod history;
+pub mod maps_file;
 pub mod processes;
 pub mod ranking;
 pub mod sites;

@@ -1,6 +1,7 @@
 //! The outputs: one strace-like line (or JSON object) per event on stdout,
 //! status lines and the closing summary on stderr (JSON on stdout with
 //! `--json`, so a machine reads one stream).
+pub mod anatomy;
 pub mod fold;
 pub mod plot;
 pub mod status;

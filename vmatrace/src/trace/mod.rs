@@ -131,8 +131,17 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         None => None,
     };
 
+    let mut attach_notes = Vec::new();
     match &targets {
-        Targets::Pids(_) => attach_pids(attached, &mut processes, &mut stacks, recorder.as_mut()),
+        Targets::Pids(_) => {
+            attach_notes = attach_pids(
+                attached,
+                &mut processes,
+                &mut stacks,
+                recorder.as_mut(),
+                limit,
+            )
+        }
         Targets::Command(argv) => {
             let comm = program_name(&argv[0].to_string_lossy());
             let pid = gated.as_ref().expect("forked above").pid;
@@ -144,6 +153,9 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     let started = std::time::Instant::now();
     let start_ns = monotonic_ns();
     eprintln!("{}", banner(&targets, &processes, limit, &probes));
+    for note in attach_notes {
+        eprintln!("vmatrace: {note}");
+    }
     let top = if cli.top {
         Some(Top::new(cli.json).map_err(|e| {
             Failure::environment(anyhow!(e).context("setting up the terminal for --top"))
@@ -270,22 +282,29 @@ fn stack_mode(cli: &LiveArgs) -> u8 {
 
 /// Starts following running processes, already in the traced set: each
 /// one's count, allocator and mappings, read now that the probes see every
-/// change.
+/// change. Says what holds the VMAs of those that hold much of the limit
+/// already (the damage is often done before anyone attaches).
 fn attach_pids(
     attached: Vec<targets::TargetInfo>,
     processes: &mut Processes,
     stacks: &mut user_stacks::UserStacks,
     mut recorder: Option<&mut Recorder>,
-) {
+    limit: u64,
+) -> Vec<String> {
+    let mut notes = Vec::new();
     for info in attached {
         processes.attach(info.pid, info.comm, info.count, monotonic_ns());
         let snapshot = snapshot_process(info.pid, monotonic_ns());
         processes.snapshot(&snapshot, Some(&executable_of(info.pid)));
         stacks.seed(info.pid, &snapshot.maps);
+        if let Some(note) = crate::host::maps::note_at_attach(&snapshot, limit) {
+            notes.push(note);
+        }
         if let Some(recorder) = recorder.as_deref_mut() {
             recorder.record(&Record::Process(snapshot));
         }
     }
+    notes
 }
 
 fn exit_status(lost: LostCounts, child: Option<ExitStatus>) -> i32 {

@@ -282,7 +282,10 @@ impl Finished {
 
     /// The summary's losses by cause, when the output has a JSON summary.
     pub fn lost_breakdown(&self) -> String {
-        let last = self.stdout.last().and_then(|l| serde_json::from_str::<Value>(l).ok());
+        let last = self
+            .stdout
+            .last()
+            .and_then(|l| serde_json::from_str::<Value>(l).ok());
         match last {
             Some(last) if last["type"] == "summary" => format!("lost: {}", last["lost"]),
             _ => String::new(),
