@@ -35,6 +35,9 @@ pub struct ProcessState {
     pub count_ns: u64,
     pub peak: i64,
     pub peak_ns: u64,
+    /// `vm.max_map_count` when the peak was reached (the limit can change
+    /// during a trace; 0: not known).
+    pub peak_limit: u64,
     pub calls: BTreeMap<&'static str, u64>,
     pub failed_calls: u64,
     /// Calls flagged SPLIT.
@@ -54,6 +57,8 @@ pub struct ProcessState {
     pub first_vma_limit_ns: Option<u64>,
     /// ENOMEMs at the VMA limit, by call: what the program saw fail.
     pub vma_limit_enomem_by_call: BTreeMap<&'static str, u64>,
+    /// ENOMEMs at the VMA limit, by the limit in force when they failed.
+    pub vma_limit_enomem_by_limit: BTreeMap<u64, u64>,
     pub enomem: u64,
     pub near_limit: u64,
     pub bytes_mapped: u64,
@@ -99,7 +104,7 @@ impl ProcessState {
     /// Takes a reading of the kernel's count taken at `ns`, if it is newer
     /// than the one held: events of different threads can arrive out of
     /// order, the newest reading is the truth.
-    fn observe_count(&mut self, count: i32, ns: u64) {
+    fn observe_count(&mut self, count: i32, ns: u64, limit: u64) {
         if count < 0 {
             return;
         }
@@ -111,11 +116,12 @@ impl ProcessState {
         if count > self.peak {
             self.peak = count;
             self.peak_ns = ns;
+            self.peak_limit = limit;
         }
         self.history.observe(count, ns);
     }
 
-    fn count_call(&mut self, call: Call, event: &Event, flags: Flags) {
+    fn count_call(&mut self, call: Call, event: &Event, flags: Flags, limit: u64) {
         *self.calls.entry(call.name()).or_default() += 1;
         if syscalls::errno_of(call, event.ret).is_some() {
             self.failed_calls += 1;
@@ -133,6 +139,7 @@ impl ProcessState {
                 *self.enomem_by_cause.entry(cause.name()).or_default() += 1;
                 if cause == EnomemCause::VmaLimit {
                     self.first_vma_limit_ns.get_or_insert(event.exit_ns);
+                    *self.vma_limit_enomem_by_limit.entry(limit).or_default() += 1;
                     *self
                         .vma_limit_enomem_by_call
                         .entry(call.name())
@@ -270,12 +277,12 @@ impl Processes {
 
     /// Starts tracking a process whose count was read from /proc.
     pub fn attach(&mut self, pid: u32, comm: String, count: Option<u64>, now_ns: u64) {
-        let warn_at = self.detector.warn_at;
+        let (warn_at, limit) = (self.detector.warn_at, self.detector.limit);
         let state = self.entry(pid);
         state.comm = comm;
         state.count_at_attach = count;
         if let Some(count) = count {
-            state.observe_count(count as i32, now_ns);
+            state.observe_count(count as i32, now_ns, limit);
             state.above_warn = count >= warn_at;
         }
     }
@@ -325,7 +332,7 @@ impl Processes {
             state.near_limit += 1;
         }
         let prior = state.count;
-        state.observe_count(event.vmas_after, event.count_ns);
+        state.observe_count(event.vmas_after, event.count_ns, detector.limit);
         let mut change = None;
         match kind {
             Some(EventKind::Change) => {
@@ -353,7 +360,7 @@ impl Processes {
             }
             Some(EventKind::Syscall) => {
                 if let Some(call) = Call::from_u8(event.call) {
-                    state.count_call(call, event, flags);
+                    state.count_call(call, event, flags, detector.limit);
                 }
                 if flags.split {
                     let cut = mapping.as_deref().unwrap_or("unknown").to_string();

@@ -44,7 +44,51 @@ pub struct Context<'a> {
 pub fn at_risk(state: &ProcessState, ctx: &Context) -> bool {
     state.enomem > 0
         || state.near_limit > 0
-        || (state.peak > 0 && state.peak as u64 * 2 >= ctx.limit)
+        || (state.peak > 0 && state.peak as u64 * 2 >= peak_limit(state, ctx))
+}
+
+/// The limit in force when the count peaked: the trace may have run under
+/// another limit than the one at its end.
+fn peak_limit(state: &ProcessState, ctx: &Context) -> u64 {
+    if state.peak_limit == 0 {
+        ctx.limit
+    } else {
+        state.peak_limit
+    }
+}
+
+/// The highest limit a call failed at (the limit may have changed during
+/// the trace), if any did.
+fn ran_out_at(state: &ProcessState) -> Option<u64> {
+    state.vma_limit_enomem_by_limit.keys().next_back().copied()
+}
+
+/// `; the limit was 300 then (65530 at the end)`, when the trace ran under
+/// other limits than the one it ended with.
+fn limits_then(state: &ProcessState, ctx: &Context) -> String {
+    let failed_at: Vec<String> = state
+        .vma_limit_enomem_by_limit
+        .iter()
+        .map(|(limit, n)| format!("{} at {limit}", calls(*n)))
+        .collect();
+    let other = state
+        .vma_limit_enomem_by_limit
+        .keys()
+        .chain(std::iter::once(&peak_limit(state, ctx)))
+        .any(|&limit| limit != ctx.limit);
+    match (other, failed_at.len()) {
+        (false, _) => String::new(),
+        (true, 0) => format!(
+            " (under a vm.max_map_count of {}; {} at the end of the trace)",
+            peak_limit(state, ctx),
+            ctx.limit
+        ),
+        (true, _) => format!(
+            " (the limit changed during the trace: {} failed; {} at its end)",
+            failed_at.join(", "),
+            ctx.limit
+        ),
+    }
 }
 
 /// The verdicts of the processes at risk, the closest to the limit first.
@@ -98,12 +142,14 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 fn what_happened(state: &ProcessState, ctx: &Context) -> String {
+    let limit = peak_limit(state, ctx);
     let peak = format!(
-        "{} of {} VMAs ({:.1}%) at {}",
+        "{} of {} VMAs ({:.1}%) at {}{}",
         state.peak,
-        ctx.limit,
-        percent(state.peak.max(0) as u64, ctx.limit),
-        at(state.peak_ns, ctx)
+        limit,
+        percent(state.peak.max(0) as u64, limit),
+        at(state.peak_ns, ctx),
+        limits_then(state, ctx)
     );
     let at_limit = vma_limit_enomems(state);
     let for_memory = state.enomem.saturating_sub(at_limit);
@@ -231,15 +277,25 @@ fn advice(state: &ProcessState, ctx: &Context) -> Vec<Advice> {
 
 /// A `vm.max_map_count` that would have held what was seen.
 fn limit_advice(state: &ProcessState, ctx: &Context) -> Option<Advice> {
-    let hit = vma_limit_enomems(state) > 0 || state.peak as u64 >= ctx.limit;
+    let limit = ran_out_at(state).unwrap_or_else(|| peak_limit(state, ctx));
+    let hit = vma_limit_enomems(state) > 0 || state.peak as u64 >= limit;
     if hit {
-        let four_times = (ctx.limit * 4).next_power_of_two();
+        let four_times = (limit * 4).next_power_of_two();
+        if four_times <= ctx.limit {
+            return Some(Advice {
+                text: format!(
+                    "the process ran out at a vm.max_map_count of {limit}; the {} in force at \
+                     the end of the trace leaves it room: watch its peak",
+                    ctx.limit
+                ),
+                basis: "observed",
+            });
+        }
         return Some(Advice {
             text: format!(
                 "raise vm.max_map_count (sysctl -w vm.max_map_count={four_times}, and in \
-                 /etc/sysctl.d/ to keep it): the process ran out at {}, so how many it would \
-                 have needed was not seen; watch its peak after raising it",
-                ctx.limit
+                 /etc/sysctl.d/ to keep it): the process ran out at {limit}, so how many it \
+                 would have needed was not seen; watch its peak after raising it"
             ),
             basis: "guess",
         });
@@ -356,6 +412,49 @@ mod tests {
             .splits_by_call_and_kind
             .insert(("mprotect", "file"), 21);
         state
+    }
+
+    /// MariaDB under jemalloc, the limit lowered to 300 during the trace
+    /// and put back to 65530 before its end: the verdict says the limit it
+    /// ran out at, not the one at the end.
+    #[test]
+    fn the_verdict_judges_by_the_limit_in_force_when_it_happened() {
+        let ctx = Context {
+            limit: 65_530,
+            warn_at: 58_977,
+            start_ns: 0,
+            top_site: &|_| None,
+        };
+        let mut state = jemalloc_at_the_limit();
+        state.peak = 301;
+        state.peak_limit = 300;
+        state.enomem = 1_377;
+        state.enomem_by_cause.insert("vma_limit", 1_377);
+        state.vma_limit_enomem_by_limit.insert(300, 1_377);
+        assert!(at_risk(&state, &ctx));
+        let text = verdict(&state, &ctx).to_text();
+        for needle in [
+            "hit the VMA limit: 1377 calls failed with ENOMEM at the limit",
+            "its count peaked at 301 of 300 VMAs (100.3%) at +20.9 s",
+            "(the limit changed during the trace: 1377 calls at 300 failed; 65530 at its end)",
+            "the process ran out at a vm.max_map_count of 300; the 65530 in force at the end",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in {text}");
+        }
+        assert!(!text.contains("ran out at 65530"), "{text}");
+
+        // A peak at half of a lowered limit is a risk at that limit.
+        let mut calm = ProcessState::new(7);
+        calm.peak = 200;
+        calm.peak_limit = 300;
+        assert!(at_risk(&calm, &ctx));
+        assert!(
+            verdict(&calm, &ctx)
+                .what
+                .contains("200 of 300 VMAs (66.7%) at +0.0 s (under a vm.max_map_count of 300; 65530 at the end of the trace)"),
+            "{}",
+            verdict(&calm, &ctx).what
+        );
     }
 
     #[test]
