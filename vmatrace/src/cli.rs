@@ -64,14 +64,16 @@ Examples:
   vmatrace report db.vmat                     what happened, per process
   vmatrace replay db.vmat --only-flagged      the flagged events again
   vmatrace export db.vmat --format chrome > t.json   for ui.perfetto.dev
+  vmatrace maps -p 1234                       what holds its VMAs now (no tracing)
+  vmatrace maps ticket-smaps.txt              the same from a saved maps or smaps
 
 Exit status:
   0  the trace ran and is complete
   1  could not trace (not root, no BTF, no tracefs, a probe the kernel refused)
   2  bad arguments, or no such process
   3  the trace ran, but events were lost (see the summary)
-  4  (reading a trace file) it cannot be read: missing, no permission, a directory
-  5  (reading) it is empty or not a vmatrace trace
+  4  (reading a trace or maps file) it cannot be read: missing, no permission, a directory
+  5  (reading) it is empty or not a vmatrace trace (maps: not maps or smaps)
   6  (reading) a newer vmatrace wrote it
   7  (reading) a damaged record: what preceded it was used
   8  (reading) the file is cut inside a record: what preceded it was used

@@ -14,10 +14,11 @@ pub mod exit_code {
     pub const USAGE: i32 = 2;
     /// The trace ran but events were lost: it is incomplete.
     pub const LOST_EVENTS: i32 = 3;
-    /// Reading a trace file: it cannot be opened (missing, no permission,
-    /// a directory).
+    /// Reading a trace file (or `maps`' saved file): it cannot be opened
+    /// (missing, no permission, a directory).
     pub const UNREADABLE: i32 = 4;
-    /// Reading a trace file: it is empty or not a vmatrace trace.
+    /// Reading a trace file: it is empty or not a vmatrace trace (`maps`:
+    /// not maps or smaps text).
     pub const NOT_A_TRACE: i32 = 5;
     /// Reading a trace file: a newer vmatrace wrote it.
     pub const NEWER_FORMAT: i32 = 6;

@@ -213,3 +213,43 @@ fn maps_needs_no_root_for_ones_own_process() {
     let anatomy: Value = serde_json::from_str(&finished.stdout[0]).unwrap();
     assert!(anatomy["vmas"].as_u64().unwrap() > 5);
 }
+
+/// A trace attached to a process that holds more than a quarter of the
+/// limit says what holds its VMAs before the first event; so does `-a`.
+#[test]
+fn a_trace_attached_to_a_crowded_process_says_what_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let holes = (max_map_count() / 4 + 100).to_string();
+    let dir_name = dir.path().display().to_string();
+    let args = [
+        "anatomy",
+        holes.as_str(),
+        "2",
+        "1",
+        "1",
+        dir_name.as_str(),
+        "--pause",
+    ];
+    let mut workload = Running::spawn(&workload_bin(), &args);
+    let paused = workload.wait_stderr("paused pid=");
+    let pid = field(&paused, "pid").to_string();
+    for args in [
+        vec!["-p", pid.as_str(), "-q", "-d", "1"],
+        vec!["-a", "-q", "-d", "1"],
+    ] {
+        let trace = Running::vmatrace(&args).finish();
+        assert_eq!(trace.code(), 0, "{args:?}: {}", trace.stderr_text());
+        let note = trace
+            .stderr
+            .iter()
+            .find(|l| l.contains(&format!("pid {pid} (workload) already holds")))
+            .unwrap_or_else(|| panic!("{args:?}: no note in {}", trace.stderr_text()));
+        assert!(note.contains(&format!(": holes {holes} (")), "{note}");
+        assert!(
+            note.contains(&format!("`vmatrace maps -p {pid}` explains them")),
+            "{note}"
+        );
+    }
+    workload.send_line();
+    assert_eq!(workload.finish().code(), 0);
+}

@@ -152,6 +152,25 @@ pub fn note_at_attach(snapshot: &ProcessInfo, limit: u64) -> Option<String> {
     ))
 }
 
+/// The notes of `note_at_attach` for every process on the host that holds
+/// more than a quarter of the limit (`-a`: a process at risk may make no
+/// call while traced). Each process's maps is read once to count it, as
+/// `top -a` seeds its counts.
+pub fn notes_for_host(limit: u64) -> Vec<String> {
+    let mut buf = Vec::new();
+    let me = std::process::id();
+    let mut notes = Vec::new();
+    for pid in super::seed::all_pids() {
+        let count = super::seed::maps_count(pid, &mut buf).unwrap_or(0);
+        if pid == me || (count.max(0) as u64) * ATTACH_NOTE_SHARE <= limit {
+            continue;
+        }
+        let snapshot = crate::model::snapshot::snapshot_process(pid, 0);
+        notes.extend(note_at_attach(&snapshot, limit));
+    }
+    notes
+}
+
 fn read_proc(pid: u32, path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Failure::usage(anyhow!("no process {pid}")),

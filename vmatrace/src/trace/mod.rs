@@ -147,7 +147,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             let pid = gated.as_ref().expect("forked above").pid;
             processes.attach(pid, comm, None, monotonic_ns());
         }
-        Targets::All => {}
+        Targets::All => attach_notes = crate::host::maps::notes_for_host(limit),
     }
     let command_pid = gated.as_ref().map(|command| command.pid);
     let started = std::time::Instant::now();
