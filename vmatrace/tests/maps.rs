@@ -250,6 +250,25 @@ fn a_trace_attached_to_a_crowded_process_says_what_holds_it() {
             "{note}"
         );
     }
+    // A recording keeps the snapshot: report says what held the count.
+    let recording = dir.path().join("crowded.vmat").display().to_string();
+    let recorded =
+        Running::vmatrace(&["record", "-q", "-o", &recording, "-p", &pid, "-d", "1"]).finish();
+    assert_eq!(recorded.code(), 0, "{}", recorded.stderr_text());
+    let report = Running::vmatrace(&["report", "--json", &recording]).finish();
+    assert_eq!(report.code(), 0, "{}", report.stderr_text());
+    let report: Value = serde_json::from_str(report.stdout.last().unwrap()).unwrap();
+    let held = &report["processes"][0]["anatomy_at_start"];
+    assert_eq!(held["groups"][0]["kind"], "holes", "{held}");
+    assert_eq!(held["groups"][0]["vmas"].to_string(), holes);
+    let text = Running::vmatrace(&["report", &recording]).finish();
+    assert!(
+        text.stdout
+            .iter()
+            .any(|l| l.starts_with(&format!("  held at the start: holes {holes} ("))),
+        "{:?}",
+        text.stdout
+    );
     workload.send_line();
     assert_eq!(workload.finish().code(), 0);
 }

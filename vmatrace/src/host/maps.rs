@@ -223,17 +223,32 @@ fn live_facts(proc: &Path) -> LiveFacts {
         return facts;
     };
     for task in tasks.flatten() {
-        if task.file_name().to_str() == Some(main) {
+        if task.file_name().to_str() == Some(main) || is_io_worker(&task.path()) {
             continue;
         }
         facts.threads += 1;
-        let syscall = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
-        if let Some(sp) = stack_pointer(&syscall) {
-            facts.thread_sps.push(sp);
-        }
+        // A thread caught running may be blocked a moment later.
+        let sp = (0..SP_READS).find_map(|attempt| {
+            if attempt > 0 {
+                std::thread::yield_now();
+            }
+            let syscall = std::fs::read_to_string(task.path().join("syscall")).ok()?;
+            stack_pointer(&syscall)
+        });
+        facts.thread_sps.extend(sp);
     }
     facts
 }
+
+/// io_uring's workers share the address space but run in the kernel, on
+/// no user stack.
+fn is_io_worker(task: &Path) -> bool {
+    std::fs::read_to_string(task.join("comm"))
+        .is_ok_and(|comm| comm.starts_with("iou-wrk-") || comm.starts_with("iou-sqp-"))
+}
+
+/// Reads of a thread's `syscall` file before it counts as running.
+const SP_READS: usize = 3;
 
 fn stack_pointer(syscall: &str) -> Option<u64> {
     let fields: Vec<&str> = syscall.split_whitespace().collect();

@@ -138,16 +138,13 @@ fn backing(vma: &Vma) -> Backing {
         MMapPath::Stack => Backing::Special("[stack] (the main thread's)".into()),
         // Kernels before 4.5 named thread stacks themselves.
         MMapPath::TStack(_) => Backing::Anonymous,
-        MMapPath::Vdso | MMapPath::Vvar | MMapPath::Vsyscall => {
-            Backing::Special("[vdso] and [vvar]".into())
-        }
+        MMapPath::Vdso => Backing::Special("[vdso]".into()),
+        MMapPath::Vvar => Backing::Special("[vvar]".into()),
+        MMapPath::Vsyscall => Backing::Special("[vsyscall]".into()),
         MMapPath::Rollup => Backing::Special("[rollup]".into()),
         MMapPath::Vsys(_) => Backing::Special("SysV shared memory".into()),
         MMapPath::Other(name) if name.starts_with("anon:") || name.starts_with("anon_shmem:") => {
             Backing::Named(format!("[{name}]"))
-        }
-        MMapPath::Other(name) if name.starts_with("vvar") => {
-            Backing::Special("[vdso] and [vvar]".into())
         }
         MMapPath::Other(name) => Backing::Special(format!("[{name}]")),
         MMapPath::Path(path) => {
@@ -160,6 +157,8 @@ fn backing(vma: &Vma) -> Backing {
                 p if p.starts_with("/dev/") => Backing::Special("devices".into()),
                 p if p.starts_with("/[aio]") => Backing::Special("aio rings".into()),
                 p if p.starts_with("/memfd:") => Backing::Special("memfd".into()),
+                // anon_inode:[io_uring], anon_inode:[perf_event], ...: no file.
+                p if !p.starts_with('/') => Backing::Special(p.to_string()),
                 p => Backing::File(p.to_string()),
             }
         }
@@ -204,22 +203,35 @@ pub fn classify(
             Backing::Anonymous => {
                 let after_library = adjacent(i)
                     && kinds[i - 1] == Some(Kind::Libraries)
-                    && vmas[i - 1].map.perms.contains(MMPermissions::WRITE);
+                    && vmas[i - 1].map.perms.contains(MMPermissions::WRITE)
+                    && vmas[i].map.perms.contains(MMPermissions::WRITE);
                 after_library.then_some(Kind::Libraries)
             }
         };
     }
 
+    let mut stacks = Stacks {
+        kinds: &mut kinds,
+        source: vec![""; vmas.len()],
+    };
     let thread_stacks_from = match live {
         Some(live) => {
-            mark_thread_stacks(&vmas, &backings, &mut kinds, &live.thread_sps);
+            stacks.by_stack_pointers(&vmas, &backings, &live.thread_sps);
+            // A running thread's stack pointer cannot be read: its stack
+            // is found as a saved file's would be, for as many threads.
+            let unread = live.threads.saturating_sub(live.thread_sps.len());
+            stacks.by_layout(&vmas, &backings, unread, RUNNING_THREADS);
+            // The stack-shaped pairs no live thread owns stay where they
+            // fall: glibc's cache of exited threads' stacks looks the
+            // same as a runtime's guarded region.
             "threads"
         }
         None => {
-            mark_stack_layouts(&vmas, &backings, &mut kinds);
+            stacks.by_layout(&vmas, &backings, usize::MAX, LAYOUT);
             "layout"
         }
     };
+    let stack_source = stacks.source;
 
     // Anonymous pieces touching another: the kernel kept them apart.
     let free = |kinds: &[Option<Kind>], i: usize| {
@@ -255,6 +267,7 @@ pub fn classify(
         vmas: &vmas,
         backings: &backings,
         kinds: &kinds,
+        stack_source: &stack_source,
         runs: &runs,
         blockers: &blockers,
         live,
@@ -282,51 +295,76 @@ pub fn classify(
     anatomy
 }
 
-/// A live thread's stack: the VMA its stack pointer is in, and the guard
-/// right below it.
-fn mark_thread_stacks(
-    vmas: &[&Vma],
-    backings: &[Backing],
-    kinds: &mut [Option<Kind>],
-    sps: &[u64],
-) {
-    for &sp in sps {
-        let i = vmas.partition_point(|v| v.end() <= sp);
-        if i >= vmas.len() || vmas[i].start() > sp || backings[i] != Backing::Anonymous {
-            continue;
-        }
-        kinds[i] = Some(Kind::ThreadStacks);
-        if i > 0
-            && vmas[i - 1].end() == vmas[i].start()
-            && backings[i - 1] == Backing::Anonymous
-            && is_inaccessible(vmas[i - 1])
-        {
-            kinds[i - 1] = Some(Kind::ThreadStacks);
-        }
-    }
+/// Where a thread stack was found.
+const STACK_POINTER: &str = "found by a thread's stack pointer";
+const RUNNING_THREADS: &str = "of running threads, found by their layout";
+const LAYOUT: &str = "guessed from the layout (a saved file names no threads)";
+
+/// Thread stacks as they are found, and how each was.
+struct Stacks<'k> {
+    kinds: &'k mut [Option<Kind>],
+    source: Vec<&'static str>,
 }
 
-/// A saved file's thread stacks, guessed from the layout glibc's
-/// pthread_create leaves: an inaccessible guard right below the stack.
-fn mark_stack_layouts(vmas: &[&Vma], backings: &[Backing], kinds: &mut [Option<Kind>]) {
-    for i in 1..vmas.len() {
-        let (guard, stack) = (vmas[i - 1], vmas[i]);
-        let fits = guard.end() == stack.start()
-            && backings[i - 1] == Backing::Anonymous
-            && backings[i] == Backing::Anonymous
-            && kinds[i - 1].is_none()
-            && kinds[i].is_none()
-            && is_inaccessible(guard)
-            && guard.size() <= GUARD_MAX
-            && stack
-                .map
-                .perms
-                .contains(MMPermissions::READ | MMPermissions::WRITE)
-            && !stack.map.perms.contains(MMPermissions::EXECUTE)
-            && STACK_SIZES.contains(&stack.size());
-        if fits {
-            kinds[i - 1] = Some(Kind::ThreadStacks);
-            kinds[i] = Some(Kind::ThreadStacks);
+impl Stacks<'_> {
+    fn mark(&mut self, i: usize, source: &'static str) {
+        self.kinds[i] = Some(Kind::ThreadStacks);
+        self.source[i] = source;
+    }
+
+    /// A live thread's stack: the VMA its stack pointer is in, and the
+    /// guard right below it.
+    fn by_stack_pointers(&mut self, vmas: &[&Vma], backings: &[Backing], sps: &[u64]) {
+        for &sp in sps {
+            let i = vmas.partition_point(|v| v.end() <= sp);
+            if i >= vmas.len() || vmas[i].start() > sp || backings[i] != Backing::Anonymous {
+                continue;
+            }
+            self.mark(i, STACK_POINTER);
+            if i > 0
+                && vmas[i - 1].end() == vmas[i].start()
+                && backings[i - 1] == Backing::Anonymous
+                && is_inaccessible(vmas[i - 1])
+            {
+                self.mark(i - 1, STACK_POINTER);
+            }
+        }
+    }
+
+    /// Thread stacks guessed from the layout glibc's pthread_create
+    /// leaves: an inaccessible guard right below the stack; at most
+    /// `wanted` of them.
+    fn by_layout(
+        &mut self,
+        vmas: &[&Vma],
+        backings: &[Backing],
+        wanted: usize,
+        source: &'static str,
+    ) {
+        let mut found = 0;
+        for i in 1..vmas.len() {
+            if found == wanted {
+                return;
+            }
+            let (guard, stack) = (vmas[i - 1], vmas[i]);
+            let fits = guard.end() == stack.start()
+                && backings[i - 1] == Backing::Anonymous
+                && backings[i] == Backing::Anonymous
+                && self.kinds[i - 1].is_none()
+                && self.kinds[i].is_none()
+                && is_inaccessible(guard)
+                && guard.size() <= GUARD_MAX
+                && stack
+                    .map
+                    .perms
+                    .contains(MMPermissions::READ | MMPermissions::WRITE)
+                && !stack.map.perms.contains(MMPermissions::EXECUTE)
+                && STACK_SIZES.contains(&stack.size());
+            if fits {
+                self.mark(i - 1, source);
+                self.mark(i, source);
+                found += 1;
+            }
         }
     }
 }
@@ -438,6 +476,7 @@ struct Facts<'a> {
     vmas: &'a [&'a Vma],
     backings: &'a [Backing],
     kinds: &'a [Kind],
+    stack_source: &'a [&'static str],
     runs: &'a [Run],
     blockers: &'a [(&'static str, usize)],
     live: Option<&'a LiveFacts>,
@@ -460,9 +499,20 @@ impl Facts<'_> {
         }
         let mut sizes: Vec<u64> = members.iter().map(|&i| self.vmas[i].size()).collect();
         sizes.sort_unstable();
+        // A stack's size is what it holds, not its guard's.
+        let mut typical: Vec<u64> = members
+            .iter()
+            .filter(|&&i| kind != Kind::ThreadStacks || !is_inaccessible(self.vmas[i]))
+            .map(|&i| self.vmas[i].size())
+            .collect();
+        typical.sort_unstable();
+        let typical = typical
+            .get(typical.len() / 2)
+            .copied()
+            .unwrap_or(sizes[sizes.len() / 2]);
         let vmas = members.len() as u64;
         let parts = self.parts(kind, &members);
-        let (meaning, advice) = self.words(kind, vmas, &parts, sizes[sizes.len() / 2]);
+        let (meaning, advice) = self.words(kind, vmas, &parts, typical);
         Some(Group {
             kind,
             vmas,
@@ -470,7 +520,7 @@ impl Facts<'_> {
             bytes: sizes.iter().sum(),
             start: self.vmas[members[0]].start(),
             end: self.vmas[*members.last().unwrap_or(&0)].end(),
-            typical_size: sizes[sizes.len() / 2],
+            typical_size: typical,
             parts: parts.into_iter().take(PARTS_MAX).collect(),
             meaning,
             advice,
@@ -529,7 +579,17 @@ impl Facts<'_> {
                     }
                 }
             }
-            Kind::ThreadStacks => {}
+            Kind::ThreadStacks => {
+                for &i in members {
+                    if !is_inaccessible(self.vmas[i]) {
+                        add(
+                            "stacks",
+                            self.stack_source[i].to_string(),
+                            self.vmas[i].size(),
+                        );
+                    }
+                }
+            }
             Kind::Files | Kind::Libraries | Kind::Named | Kind::Special => {
                 for &i in members {
                     let name = match &self.backings[i] {
@@ -612,27 +672,25 @@ impl Facts<'_> {
                 )
             }
             Kind::ThreadStacks => {
-                let found = vmas.div_ceil(2);
-                let threads = self.live.map_or(found, |l| l.threads as u64);
+                let stacks: u64 = parts.iter().map(|p| p.vmas).sum();
+                let how: Vec<String> = parts
+                    .iter()
+                    .map(|p| format!("{} {}", p.vmas, p.name))
+                    .collect();
+                let threads = self.live.map_or(String::new(), |l| {
+                    format!(" ({} threads besides the main one)", l.threads)
+                });
                 (
                     format!(
-                        "{threads} threads' stacks and guard pages (about 2 VMAs a thread), \
-                         typically {} a stack{}",
+                        "{stacks} thread stacks and their guard pages{threads}, typically {} a \
+                         stack: {}",
                         human_bytes(typical),
-                        match self.live {
-                            Some(l) if l.thread_sps.len() < l.threads => format!(
-                                "; {} running threads' stacks could not be told",
-                                l.threads - l.thread_sps.len()
-                            ),
-                            Some(_) => String::new(),
-                            None =>
-                                "; guessed from the layout (a saved file names no threads)".into(),
-                        }
+                        how.join(", ")
                     ),
                     format!(
                         "each thread costs its VMAs whatever its stack size (ulimit -s or Java's \
-                         -Xss change the size, not the count): {threads} threads hold {share:.1}% \
-                         of the limit; a bounded thread pool is the remedy"
+                         -Xss change the size, not the count): these hold {share:.1}% of the \
+                         limit; a bounded thread pool is the remedy"
                     ),
                 )
             }
@@ -856,12 +914,16 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(a.thread_stacks_from, "threads");
         let stacks = group(&a, Kind::ThreadStacks);
         assert_eq!(stacks.vmas, 2);
-        assert!(
-            stacks.meaning.starts_with("2 threads"),
-            "{}",
-            stacks.meaning
+        assert_eq!(
+            stacks.meaning,
+            "1 thread stacks and their guard pages (2 threads besides the main one), \
+             typically 8.0MiB a stack: 1 found by a thread's stack pointer"
         );
-        assert!(stacks.meaning.contains("1 running"), "{}", stacks.meaning);
+        assert_eq!(
+            stacks.typical_size,
+            8 << 20,
+            "the stack's size, not its guard's"
+        );
     }
 
     #[test]

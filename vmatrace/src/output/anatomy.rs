@@ -12,9 +12,12 @@ use crate::{
 pub fn full(whose: &str, anatomy: &Anatomy) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", headline(whose, anatomy));
-    for group in &anatomy.groups {
+    for (rank, group) in anatomy.groups.iter().enumerate() {
         let _ = writeln!(out);
-        write_group(&mut out, group);
+        // Advice on a group that holds next to nothing of the limit is
+        // noise, but the largest group's is what the reader came for.
+        let advise = rank == 0 || group.share_of_limit >= ADVICE_SHARE_MIN;
+        write_group(&mut out, group, advise);
     }
     if !anatomy.merge_blockers.is_empty() {
         let blockers: Vec<String> = anatomy
@@ -24,7 +27,7 @@ pub fn full(whose: &str, anatomy: &Anatomy) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "\nadjacent VMAs the kernel kept apart: {}",
+            "\nadjacent VMAs the kernel kept apart, in all groups: {}",
             blockers.join(", ")
         );
     }
@@ -58,24 +61,24 @@ pub fn brief(anatomy: &Anatomy, groups: usize) -> String {
         .join(", ")
 }
 
-/// Percent of the limit a group holds before its advice is printed (JSON
-/// has it always).
+/// Percent of the limit a group holds before its advice is printed, the
+/// largest group's aside (JSON has it always).
 const ADVICE_SHARE_MIN: f64 = 1.0;
 
-fn write_group(out: &mut String, group: &Group) {
+fn write_group(out: &mut String, group: &Group, advise: bool) {
     let _ = writeln!(
         out,
-        "{:<14} {:>6} VMAs {:>5.1}%  {:#x}-{:#x}  typically {}",
+        "{:<14} {:>6} VMAs {:>5.1}%  {} in all, typically {}, within {:#x}-{:#x}",
         group.kind.name(),
         group.vmas,
         group.share_of_limit,
+        human_bytes(group.bytes),
+        human_bytes(group.typical_size),
         group.start,
         group.end,
-        human_bytes(group.typical_size)
     );
     let _ = writeln!(out, "  {}", group.meaning);
-    // Advice on a group that holds next to nothing of the limit is noise.
-    if !group.advice.is_empty() && group.share_of_limit >= ADVICE_SHARE_MIN {
+    if advise && !group.advice.is_empty() {
         let _ = writeln!(out, "  what to do: {}", group.advice);
     }
     let listed = matches!(
@@ -120,7 +123,9 @@ mod tests {
             "pid 7 (holder): 40 VMAs, 40.0% of vm.max_map_count 100"
         );
         assert!(
-            lines[2].starts_with("holes              40 VMAs  40.0%"),
+            lines[2].starts_with(
+                "holes              40 VMAs  40.0%  160.0KiB in all, typically 4.0KiB"
+            ),
             "{printed}"
         );
         assert!(printed.contains("1 run of anonymous pieces"), "{printed}");

@@ -13,6 +13,8 @@ use vmatrace_common::{Event, EventKind};
 use crate::{
     cli::ReportArgs,
     error::Failure,
+    model::anatomy::{self, Anatomy},
+    model::maps_file,
     model::processes::{Applied, ProcessState, Processes, mapping_kind},
     model::sites::{self, Sites},
     model::verdict,
@@ -76,6 +78,9 @@ struct Extra {
     /// When the process exited, if it did while recording.
     end_s: Option<f64>,
     marks: Vec<(f64, i64, &'static str)>,
+    /// What held the VMAs in the first snapshot (the trace's start, or
+    /// the process's first sight).
+    anatomy_at_start: Option<Anatomy>,
 }
 
 /// The plot keeps at most about this many marks per process, however long
@@ -301,6 +306,11 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
                 let mut gathered = gathered.borrow_mut();
                 let e = gathered.extra.entry(info.pid).or_default();
                 e.counts.push(at, count);
+                if e.anatomy_at_start.is_none()
+                    && let Ok(vmas) = maps_file::parse(&info.maps)
+                {
+                    e.anatomy_at_start = Some(anatomy::classify(&vmas, &info.maps, None, limit, 1));
+                }
             }
             Record::Limit(changed) => limits.push((
                 seconds_since_start(header, changed.at_ns),
@@ -452,6 +462,7 @@ fn process_json(state: &ProcessState, e: &Extra, header: &Header) -> Value {
         "mmap_size_histogram": size_histogram(&state.mmap_sizes),
         "munmap_size_histogram": size_histogram(&state.munmap_sizes),
         "flagged": e.flagged.to_json(state.enomem, state.near_limit),
+        "anatomy_at_start": e.anatomy_at_start,
     })
 }
 
@@ -606,6 +617,21 @@ fn process_text(p: &Value, limit: &Value) -> String {
         limit,
         num("headroom"),
     ));
+    if let Some(groups) = p["anatomy_at_start"]["groups"].as_array() {
+        let held: Vec<String> = groups
+            .iter()
+            .take(4)
+            .map(|g| {
+                format!(
+                    "{} {} ({}%)",
+                    g["kind"].as_str().unwrap_or("?"),
+                    g["vmas"],
+                    g["share_of_limit"]
+                )
+            })
+            .collect();
+        text.push_str(&format!("  held at the start: {}\n", held.join(", ")));
+    }
     let calls: Vec<String> = p["calls"]
         .as_object()
         .into_iter()
