@@ -59,6 +59,10 @@ pub struct ProcessState {
     pub vma_limit_enomem_by_call: BTreeMap<&'static str, u64>,
     /// ENOMEMs at the VMA limit, by the limit in force when they failed.
     pub vma_limit_enomem_by_limit: BTreeMap<u64, u64>,
+    /// VMAs the exact calls added, by how: `split` (a cut) or, for new
+    /// mappings, what they map (`anon`, `[heap]`, `files in DIR/`): what
+    /// grew the count.
+    pub added_by: BTreeMap<String, u64>,
     pub enomem: u64,
     pub near_limit: u64,
     pub bytes_mapped: u64,
@@ -362,6 +366,15 @@ impl Processes {
                 if let Some(call) = Call::from_u8(event.call) {
                     state.count_call(call, event, flags, detector.limit);
                 }
+                let added = i64::from(event.vmas_after) - i64::from(event.vmas_before);
+                if added > 0 && detect::delta_is_exact(event) {
+                    let how = if flags.split {
+                        "split".to_string()
+                    } else {
+                        grown_by(mapping.as_deref().unwrap_or("unknown"))
+                    };
+                    *state.added_by.entry(how).or_default() += added as u64;
+                }
                 if flags.split {
                     let cut = mapping.as_deref().unwrap_or("unknown").to_string();
                     if let Some(call) = Call::from_u8(event.call) {
@@ -447,6 +460,18 @@ fn as_text<S: serde::Serializer>(
 
 /// The kind of a mapping's name: `anon` (with `[anon:...]`), `[heap]`,
 /// `[stack]`, `unknown`, else `file`.
+/// What a new mapping grew the count by: files by their directory, the
+/// rest by kind.
+fn grown_by(mapping: &str) -> String {
+    match mapping_kind(mapping) {
+        "file" => match mapping.rsplit_once('/') {
+            Some((dir, _)) if mapping.starts_with('/') => format!("files in {dir}/"),
+            _ => "files".to_string(),
+        },
+        kind => kind.to_string(),
+    }
+}
+
 pub fn mapping_kind(name: &str) -> &'static str {
     match name {
         "anon" => "anon",
