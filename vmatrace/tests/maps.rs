@@ -250,6 +250,14 @@ fn a_trace_attached_to_a_crowded_process_says_what_holds_it() {
             "{note}"
         );
     }
+    // top names what holds a crowded process's VMAs.
+    let top = Running::vmatrace(&["top", "-p", &pid, "--json", "-d", "1.5"]).finish();
+    assert_eq!(top.code(), 0, "{}", top.stderr_text());
+    let refresh: Value = serde_json::from_str(&top.stdout[0]).unwrap();
+    let held = &refresh["processes"][0]["anatomy"];
+    assert_eq!(held[0]["kind"], "holes", "{refresh}");
+    assert_eq!(held[0]["vmas"].to_string(), holes);
+
     // A recording keeps the snapshot: report says what held the count.
     let recording = dir.path().join("crowded.vmat").display().to_string();
     let recorded =

@@ -18,7 +18,7 @@ use ratatui::{
     layout::{Constraint, Layout},
     style::{Modifier, Style},
     text::Line,
-    widgets::{Block, Cell, Paragraph, Row as TableRow, Table},
+    widgets::{Block, Cell, Paragraph, Row as TableRow, Table, TableState},
 };
 use serde_json::json;
 
@@ -26,7 +26,7 @@ use super::collector::{Collector, CollectorConfig, Row, Scope};
 use crate::{
     error::{Failure, exit_code},
     kernel::probes::{CountModeChoice, require_privileges},
-    model::allocator,
+    model::{allocator, anatomy::Anatomy},
 };
 
 /// How the processes are ranked.
@@ -158,6 +158,8 @@ pub fn run(args: TopArgs) -> Result<i32, Failure> {
         sort: args.sort,
         allocators: HashMap::new(),
         started: Instant::now(),
+        selected: 0,
+        anatomies: HashMap::new(),
     };
     let deadline = args
         .duration
@@ -182,9 +184,36 @@ struct View {
     /// Allocators of the processes shown, detected once each.
     allocators: HashMap<u32, String>,
     started: Instant,
+    /// The row the arrows select (full screen).
+    selected: usize,
+    /// What holds the VMAs of processes looked at, and when it was read:
+    /// reading maps takes the process's mmap lock, so not every refresh.
+    anatomies: HashMap<u32, (Instant, Option<Anatomy>)>,
 }
 
+/// How long a process's anatomy stands before it is read again.
+const ANATOMY_REFRESH: Duration = Duration::from_secs(10);
+
 impl View {
+    /// What holds `pid`'s VMAs, read at most every `ANATOMY_REFRESH`.
+    fn anatomy(&mut self, pid: u32, limit: u64) -> Option<&Anatomy> {
+        let stale = self
+            .anatomies
+            .get(&pid)
+            .is_none_or(|(at, _)| at.elapsed() >= ANATOMY_REFRESH);
+        if stale {
+            let read = super::maps::live(pid, limit, 0).ok();
+            self.anatomies.insert(pid, (Instant::now(), read));
+        }
+        self.anatomies.get(&pid).and_then(|(_, a)| a.as_ref())
+    }
+
+    /// Whether a row holds enough of the limit for its anatomy to be read
+    /// unasked (the lines and JSON; the screen reads the selected row's).
+    fn crowded(row: &Row, limit: u64) -> bool {
+        row.vmas.max(0) as u64 * 4 > limit
+    }
+
     fn ranked(&mut self, collector: &mut Collector, shown: usize) -> (Vec<Row>, usize) {
         let mut rows = collector.sample();
         let total = rows.len();
@@ -219,6 +248,11 @@ impl View {
                         let mut value = serde_json::to_value(row).unwrap_or_default();
                         value["allocator"] = json!(self.allocators.get(&row.pid));
                         value["risk"] = json!(row.risk());
+                        if Self::crowded(row, collector.limit)
+                            && let Some(anatomy) = self.anatomy(row.pid, collector.limit)
+                        {
+                            value["anatomy"] = json!(brief_groups(anatomy));
+                        }
                         value
                     })
                     .collect();
@@ -243,6 +277,11 @@ impl View {
                 writeln!(out, "{}", header().join(" "))?;
                 for row in &rows {
                     writeln!(out, "{}", self.cells(row).join(" "))?;
+                    if Self::crowded(row, collector.limit)
+                        && let Some(anatomy) = self.anatomy(row.pid, collector.limit)
+                    {
+                        writeln!(out, "{:>8} holds: {}", "", anatomy_brief(anatomy, 4))?;
+                    }
                 }
             }
             out.flush()?;
@@ -289,6 +328,21 @@ impl View {
                 .iter()
                 .map(|row| TableRow::new(self.cells(row).into_iter().map(Cell::from)))
                 .collect();
+            self.selected = self.selected.min(rows.len().saturating_sub(1));
+            let detail = match rows.get(self.selected) {
+                Some(row) => {
+                    let (pid, vmas, limit) = (row.pid, row.vmas, collector.limit);
+                    match self.anatomy(pid, limit) {
+                        Some(anatomy) => format!(
+                            " pid {pid} holds {vmas}: {} (vmatrace maps -p {pid})",
+                            anatomy_brief(anatomy, 5)
+                        ),
+                        None => format!(" pid {pid}: its maps cannot be read"),
+                    }
+                }
+                None => String::new(),
+            };
+            let mut table_state = TableState::default().with_selected(Some(self.selected));
             let header_row = TableRow::new(
                 header()
                     .into_iter()
@@ -296,17 +350,24 @@ impl View {
             )
             .style(Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED));
             screen.draw(|frame| {
-                let [body, foot] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)])
-                    .areas(frame.area());
-                frame.render_widget(
+                let [body, held, foot] = Layout::vertical([
+                    Constraint::Min(1),
+                    Constraint::Length(1),
+                    Constraint::Length(1),
+                ])
+                .areas(frame.area());
+                frame.render_stateful_widget(
                     Table::new(table_rows, widths)
                         .header(header_row)
+                        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
                         .block(Block::bordered().title(title)),
                     body,
+                    &mut table_state,
                 );
+                frame.render_widget(Paragraph::new(Line::from(detail)), held);
                 frame.render_widget(
                     Paragraph::new(Line::from(
-                        " 1 risk  2 vmas  3 peak  4 growth  5 eta  6 splits  7 enomem",
+                        " 1 risk  2 vmas  3 peak  4 growth  5 eta  6 splits  7 enomem  ↑↓ select",
                     )),
                     foot,
                 );
@@ -330,6 +391,14 @@ impl View {
                 match key.code {
                     _ if ctrl_c => return Ok(()),
                     KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                    KeyCode::Down | KeyCode::Char('j') => {
+                        self.selected += 1;
+                        break;
+                    }
+                    KeyCode::Up | KeyCode::Char('k') => {
+                        self.selected = self.selected.saturating_sub(1);
+                        break;
+                    }
                     KeyCode::Char('s') => {
                         let at = SORT_KEYS.iter().position(|k| *k == self.sort).unwrap_or(0);
                         self.sort = SORT_KEYS[(at + 1) % SORT_KEYS.len()];
@@ -365,6 +434,20 @@ impl View {
             sparkline(&row.recent, 20),
         ]
     }
+}
+
+/// `holes 29999 (45.8%), libraries 14`
+fn anatomy_brief(anatomy: &Anatomy, groups: usize) -> String {
+    crate::output::anatomy::brief(anatomy, groups)
+}
+
+/// The groups of an anatomy, without their words and lines (JSON).
+fn brief_groups(anatomy: &Anatomy) -> serde_json::Value {
+    anatomy
+        .groups
+        .iter()
+        .map(|g| json!({"kind": g.kind, "vmas": g.vmas, "share_of_limit": g.share_of_limit}))
+        .collect()
 }
 
 fn header() -> Vec<String> {
