@@ -168,9 +168,20 @@ pub struct ReportArgs {
     /// a link or any other file is left alone unless --force).
     #[arg(long, value_name = "SVG")]
     pub plot: Option<PathBuf>,
-    /// Replace what is at the --plot path even if it is not a vmatrace plot
-    /// of this user's (a link is replaced, never followed).
-    #[arg(long, requires = "plot")]
+    /// Also draw a VMA flame graph as an SVG file: the stacks of the
+    /// recorded calls, as wide as the VMAs they added (see --weight). From
+    /// the stacks the recording carries: every call's with `record
+    /// --stacks`, the flagged calls' otherwise (the graph says which).
+    #[arg(long, value_name = "SVG")]
+    pub flamegraph: Option<PathBuf>,
+    /// What a flame graph's widths stand for: VMAs added, SPLITs, ENOMEMs
+    /// or calls.
+    #[arg(long, value_enum, default_value_t = crate::output::flame::Weight::Vmas)]
+    pub weight: crate::output::flame::Weight,
+    /// Replace what is at the --plot or --flamegraph path even if it is
+    /// not a vmatrace drawing of this user's (a link is replaced, never
+    /// followed).
+    #[arg(long)]
     pub force: bool,
     /// Also rank the N call sites that added the most VMAs, with their
     /// SPLITs and ENOMEMs (needs stacks: all of them with `record --stacks`,
@@ -185,6 +196,9 @@ pub enum ExportFormat {
     Chrome,
     /// One JSON object per event.
     Jsonl,
+    /// Folded stacks (`comm;root;...;leaf;call WEIGHT`), weighted by
+    /// --weight: for FlameGraph.pl, inferno and speedscope.
+    Folded,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +207,9 @@ pub struct ExportArgs {
     pub file: PathBuf,
     #[arg(long, value_enum)]
     pub format: ExportFormat,
+    /// With --format folded: what a stack's weight counts.
+    #[arg(long, value_enum, default_value_t = crate::output::flame::Weight::Vmas)]
+    pub weight: crate::output::flame::Weight,
 }
 
 /// Tracing options, for the plain command and `record`.

@@ -291,6 +291,100 @@ fn reading_back_needs_no_root() {
 }
 
 /// Chrome export: valid JSON, one counter sample per count change.
+/// Folded stacks and the flame graph weigh what was recorded: the SPLITs,
+/// VMAs added and calls of the folded lines are those of the recorded
+/// calls with a stack (all of them with --stacks, unless the kernel could
+/// not copy some: counted as `stacks_unavailable`).
+#[test]
+fn flame_graphs_weigh_what_was_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("churn.vmat").display().to_string();
+    let workload = workload();
+    let recorded = run_vmatrace(&[
+        "record",
+        "--json",
+        "--stacks",
+        "-o",
+        &path,
+        "--",
+        &workload,
+        "split-churn",
+        "300",
+    ]);
+    recorded.assert_complete();
+    let unavailable = recorded.summary()["lost"]["stacks_unavailable"]
+        .as_u64()
+        .unwrap();
+
+    let events = run_vmatrace(&["export", &path, "--format", "jsonl"]);
+    let calls: Vec<Value> = events
+        .stdout
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "syscall")
+        .collect();
+    let stacked: Vec<&Value> = calls.iter().filter(|e| e.get("stack").is_some()).collect();
+    assert_eq!(
+        calls.len() - stacked.len(),
+        unavailable as usize,
+        "every other call has its stack"
+    );
+    let splits = stacked.iter().filter(|e| has_flag(e, "SPLIT")).count() as u64;
+    let added: i64 = stacked
+        .iter()
+        .filter(|e| e["exact"] == true)
+        .map(|e| e["delta"].as_i64().unwrap().max(0))
+        .sum();
+
+    let folded = |weight: &str| -> (Vec<String>, u64) {
+        let export = run_vmatrace(&["export", &path, "--format", "folded", "--weight", weight]);
+        assert_eq!(export.code(), 0, "{}", export.stderr_text());
+        let total = export
+            .stdout
+            .iter()
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum();
+        (export.stdout.clone(), total)
+    };
+    let (split_lines, folded_splits) = folded("splits");
+    assert_eq!(folded_splits, splits);
+    let churned: u64 = split_lines
+        .iter()
+        .filter(|l| l.contains(";workload::split_churn;") && l.contains(";[munmap] "))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert!(churned > 0, "{split_lines:#?}");
+    assert_eq!(folded("calls").1, stacked.len() as u64);
+    assert_eq!(folded("vmas").1 as i64, added);
+
+    // The SVG: the same widths, and a later run may redraw it.
+    let svg = dir.path().join("flame.svg");
+    let svg_arg = svg.display().to_string();
+    for _ in 0..2 {
+        let drawn = run_vmatrace(&[
+            "report",
+            &path,
+            "--flamegraph",
+            &svg_arg,
+            "--weight",
+            "splits",
+        ]);
+        assert_eq!(drawn.code(), 0, "{}", drawn.stderr_text());
+    }
+    let drawing = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        drawing.contains(&format!("<title>all ({folded_splits} SPLITs, 100%)")),
+        "{}",
+        &drawing[..2000]
+    );
+    assert!(drawing.contains("<title>workload::split_churn ("));
+    assert!(drawing.contains(&format!(
+        "stacks of {} of {} traced calls",
+        stacked.len(),
+        calls.len()
+    )));
+}
+
 #[test]
 fn chrome_export_has_a_counter_sample_per_count_change() {
     let dir = tempfile::tempdir().unwrap();

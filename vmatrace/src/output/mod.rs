@@ -2,6 +2,7 @@
 //! status lines and the closing summary on stderr (JSON on stdout with
 //! `--json`, so a machine reads one stream).
 pub mod anatomy;
+pub mod flame;
 pub mod fold;
 pub mod plot;
 pub mod status;

@@ -13,7 +13,7 @@ use crate::{
     error::Failure,
     model::processes::comm_str,
     model::syscalls,
-    output::{Format, Output},
+    output::{Format, Output, flame::Folded},
     tracefile::reader::{self, Trace},
 };
 
@@ -47,6 +47,26 @@ pub fn export(args: &ExportArgs) -> Result<i32, Failure> {
             if let Some(e) = failed {
                 return Err(write_error(e));
             }
+            ending
+        }
+        ExportFormat::Folded => {
+            let mut folded = Folded::new(args.weight);
+            let (_, ending) = play(
+                &recording,
+                |event, applied, _, stack| {
+                    if event.kind == EventKind::Syscall as u8 {
+                        folded.add(event, applied, stack);
+                    }
+                },
+                |_| {},
+            )?;
+            folded.write_folded(&mut out).map_err(write_error)?;
+            eprintln!(
+                "vmatrace: {} {} in {}",
+                folded.total(),
+                args.weight.unit(),
+                folded.coverage()
+            );
             ending
         }
         ExportFormat::Chrome => {

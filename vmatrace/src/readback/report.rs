@@ -19,6 +19,7 @@ use crate::{
     model::sites::{self, Sites},
     model::verdict,
     outfile,
+    output::flame::{Folded, Weight},
     output::plot,
     output::summary::verdicts_text,
     output::{
@@ -289,10 +290,16 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     // The limit's changes (rare): the first is the header's.
     let mut limits = vec![(0.0, limit)];
     let mut events = 0u64;
+    let mut flame = args.flamegraph.as_ref().map(|_| Folded::new(args.weight));
     let (processes, ending) = play(
         &recording,
         |event, applied, processes, stack| {
             events += 1;
+            if let Some(flame) = flame.as_mut()
+                && event.kind == EventKind::Syscall as u8
+            {
+                flame.add(event, applied, stack);
+            }
             gathered
                 .borrow_mut()
                 .observe(event, applied, processes, stack)
@@ -334,6 +341,9 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
             &processes,
             &gathered.extra,
         )?;
+    }
+    if let (Some(svg), Some(flame)) = (&args.flamegraph, &flame) {
+        draw_flame(svg, args.force, &args.file, flame, args.weight)?;
     }
     let top_site = |pid: u32| {
         let site = gathered.sites_by_pid.get(&pid)?.top(1).into_iter().next()?;
@@ -420,6 +430,41 @@ fn draw_counts(
     let mut out = io::BufWriter::new(outfile::create(svg, outfile::Kind::Plot, force)?);
     plot::draw(&mut out, &title, plotted.limits, plotted.end_s, &series)
         .map_err(|e| Failure::environment(e.context(format!("drawing {}", svg.display()))))
+}
+
+/// The flame graph, marked as vmatrace's own so a later run may redraw it.
+fn draw_flame(
+    svg: &Path,
+    force: bool,
+    file: &Path,
+    flame: &Folded,
+    weight: Weight,
+) -> Result<(), Failure> {
+    let title = format!("{} by stack: {}", weight.unit(), file.display());
+    let mut drawn = Vec::new();
+    flame
+        .write_svg(&title, &mut drawn)
+        .map_err(|e| Failure::environment(e.context(format!("drawing {}", svg.display()))))?;
+    let drawn = String::from_utf8_lossy(&drawn);
+    // Right after the XML declaration, where outfile looks for it.
+    let marked = match drawn.split_once("?>") {
+        Some((declaration, rest)) => format!("{declaration}?>{}{rest}", outfile::PLOT_MARK),
+        None => format!("{}{drawn}", outfile::PLOT_MARK),
+    };
+    let mut out = outfile::create(svg, outfile::Kind::Plot, force)?;
+    out.write_all(marked.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            Failure::environment(anyhow::anyhow!(e).context(format!("writing {}", svg.display())))
+        })?;
+    eprintln!(
+        "vmatrace: flame graph of {} {} in {}: {}",
+        flame.total(),
+        weight.unit(),
+        flame.coverage(),
+        svg.display()
+    );
+    Ok(())
 }
 
 fn size_histogram(sizes: &BTreeMap<u64, u64>) -> Vec<Value> {
