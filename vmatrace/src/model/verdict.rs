@@ -246,8 +246,9 @@ fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// `the count grew by new mappings more than by cuts: 2290 VMAs of files
-/// in /var/kafka/ (...), 63 by SPLITs`, when it did.
+/// `The count grew by new mappings more than by cuts: 2330 VMAs added by
+/// new mappings (2290 of files in /var/kafka/, ...), 63 by cuts`, when it
+/// did.
 fn grown_by_new_mappings(state: &ProcessState) -> Option<String> {
     let by_splits = state.added_by.get("split").copied().unwrap_or(0);
     let mut new: Vec<(&String, &u64)> = state
@@ -266,8 +267,8 @@ fn grown_by_new_mappings(state: &ProcessState) -> Option<String> {
         .map(|(how, n)| format!("{n} of {how}"))
         .collect();
     Some(format!(
-        "the count grew by new mappings more than by cuts: {by_new} VMAs added by new mappings \
-         ({}), {by_splits} by SPLITs",
+        "The count grew by new mappings more than by cuts: {by_new} VMAs added by new mappings \
+         ({}), {by_splits} by cuts",
         kinds.join(", ")
     ))
 }
@@ -467,8 +468,8 @@ mod tests {
         let how = verdict(&state, &ctx).how.unwrap();
         assert!(
             how.starts_with(
-                "the count grew by new mappings more than by cuts: 2330 VMAs added by new \
-                 mappings (2290 of files in /var/kafka/, 40 of anon), 63 by SPLITs; 23 mprotect"
+                "The count grew by new mappings more than by cuts: 2330 VMAs added by new \
+                 mappings (2290 of files in /var/kafka/, 40 of anon), 63 by cuts; 23 mprotect"
             ),
             "{how}"
         );
