@@ -174,12 +174,17 @@ pub struct ReportArgs {
     /// --stacks`, the flagged calls' otherwise (the graph says which).
     #[arg(long, value_name = "SVG")]
     pub flamegraph: Option<PathBuf>,
+    /// Also write one self-contained HTML page for a write-up: the
+    /// verdict, the count plot, the flame graph, the top call sites and the
+    /// lost events.
+    #[arg(long, value_name = "HTML")]
+    pub html: Option<PathBuf>,
     /// What a flame graph's widths stand for: VMAs added, SPLITs, ENOMEMs
     /// or calls.
     #[arg(long, value_enum, default_value_t = crate::output::flame::Weight::Vmas)]
     pub weight: crate::output::flame::Weight,
-    /// Replace what is at the --plot or --flamegraph path even if it is
-    /// not a vmatrace drawing of this user's (a link is replaced, never
+    /// Replace what is at the --plot, --flamegraph or --html path even if
+    /// it is not a vmatrace drawing of this user's (a link is replaced, never
     /// followed).
     #[arg(long)]
     pub force: bool,

@@ -378,6 +378,24 @@ fn flame_graphs_weigh_what_was_recorded() {
         &drawing[..2000]
     );
     assert!(drawing.contains("<title>workload::split_churn ("));
+
+    // One page for the write-up: the report's text, the plot inline, the
+    // flame graph inside.
+    let html = dir.path().join("report.html");
+    let html_arg = html.display().to_string();
+    let paged = run_vmatrace(&["report", &path, "--html", &html_arg]);
+    assert_eq!(paged.code(), 0, "{}", paged.stderr_text());
+    let page = std::fs::read_to_string(&html).unwrap();
+    for part in [
+        "<h2>Verdict</h2>",
+        "<h2>VMA count</h2>\n<figure><svg",
+        "<object type=\"image/svg+xml\" data=\"data:image/svg+xml;base64,",
+        "lost events: 0",
+        "top call sites by VMAs added",
+    ] {
+        assert!(page.contains(part), "{part:?} not on the page");
+    }
+    assert!(!page.contains("src=\"http"), "the page fetches nothing");
     assert!(drawing.contains(&format!(
         "stacks of {} of {} traced calls",
         stacked.len(),

@@ -4,6 +4,7 @@
 pub mod anatomy;
 pub mod flame;
 pub mod fold;
+pub mod html;
 pub mod plot;
 pub mod status;
 pub mod summary;

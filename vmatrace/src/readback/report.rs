@@ -19,12 +19,15 @@ use crate::{
     model::sites::{self, Sites},
     model::verdict,
     outfile,
-    output::flame::{Folded, Weight},
     output::plot,
     output::summary::verdicts_text,
     output::{
         Format, Output,
         units::{human_bytes, splits_by_mapping},
+    },
+    output::{
+        flame::{Folded, Weight},
+        html,
     },
     stacks::symbols::{self, Stack},
     tracefile::{
@@ -290,7 +293,8 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     // The limit's changes (rare): the first is the header's.
     let mut limits = vec![(0.0, limit)];
     let mut events = 0u64;
-    let mut flame = args.flamegraph.as_ref().map(|_| Folded::new(args.weight));
+    let wants_flame = args.flamegraph.is_some() || args.html.is_some();
+    let mut flame = wants_flame.then(|| Folded::new(args.weight));
     let (processes, ending) = play(
         &recording,
         |event, applied, processes, stack| {
@@ -312,8 +316,13 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
                 let count = crate::model::snapshot::maps_snapshot_count(&info.maps) as i64;
                 let mut gathered = gathered.borrow_mut();
                 let e = gathered.extra.entry(info.pid).or_default();
+                let first_sight = e.counts.is_empty();
                 e.counts.push(at, count);
-                if e.anatomy_at_start.is_none()
+                // Said for a process that held much of the limit when the
+                // recording first saw it (a command's exec holds a few).
+                if first_sight
+                    && e.anatomy_at_start.is_none()
+                    && (count.max(0) as u64) * 4 > limit
                     && let Ok(vmas) = maps_file::parse(&info.maps)
                 {
                     e.anatomy_at_start = Some(anatomy::classify(&vmas, &info.maps, None, limit, 1));
@@ -328,22 +337,36 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
     )?;
     let mut gathered = gathered.into_inner();
     let lost = last_lost(&losses);
-    if let Some(svg) = &args.plot {
-        let plotted = Plotted {
-            limits: &limits,
-            end_s: gathered.duration_s(&lost),
-        };
-        draw_counts(
-            svg,
-            args.force,
+    let plotted = Plotted {
+        limits: &limits,
+        end_s: gathered.duration_s(&lost),
+    };
+    let plot_svg = if args.plot.is_some() || args.html.is_some() {
+        Some(draw_counts(
             &args.file,
             &plotted,
             &processes,
             &gathered.extra,
-        )?;
+        )?)
+    } else {
+        None
+    };
+    if let (Some(path), Some(svg)) = (&args.plot, &plot_svg) {
+        write_drawing(path, args.force, svg.as_bytes())?;
     }
-    if let (Some(svg), Some(flame)) = (&args.flamegraph, &flame) {
-        draw_flame(svg, args.force, &args.file, flame, args.weight)?;
+    let flame_svg = match &flame {
+        Some(flame) => Some(draw_flame(&args.file, flame, args.weight)?),
+        None => None,
+    };
+    if let (Some(path), Some(svg), Some(flame)) = (&args.flamegraph, &flame_svg, &flame) {
+        write_drawing(path, args.force, svg.as_bytes())?;
+        eprintln!(
+            "vmatrace: flame graph of {} {} in {}: {}",
+            flame.total(),
+            args.weight.unit(),
+            flame.coverage(),
+            path.display()
+        );
     }
     let top_site = |pid: u32| {
         let site = gathered.sites_by_pid.get(&pid)?.top(1).into_iter().next()?;
@@ -393,8 +416,33 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         write!(out, "{}", report_text(&report, &verdicts_text)).map_err(write_error)?;
     }
     out.flush().map_err(write_error)?;
+    if let Some(path) = &args.html {
+        let mut with_sites = report.clone();
+        if args.top_sites.is_none() {
+            with_sites["top_sites"] = json!(gathered.sites.top(HTML_SITES));
+        }
+        let page = html::page(&html::Parts {
+            title: &format!("vmatrace report: {}", args.file.display()),
+            text: &report_text(&with_sites, &verdicts_text),
+            plot_svg: plot_svg.as_deref(),
+            flame_svg: flame_svg.as_deref(),
+            flame_caption: flame.as_ref().map(|f| {
+                format!(
+                    "{} {} by stack; {}",
+                    f.total(),
+                    args.weight.unit(),
+                    f.coverage()
+                )
+            }),
+        });
+        write_drawing(path, args.force, page.as_bytes())?;
+        eprintln!("vmatrace: the report as one page: {}", path.display());
+    }
     Ok(finish(&ending, &args.file))
 }
+
+/// Call sites on the HTML page when --top-sites does not say how many.
+const HTML_SITES: usize = 10;
 
 /// What the plot draws beside the processes' lines.
 struct Plotted<'a> {
@@ -406,13 +454,11 @@ struct Plotted<'a> {
 
 /// The VMA count of every process over time, as an SVG plot.
 fn draw_counts(
-    svg: &Path,
-    force: bool,
     file: &Path,
     plotted: &Plotted,
     processes: &Processes,
     extra: &BTreeMap<u32, Extra>,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let series: Vec<plot::Series> = processes
         .by_pid
         .values()
@@ -427,44 +473,36 @@ fn draw_counts(
         })
         .collect();
     let title = format!("VMA count per process: {}", file.display());
-    let mut out = io::BufWriter::new(outfile::create(svg, outfile::Kind::Plot, force)?);
-    plot::draw(&mut out, &title, plotted.limits, plotted.end_s, &series)
-        .map_err(|e| Failure::environment(e.context(format!("drawing {}", svg.display()))))
+    let mut drawn = Vec::new();
+    plot::draw(&mut drawn, &title, plotted.limits, plotted.end_s, &series)
+        .map_err(|e| Failure::environment(e.context("drawing the count plot")))?;
+    Ok(String::from_utf8_lossy(&drawn).into_owned())
 }
 
 /// The flame graph, marked as vmatrace's own so a later run may redraw it.
-fn draw_flame(
-    svg: &Path,
-    force: bool,
-    file: &Path,
-    flame: &Folded,
-    weight: Weight,
-) -> Result<(), Failure> {
+fn draw_flame(file: &Path, flame: &Folded, weight: Weight) -> Result<String, Failure> {
     let title = format!("{} by stack: {}", weight.unit(), file.display());
     let mut drawn = Vec::new();
     flame
         .write_svg(&title, &mut drawn)
-        .map_err(|e| Failure::environment(e.context(format!("drawing {}", svg.display()))))?;
+        .map_err(|e| Failure::environment(e.context("drawing the flame graph")))?;
     let drawn = String::from_utf8_lossy(&drawn);
     // Right after the XML declaration, where outfile looks for it.
-    let marked = match drawn.split_once("?>") {
+    Ok(match drawn.split_once("?>") {
         Some((declaration, rest)) => format!("{declaration}?>{}{rest}", outfile::PLOT_MARK),
         None => format!("{}{drawn}", outfile::PLOT_MARK),
-    };
-    let mut out = outfile::create(svg, outfile::Kind::Plot, force)?;
-    out.write_all(marked.as_bytes())
+    })
+}
+
+/// Writes a drawing or page where --plot, --flamegraph or --html says,
+/// replacing only an older one of vmatrace's (see `outfile`).
+fn write_drawing(path: &Path, force: bool, bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = outfile::create(path, outfile::Kind::Plot, force)?;
+    out.write_all(bytes)
         .and_then(|()| out.flush())
         .map_err(|e| {
-            Failure::environment(anyhow::anyhow!(e).context(format!("writing {}", svg.display())))
-        })?;
-    eprintln!(
-        "vmatrace: flame graph of {} {} in {}: {}",
-        flame.total(),
-        weight.unit(),
-        flame.coverage(),
-        svg.display()
-    );
-    Ok(())
+            Failure::environment(anyhow::anyhow!(e).context(format!("writing {}", path.display())))
+        })
 }
 
 fn size_histogram(sizes: &BTreeMap<u64, u64>) -> Vec<Value> {
