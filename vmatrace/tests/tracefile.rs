@@ -104,6 +104,34 @@ fn recorded_incident_reports_what_the_live_run_saw() {
     );
     assert!(drawing.contains(&format!("vm.max_map_count = {}", max_map_count())));
     assert!(drawing.contains("<polyline"), "a line is drawn");
+    // What is drawn is what was recorded: the step line starts at the
+    // first count, climbs to the peak at the limit, ends at the final
+    // count, never goes back in time, and holds each count until the next.
+    let plotted = run_vmatrace(&[
+        "report",
+        "--json",
+        &path.display().to_string(),
+        "--plot",
+        &svg.display().to_string(),
+    ]);
+    let plotted: Value = serde_json::from_str(plotted.stdout.last().unwrap()).unwrap();
+    let drawn = &plotted["processes"][0];
+    let series: Vec<(f64, i64)> = serde_json::from_value(drawn["plot_series"].clone()).unwrap();
+    let counts: Vec<i64> = series.iter().map(|p| p.1).collect();
+    assert_eq!(counts.first(), drawn["vmas_start"].as_i64().as_ref());
+    assert_eq!(counts.last(), drawn["vmas_final"].as_i64().as_ref());
+    assert_eq!(counts.iter().max(), drawn["vmas_peak"].as_i64().as_ref());
+    assert_eq!(*counts.iter().max().unwrap() as u64, max_map_count());
+    assert!(
+        series.windows(2).all(|w| w[0].0 <= w[1].0),
+        "time runs forward"
+    );
+    assert!(
+        series
+            .windows(2)
+            .all(|w| w[0].0 == w[1].0 || w[0].1 == w[1].1),
+        "a step: the count changes only where time stands still"
+    );
     let flagged = run_vmatrace(&[
         "replay",
         "--only-flagged",

@@ -387,7 +387,19 @@ pub fn report(args: &ReportArgs) -> Result<i32, Failure> {
         .values()
         .map(|state| {
             let extra = gathered.extra.remove(&state.pid).unwrap_or_default();
-            process_json(state, &extra, header)
+            let mut value = process_json(state, &extra, header);
+            if plot_svg.is_some() {
+                // What the plot draws for it, for a script's own drawing.
+                let end_s = extra.end_s.unwrap_or(plotted.end_s);
+                let series: Vec<(f64, i64)> = extra
+                    .counts
+                    .steps(end_s)
+                    .into_iter()
+                    .map(|(t, count)| ((t * 1e6).round() / 1e6, count))
+                    .collect();
+                value["plot_series"] = json!(series);
+            }
+            value
         })
         .collect();
     let mut report = json!({
