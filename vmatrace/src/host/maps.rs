@@ -102,6 +102,12 @@ pub fn run(args: &MapsArgs) -> Result<i32, Failure> {
 pub fn live(pid: u32, limit: u64, examples: usize) -> Result<Anatomy, Failure> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     let text = read_proc(pid, &proc.join("maps"))?;
+    if text.is_empty() {
+        return Err(Failure::usage(anyhow!(
+            "pid {pid} ({}) has no address space: a kernel thread",
+            comm(pid)
+        )));
+    }
     let facts = live_facts(&proc);
     let mut vmas = maps_file::parse(&text)
         .map_err(|e| Failure::environment(anyhow!(e).context("reading the kernel's maps")))?;
