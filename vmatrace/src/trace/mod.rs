@@ -210,7 +210,10 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
     run.drain_until(monotonic_ns())?;
     let mut output = run.finish_printing()?;
 
-    let lost = probes.lost().map_err(Failure::environment)?;
+    let mut lost = probes.lost().map_err(Failure::environment)?;
+    // Stacks the kernel sent that userspace could not pair with their
+    // event are as unavailable as those it could not copy.
+    lost.stacks_unavailable += run.stacks.missing;
     if let Some(recorder) = run.recorder.take() {
         let dropped = recorder.dropped();
         recorder
