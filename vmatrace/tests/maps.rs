@@ -177,7 +177,11 @@ fn bad_input_gets_a_clear_error_and_its_exit_code() {
             "reading /nonexistent/maps",
         ),
         (vec!["maps", "-p", "999999999"], 2, "no process 999999999"),
-        (vec!["maps", "-p", "2"], 2, "pid 2 (kthreadd) has no address space"),
+        (
+            vec!["maps", "-p", "2"],
+            2,
+            "pid 2 (kthreadd) has no address space",
+        ),
         (vec!["maps"], 2, "--pid"),
         (
             vec!["maps", "/proc/self/maps", "--limit", "0"],
