@@ -21,6 +21,7 @@
 //! nothing of the rest, `model` builds on them, `tracefile` and `output` on
 //! `model`, and `trace` and `readback` tie everything together.
 
+pub mod bytes;
 pub mod cli;
 pub mod error;
 pub mod generate;

@@ -13,8 +13,8 @@ use procfs::process::{MMPermissions, MMapPath, VmFlags};
 use serde::Serialize;
 
 use crate::{
+    bytes::human_bytes,
     model::maps_file::{Vma, is_vsyscall},
-    output::units::human_bytes,
 };
 
 /// The groups, in the order ties are listed.

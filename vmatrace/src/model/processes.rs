@@ -368,24 +368,24 @@ impl Processes {
                 }
                 let added = i64::from(event.vmas_after) - i64::from(event.vmas_before);
                 if added > 0 && detect::delta_is_exact(event) {
-                    let how = if flags.split {
-                        "split".to_string()
+                    if flags.split {
+                        bump(&mut state.added_by, "split", added as u64);
                     } else {
-                        grown_by(mapping.as_deref().unwrap_or("unknown"))
-                    };
-                    *state.added_by.entry(how).or_default() += added as u64;
+                        let how = grown_by(mapping.as_deref().unwrap_or("unknown"));
+                        bump(&mut state.added_by, &how, added as u64);
+                    }
                 }
                 if flags.split {
-                    let cut = mapping.as_deref().unwrap_or("unknown").to_string();
+                    let cut = mapping.as_deref().unwrap_or("unknown");
                     if let Some(call) = Call::from_u8(event.call) {
                         *state.splits_by_call.entry(call.name()).or_default() += 1;
-                        let kind = mapping_kind(&cut);
+                        let kind = mapping_kind(cut);
                         *state
                             .splits_by_call_and_kind
                             .entry((call.name(), kind))
                             .or_default() += 1;
                     }
-                    *state.splits_by_mapping.entry(cut).or_default() += 1;
+                    bump(&mut state.splits_by_mapping, cut, 1);
                 }
             }
             Some(EventKind::Exit) => {
@@ -460,6 +460,17 @@ fn as_text<S: serde::Serializer>(
 
 /// The kind of a mapping's name: `anon` (with `[anon:...]`), `[heap]`,
 /// `[stack]`, `unknown`, else `file`.
+/// Adds `n` under `key`, allocating the key only the first time: a split
+/// storm bumps the same few keys for every call.
+fn bump(tally: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+    match tally.get_mut(key) {
+        Some(count) => *count += n,
+        None => {
+            tally.insert(key.to_string(), n);
+        }
+    }
+}
+
 /// What a new mapping grew the count by: files by their directory, the
 /// rest by kind.
 fn grown_by(mapping: &str) -> String {

@@ -13,20 +13,8 @@ pub fn splits_by_mapping(splits: &BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
-    }
-}
+// Below `model` and `output` both: the model words its anatomy with sizes.
+pub use crate::bytes::human_bytes;
 
 pub fn human_duration(seconds: f64) -> String {
     match seconds {
