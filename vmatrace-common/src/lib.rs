@@ -251,10 +251,10 @@ pub struct Event {
     /// effect plus whatever calls of other threads did meanwhile: inexact.
     /// (0 in recordings older than this field.)
     pub counted: u8,
-    /// The calling thread's user stack: from the kernel, 1 when a
-    /// [`UserStack`] was sent for this call; userspace replaces it with its
-    /// own id of the stack plus 1. 0 when none was captured (see
-    /// `CAPTURE_STACKS`).
+    /// The calling thread's user stack. From the kernel, a [`stack_field`]
+    /// value: whether a [`UserStack`] was sent for this call, and the call
+    /// site it stands for; userspace replaces it with its own id of the
+    /// stack plus 1. 0 when none was captured (see `CAPTURE_STACKS`).
     pub stack: u32,
     pub comm: [u8; COMM_LEN],
 }
@@ -369,6 +369,7 @@ pub mod names {
     pub const NEWTASK_FLAGS_OFFSET: &str = "NEWTASK_FLAGS_OFFSET";
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     pub const STACK_WAKEUP_BYTES: &str = "STACK_WAKEUP_BYTES";
+    pub const STACK_SITE_NS: &str = "STACK_SITE_NS";
     pub const SYSCALL_CALLS: &str = "SYSCALL_CALLS";
     pub const LOCK_ACQUIRED_MM_OFFSET: &str = "LOCK_ACQUIRED_MM_OFFSET";
     pub const LOCK_ACQUIRED_WRITE_OFFSET: &str = "LOCK_ACQUIRED_WRITE_OFFSET";
@@ -417,6 +418,34 @@ pub const fn traced_args(call: Call, arg0: u64, arg1: u64) -> bool {
         Call::Ioctl => (arg1 >> 8) & 0xff == UFFDIO_TYPE,
         Call::Prctl => arg0 == PR_SET_VMA,
         _ => true,
+    }
+}
+
+/// [`Event::stack`] as the kernel sends it: [`stack_field::SENT`] when a
+/// [`UserStack`] record was sent just before the event, and in the other
+/// bits the call's site, when stacks are sent by site (`STACK_SITE_NS`):
+/// a call whose site sent its stack recently gets no stack of its own,
+/// only the site, and stands with the stack its site sent last.
+pub mod stack_field {
+    /// A stack record was sent for this call.
+    pub const SENT: u32 = 1 << 31;
+    /// The site bits (0: no site, every such call sends its own stack).
+    pub const SITE: u32 = SENT - 1;
+
+    /// The site of a [`super::Event::stack`] value the kernel sent.
+    pub const fn site(stack: u32) -> u32 {
+        stack & SITE
+    }
+
+    /// Whether a stack record came with the call.
+    pub const fn sent(stack: u32) -> bool {
+        stack & SENT != 0
+    }
+
+    /// A site id from a hash: the site bits, never 0.
+    pub const fn site_of_hash(hash: u64) -> u32 {
+        let folded = (hash ^ (hash >> 32)) as u32 & SITE;
+        if folded == 0 { 1 } else { folded }
     }
 }
 

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use vmatrace_common::{
     Call, ENOMEM_RET, Event, EventKind, SYSCALL_TABLE_SIZE, UFFDIO_REGISTER, UFFDIO_UNREGISTER,
-    capture_stacks, creates, lost, maps_a_file, traced_args,
+    capture_stacks, creates, lost, maps_a_file, stack_field, traced_args,
 };
 
 use crate::{
@@ -285,7 +285,7 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
     if !crate::proc_stats::record::<COUNTED>(&slot.event, slot.mm, ret, exit_ns) {
         return;
     }
-    let stack = user_stack_if_wanted::<COUNTED>(ctx, &slot.event, ret);
+    let stack = user_stack_if_wanted::<COUNTED>(ctx, &slot.event, slot.mm, ret, exit_ns);
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             let event = entry.write(slot.event);
@@ -298,13 +298,16 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
             // So is a stack ring buffer filling up, whose records are
             // large and sent without a wakeup of their own.
             let flags = if maps_a_file(slot.event.call, &slot.event.args, ret)
-                || (stack != 0 && crate::user_stack::ring_needs_reading())
+                || (stack_field::sent(stack) && crate::user_stack::ring_needs_reading())
             {
                 BPF_RB_FORCE_WAKEUP as u64
             } else {
                 wakeup_flags()
             };
             entry.submit(flags);
+            if stack_field::sent(stack) && stack_field::site(stack) != 0 {
+                crate::user_stack::site_sent(slot.event.pid, stack_field::site(stack), exit_ns);
+            }
         }
         None => {
             count_lost(lost::RINGBUF_FULL);
@@ -344,16 +347,20 @@ fn counted_exit(slot: &mut Inflight, exit_ns: u64) {
     event.counted = vmatrace_common::count_mode::LOCK;
 }
 
-/// 1 if this call wants a user stack and it was sent: every call with
-/// `--stacks`, else those that split a mapping, failed with ENOMEM, or took
-/// the count across the NEAR-LIMIT threshold (the tests userspace applies,
-/// so a flagged event has its stack; a SPLIT only on an exact count, as
-/// userspace judges it).
+/// The event's `stack` field (`stack_field`): whether this call's user
+/// stack was sent, and its site. Wanted for every call with `--stacks`,
+/// else for those that split a mapping, failed with ENOMEM, or took the
+/// count across the NEAR-LIMIT threshold (the tests userspace applies, so
+/// a flagged event has its stack; a SPLIT only on an exact count, as
+/// userspace judges it). When stacks are sent by site, a call whose site
+/// sent one lately sends only its site.
 #[inline(always)]
 fn user_stack_if_wanted<const COUNTED: bool>(
     ctx: &TracePointContext,
     event: &Event,
+    mm: u64,
     ret: i64,
+    now_ns: u64,
 ) -> u32 {
     let mode = CAPTURE_STACKS.load();
     let warn_at = crate::maps::limit(vmatrace_common::limits::WARN_AT);
@@ -368,8 +375,12 @@ fn user_stack_if_wanted<const COUNTED: bool>(
     if !wanted {
         return 0;
     }
+    let site = crate::user_stack::site_of(mm);
+    if site != 0 && crate::user_stack::site_sent_lately(event.pid, site, now_ns) {
+        return site;
+    }
     if crate::user_stack::send_for(ctx, event) {
-        1
+        stack_field::SENT | site
     } else {
         count_lost(lost::STACK_UNAVAILABLE);
         debug!(

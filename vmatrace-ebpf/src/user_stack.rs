@@ -20,11 +20,11 @@ use aya_ebpf::{
         },
     },
     macros::map,
-    maps::RingBuf,
+    maps::{LruHashMap, RingBuf},
 };
 use vmatrace_common::{
     Event, USER_STACK_COPY_MAX, USER_STACK_COPY_SMALL, USER_STACK_FRAMES_MAX, UserStack,
-    UserStackCopy,
+    UserStackCopy, stack_field,
 };
 
 /// Stacks for userspace, each sent just before its event. The loader
@@ -55,6 +55,97 @@ pub static PT_REGS_BP_OFFSET: Global<u64> = Global::new(32);
 /// stack wakes userspace (a quarter of the ring; 0: never).
 #[unsafe(no_mangle)]
 pub static STACK_WAKEUP_BYTES: Global<u64> = Global::new(0);
+
+/// Stacks by site: a call site sends its stack again once the one it sent
+/// last is this old (ns), and the calls in between send only their site
+/// (userspace gives them the site's stack: every call is still counted
+/// against it). 0: every call that wants a stack sends its own. Needs the
+/// stack copies' registers (`USER_STACK_BYTES`), the loader sets it only
+/// with them.
+#[unsafe(no_mangle)]
+pub static STACK_SITE_NS: Global<u64> = Global::new(0);
+
+/// When each site last sent its stack, by `tgid << 32 | site`.
+#[map]
+pub static STACK_SITES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// The site of the calling thread's call, when stacks are sent by site (0
+/// otherwise, or when the registers cannot be read): where the syscall
+/// stub returns to (the word at the stack pointer, as the copies read it),
+/// the stub itself (the instruction pointer), how deep the stack is (from
+/// its top, as `copy_stack` finds it, so the same path has the same depth
+/// in every thread; the stack pointer itself where the top is not known)
+/// and the address space (a new program after exec has sites of its own).
+/// Two callers of the same function reach it at different depths nearly
+/// always; two that share all four share a stack (the docs say so).
+/// Costs a few reads where a stack costs a copy of kilobytes, a walk that
+/// may fault, and userspace's unwinding.
+#[inline(always)]
+pub fn site_of(mm: u64) -> u32 {
+    if STACK_SITE_NS.load() == 0 || USER_STACK_BYTES.load() == 0 {
+        return 0;
+    }
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    if regs.is_null() {
+        return 0;
+    }
+    let read_reg = |offset: u64| -> u64 {
+        unsafe { bpf_probe_read_kernel(regs.wrapping_add(offset as usize) as *const u64) }
+            .unwrap_or(0)
+    };
+    let sp = read_reg(PT_REGS_SP_OFFSET.load());
+    if sp == 0 {
+        return 0;
+    }
+    let ip = read_reg(PT_REGS_IP_OFFSET.load());
+    let mut returns_to = 0u64;
+    unsafe {
+        bpf_probe_read_user(
+            &raw mut returns_to as *mut _,
+            8,
+            sp as *const core::ffi::c_void,
+        )
+    };
+    let top = stack_top(sp);
+    let depth = if top > sp && top - sp < 8 << 20 {
+        top - sp
+    } else {
+        sp
+    };
+    let mut hash = mix(mm ^ 0x9e37_79b9_7f4a_7c15);
+    hash = mix(hash ^ ip);
+    hash = mix(hash ^ returns_to);
+    hash = mix(hash ^ depth);
+    stack_field::site_of_hash(hash)
+}
+
+/// One round of a 64-bit finalizer (splitmix64's).
+#[inline(always)]
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Whether `site` of process `tgid` sent its stack less than
+/// `STACK_SITE_NS` before `now_ns`.
+#[inline(always)]
+pub fn site_sent_lately(tgid: u32, site: u32, now_ns: u64) -> bool {
+    let key = (u64::from(tgid) << 32) | u64::from(site);
+    match unsafe { STACK_SITES.get(&key) } {
+        Some(&sent_ns) => now_ns.wrapping_sub(sent_ns) < STACK_SITE_NS.load(),
+        None => false,
+    }
+}
+
+/// Notes that `site` sent its stack: called once its event is in the ring
+/// buffer, so a call that finds it and sends only its site is read after
+/// the event that carries the stack.
+#[inline(always)]
+pub fn site_sent(tgid: u32, site: u32, now_ns: u64) {
+    let key = (u64::from(tgid) << 32) | u64::from(site);
+    let _ = STACK_SITES.insert(&key, &now_ns, 0);
+}
 
 /// Whether the stack ring buffer is full enough that userspace should be
 /// woken to read it.

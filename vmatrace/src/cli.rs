@@ -249,6 +249,16 @@ pub struct LiveArgs {
     #[arg(long)]
     pub no_stacks: bool,
 
+    /// Capture the stack of each flagged call. By default a live trace
+    /// captures a call site's stack once a second: the kernel tells a site
+    /// by the return address above the syscall stub and the stack's depth,
+    /// the calls in between share its stack (every call is still counted
+    /// against it; the output says when a stack stands for more calls), so
+    /// a split storm costs about what a count does. A recording (-o,
+    /// record) always has each flagged call's own stack.
+    #[arg(long, conflicts_with_all = ["no_stacks", "stacks"])]
+    pub each_stack: bool,
+
     /// How user stacks are walked: `fp` follows frame pointers (plus the
     /// caller of a syscall stub, read at the stack pointer), `dwarf` unwinds
     /// a copy of the stack's top with the modules' call-frame information

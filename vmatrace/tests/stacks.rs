@@ -337,3 +337,129 @@ fn jemalloc_splits_are_unwound_into_the_program() {
     );
     assert_eq!(top["caller"], "churn_in_named_function", "{top}");
 }
+
+/// Two callers cut mappings through one function, at different stack
+/// depths, many times: no frame pointers, as distributions build.
+const SITES_WORKLOAD_C: &str = r#"
+#include <stdlib.h>
+#include <sys/mman.h>
+
+__attribute__((noinline)) void punch(void) {
+    char *p = mmap(0, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) exit(1);
+    p[0] = 1;
+    if (munmap(p + 4096, 4096) != 0) exit(2);
+    munmap(p, 4096);
+    munmap(p + 2 * 4096, 4096);
+}
+__attribute__((noinline)) void shallow_caller(void) {
+    punch();
+    __asm__ volatile("" ::: "memory");
+}
+__attribute__((noinline)) void deep_caller(void) {
+    volatile char pad[512];
+    pad[0] = 1;
+    punch();
+    __asm__ volatile("" ::: "memory");
+}
+int main(int argc, char **argv) {
+    int rounds = atoi(argv[1]);
+    for (int i = 0; i < rounds; i++) {
+        shallow_caller();
+        deep_caller();
+        deep_caller();
+    }
+    return 0;
+}
+"#;
+
+/// The SPLITs of the run, by the caller of `punch` their stack names.
+fn splits_by_caller(events: &[Value]) -> (u64, u64, u64) {
+    let (mut shallow, mut deep, mut neither) = (0, 0, 0);
+    for split in events
+        .iter()
+        .filter(|e| e["call"] == "munmap" && has_flag(e, "SPLIT"))
+    {
+        let functions = stack_functions(split);
+        if functions.contains(&"shallow_caller") {
+            shallow += 1;
+        } else if functions.contains(&"deep_caller") {
+            deep += 1;
+        } else {
+            neither += 1;
+        }
+    }
+    (shallow, deep, neither)
+}
+
+/// By default a live trace captures a call site's stack once a second and
+/// the site's other calls share it: a storm of 9,000 SPLITs from two
+/// callers gets a handful of stacks, yet every SPLIT has the stack of its
+/// own caller (the kernel tells the callers apart by the stack's depth),
+/// so the counts by caller are exact, and a shared stack says how many
+/// calls it stands for. `--each-stack` captures every one.
+#[test]
+fn a_split_storm_sends_a_stack_per_site_and_counts_every_call() {
+    const ROUNDS: u64 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("sites.c");
+    std::fs::write(&source, SITES_WORKLOAD_C).unwrap();
+    let exe = dir.path().join("sites");
+    let status = Command::new("gcc")
+        .args(["-O2", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exe = exe.display().to_string();
+    let rounds = ROUNDS.to_string();
+
+    let by_site =
+        Running::vmatrace(&["--json", "--only-flagged", "--", &exe, rounds.as_str()]).finish();
+    by_site.assert_complete();
+    let events = by_site.events();
+    assert_eq!(
+        splits_by_caller(&events),
+        (ROUNDS, 2 * ROUNDS, 0),
+        "every SPLIT has its caller's stack"
+    );
+    let stacks = &by_site.summary()["stacks"];
+    assert_eq!(stacks["by_site"], true, "{stacks}");
+    let captured = stacks["captured"].as_u64().unwrap();
+    let shared = stacks["shared"].as_u64().unwrap();
+    assert!(
+        captured < 100 && shared >= 3 * ROUNDS - captured,
+        "a stack per site a second: {stacks}"
+    );
+    // The calls a stack stands for count up from its capture.
+    let counts: Vec<u64> = events
+        .iter()
+        .filter(|e| stack_functions(e).contains(&"shallow_caller"))
+        .filter_map(|e| e["stack_shared"]["calls"].as_u64())
+        .take(3)
+        .collect();
+    assert_eq!(counts, [1, 2, 3], "shared stacks count their calls");
+
+    let each = Running::vmatrace(&[
+        "--json",
+        "--only-flagged",
+        "--each-stack",
+        "--",
+        &exe,
+        rounds.as_str(),
+    ])
+    .finish();
+    each.assert_complete();
+    assert_eq!(splits_by_caller(&each.events()), (ROUNDS, 2 * ROUNDS, 0));
+    let stacks = &each.summary()["stacks"];
+    assert_eq!(
+        (&stacks["by_site"], &stacks["shared"]),
+        (&Value::Bool(false), &Value::from(0)),
+        "{stacks}"
+    );
+    assert!(
+        stacks["captured"].as_u64().unwrap() >= 3 * ROUNDS,
+        "{stacks}"
+    );
+}

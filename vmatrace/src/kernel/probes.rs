@@ -46,6 +46,11 @@ pub struct ProbeConfig {
     /// Bytes of user stack copied (with the user registers) for each call
     /// that gets a stack; 0 for none.
     pub user_stack_bytes: u32,
+    /// Send a call site's stack again only once the one it sent last is
+    /// this old (ns); the calls in between send their site alone (see
+    /// `stack_field`). 0: each call that wants a stack sends its own. Only
+    /// with stack copies (their registers name the site).
+    pub stack_site_ns: u64,
     /// Processes (tgids) to trace, put in the traced set before any
     /// program is attached: writing a map later, while the programs run,
     /// would hold the kernel's BPF recursion guard (see `kernel::mapped`).
@@ -162,6 +167,8 @@ pub struct Probes {
     pub missing_calls: Vec<Call>,
     /// Where the calls' counts are read.
     pub count_mode: CountMode,
+    /// Stacks are sent by site, again after this many ns (0: each call's).
+    pub stack_site_ns: u64,
     /// Every attachment, by program: detached together at the end.
     links: Vec<(String, TracePointLinkId)>,
     /// The `LOST` counters, read without a bpf() call.
@@ -388,6 +395,11 @@ impl Probes {
             ),
         };
         let user_stack_bytes = user_stack_bytes.min(vmatrace_common::USER_STACK_COPY_MAX as u32);
+        let stack_site_ns = if user_stack_bytes == 0 {
+            0
+        } else {
+            config.stack_site_ns
+        };
         // The registers that name the syscall a change outside a traced
         // call happened in.
         let (syscall_regs, syscall_regs_offsets) = match offsets.syscall_regs {
@@ -422,6 +434,7 @@ impl Probes {
             .override_global(names::NEWTASK_FLAGS_OFFSET, &tp.newtask_clone_flags, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(names::STACK_WAKEUP_BYTES, &stack_wakeup_bytes, true)
+            .override_global(names::STACK_SITE_NS, &stack_site_ns, true)
             .override_global(names::CAPTURE_STACKS, &config.capture_stacks, true)
             .override_global(LOG_LEVEL, &log_level, true)
             .override_global(names::LOCK_ACQUIRED_MM_OFFSET, &lock.acquired_mm, true)
@@ -487,6 +500,7 @@ impl Probes {
             offsets,
             missing_calls: Vec::new(),
             count_mode,
+            stack_site_ns,
             links: Vec::new(),
             lost,
             limits,

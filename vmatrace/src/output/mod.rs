@@ -24,7 +24,10 @@ use crate::{
     model::detect::{self, EnomemCause, Flags},
     model::processes::{Applied, comm_str},
     model::syscalls,
-    stacks::symbols::{self, Stack},
+    stacks::{
+        SharedStack,
+        symbols::{self, Stack},
+    },
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +85,7 @@ impl Output {
         applied: &Applied,
         limit: u64,
         stack: Option<&Stack>,
+        shared: Option<SharedStack>,
     ) -> io::Result<()> {
         if !self.filter.prints(event, applied) {
             return Ok(());
@@ -90,15 +94,27 @@ impl Output {
             Format::Text => {
                 let line = self.text_line(event, applied, limit);
                 writeln!(self.out, "{line}")?;
-                match stack {
-                    Some(stack) => write!(self.out, "{}", symbols::format_stack(stack)),
-                    None => Ok(()),
+                let Some(stack) = stack else {
+                    return Ok(());
+                };
+                if let Some(shared) = shared {
+                    writeln!(self.out, "{}", shared_stack_note(event, shared))?;
                 }
+                write!(self.out, "{}", symbols::format_stack(stack))
             }
             Format::Json => {
                 let mut value = self.json_event(event, applied, limit);
                 if let (Some(stack), Some(object)) = (stack, value.as_object_mut()) {
                     object.insert("stack".into(), json!(stack));
+                    if let Some(shared) = shared {
+                        object.insert(
+                            "stack_shared".into(),
+                            json!({
+                                "age_s": shared_stack_age(event, shared),
+                                "calls": shared.calls,
+                            }),
+                        );
+                    }
                 }
                 serde_json::to_writer(&mut self.out, &value)?;
                 self.out.write_all(b"\n")
@@ -328,6 +344,24 @@ impl Output {
             }
         }
     }
+}
+
+/// Seconds between the call that sent a site's stack and this one.
+fn shared_stack_age(event: &Event, shared: SharedStack) -> f64 {
+    event.exit_ns.saturating_sub(shared.captured_ns) as f64 / 1e9
+}
+
+/// The line above a stack that a call shares with its site.
+fn shared_stack_note(event: &Event, shared: SharedStack) -> String {
+    let calls = match shared.calls {
+        1 => "this call".to_string(),
+        n => format!("{n} calls of the site, this one included"),
+    };
+    format!(
+        "    (its site's stack, captured {:.3} s before; it stands for {calls} since: \
+         --each-stack captures each call's own)",
+        shared_stack_age(event, shared),
+    )
 }
 
 #[cfg(test)]

@@ -69,6 +69,18 @@ pub struct Summary<'a> {
     pub cost: Option<ProgramCost>,
     /// CPU seconds vmatrace itself used (user and system).
     pub own_cpu_s: f64,
+    pub stacks: StackCounts,
+}
+
+/// The stacks the trace got.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct StackCounts {
+    /// Stack records paired with their call.
+    pub captured: u64,
+    /// Calls that shared the stack their site sent before.
+    pub shared: u64,
+    /// Stacks were sent by site, once a second.
+    pub by_site: bool,
 }
 
 impl Summary<'_> {
@@ -131,6 +143,7 @@ impl Summary<'_> {
             "lost": self.lost,
             "cost": self.cost_json(),
             "lost_total": self.lost.total(),
+            "stacks": self.stacks,
             "untraced_calls": self.missing_calls.iter().map(|c| c.name()).collect::<Vec<_>>(),
             "verdicts": self.verdicts(),
             "processes": processes,
@@ -234,6 +247,14 @@ impl Summary<'_> {
                  in a process gone within milliseconds), or by another thread whose call \
                  reached vmatrace just after the one that cut it)\n",
             );
+        }
+        let stacks = self.stacks;
+        if stacks.by_site && stacks.shared > 0 {
+            text.push_str(&format!(
+                "stacks: {} captured, a call site's once a second; {} more calls shared their \
+                 site's (counted against it; --each-stack captures each call's own)\n",
+                stacks.captured, stacks.shared
+            ));
         }
         let lost = self.lost;
         if lost.stacks_unavailable > 0 {

@@ -35,7 +35,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Failure> {
                 && args.until.is_none_or(|until| at <= until);
             // The limit in force then: it may have changed (`Limit`).
             let limit = processes.detector.limit;
-            if wanted && let Err(e) = output.event(event, applied, limit, stack) {
+            if wanted && let Err(e) = output.event(event, applied, limit, stack, None) {
                 failed = Some(e);
             }
         },

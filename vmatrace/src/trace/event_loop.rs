@@ -377,7 +377,7 @@ impl Run {
             self.take_snapshot(event.pid, monotonic_ns());
         }
         self.name_mapped_file(&event);
-        let new_stack = self.stacks.new_stack(&mut event, &self.processes);
+        let stack = self.stacks.stack_of(&mut event, &self.processes);
         if event.kind == EventKind::Exit as u8 {
             self.stacks.forget(event.pid);
         }
@@ -392,12 +392,13 @@ impl Run {
         // for the lines and the recording), and with --top every call
         // with a stack (its sites).
         let counts_for_sites = event.stack != 0 && self.top.is_some();
-        if new_stack.is_some() || counts_for_sites || self.filter.prints(&event, &applied) {
+        if stack.new.is_some() || counts_for_sites || self.filter.prints(&event, &applied) {
             let limit = self.processes.detector.limit;
             self.print(Job::Event(EventJob {
                 event,
                 applied,
-                new_stack,
+                new_stack: stack.new,
+                shared_stack: stack.shared,
                 limit,
             }))?;
         }

@@ -34,7 +34,12 @@ use crate::{
         processes::{Processes, program_name},
         snapshot::snapshot_process,
     },
-    output::{Format, Output, fold, status::StatusLines, summary::Summary, top::Top},
+    output::{
+        Format, Output, fold,
+        status::StatusLines,
+        summary::{StackCounts, Summary},
+        top::Top,
+    },
     tracefile::{format::Record, writer::Recorder},
 };
 
@@ -82,6 +87,7 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
             capture_stacks::NONE => 0,
             _ => cli.unwind.copy_bytes(cli.stack_bytes),
         },
+        stack_site_ns: stack_site_ns(&cli),
         targets: attached
             .iter()
             .map(|info| info.pid)
@@ -234,6 +240,11 @@ pub async fn run(cli: LiveArgs) -> Result<i32, Failure> {
         start_ns,
         cost: probes.cost(),
         own_cpu_s: own_cpu_seconds(),
+        stacks: StackCounts {
+            captured: run.stacks.captured,
+            shared: run.stacks.shared,
+            by_site: probes.stack_site_ns != 0,
+        },
     };
     output.summary(&summary).context("writing the summary")?;
     if run.malformed > 0 {
@@ -271,6 +282,18 @@ fn max_rate(cli: &LiveArgs) -> u32 {
         } else {
             0
         })
+}
+
+/// How long a call site's stack stands for its later calls (0: each
+/// flagged call sends its own): a second, live; a recording keeps each
+/// call's own, as it promises.
+fn stack_site_ns(cli: &LiveArgs) -> u64 {
+    const SITE_STACK_LASTS_NS: u64 = 1_000_000_000;
+    if stack_mode(cli) == capture_stacks::FLAGGED && !cli.each_stack && cli.output.is_none() {
+        SITE_STACK_LASTS_NS
+    } else {
+        0
+    }
 }
 
 fn stack_mode(cli: &LiveArgs) -> u8 {

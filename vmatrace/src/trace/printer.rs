@@ -20,7 +20,10 @@ use crate::{
         sites::{self, SharedSites},
     },
     output::{Output, fold::Folder},
-    stacks::symbols::{RawStack, Symbols},
+    stacks::{
+        SharedStack,
+        symbols::{RawStack, Symbols},
+    },
     tracefile::{
         format::{Record, StackRecord},
         writer::RecordSink,
@@ -54,6 +57,8 @@ pub struct EventJob {
     pub event: Event,
     pub applied: Applied,
     pub new_stack: Option<RawStack>,
+    /// The call shares the stack its site sent earlier.
+    pub shared_stack: Option<SharedStack>,
     /// `vm.max_map_count` when the event was judged (it can change
     /// during the trace).
     pub limit: u64,
@@ -194,6 +199,7 @@ impl Printing {
             event,
             applied,
             new_stack,
+            shared_stack,
             limit,
         } = match job {
             Job::Event(event) => event,
@@ -240,7 +246,7 @@ impl Printing {
                 return Ok(());
             }
         }
-        output.event(&event, &applied, limit, stack.as_deref())
+        output.event(&event, &applied, limit, stack.as_deref(), shared_stack)
     }
 }
 

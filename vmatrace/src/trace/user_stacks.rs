@@ -11,11 +11,12 @@
 use std::{collections::HashMap, sync::Arc};
 
 use aya::maps::{MapData, RingBuf};
-use vmatrace_common::Event;
+use vmatrace_common::{Event, stack_field};
 
 use crate::{
     model::processes::Processes,
     stacks::{
+        SharedStack,
         symbols::RawStack,
         unwind::{SentStack, StackWalker, UnwindMode},
     },
@@ -81,6 +82,28 @@ impl Walks {
 /// seen again then gets a new id and is printed again).
 const MAX_IDS: usize = 65536;
 
+/// Call sites whose last stack is remembered at most (stacks sent by
+/// site); then they are forgotten, and their calls are without a stack
+/// until each site sends its stack again (counted as missing meanwhile).
+const MAX_SITES: usize = 65536;
+
+/// The stack a call site sent last, and the calls it has stood for since.
+struct SiteStack {
+    id: u32,
+    captured_ns: u64,
+    calls: u64,
+}
+
+/// What `UserStacks::stack_of` found for an event.
+#[derive(Default)]
+pub(super) struct EventStack {
+    /// The stack, the first time it is seen: to be symbolized.
+    pub new: Option<RawStack>,
+    /// The call sent only its site: its stack is the one the site sent
+    /// last, which stands for this call too.
+    pub shared: Option<SharedStack>,
+}
+
 pub(super) struct UserStacks {
     records: RingBuf<MapData>,
     pending: HashMap<(u32, u64), SentStack>,
@@ -89,8 +112,15 @@ pub(super) struct UserStacks {
     /// The id of each stack already handed to the printer.
     ids: HashMap<(u32, Vec<u64>), u32>,
     next_id: u32,
-    /// Events that said they had a stack whose record was not found.
+    /// The last stack of each (pid, site), when stacks are sent by site.
+    sites: HashMap<(u32, u32), SiteStack>,
+    /// Events that said they had a stack whose record was not found (or,
+    /// for a site's call, whose site's stack was not).
     pub(super) missing: u64,
+    /// Stack records paired with their event.
+    pub(super) captured: u64,
+    /// Calls that shared the stack their site sent before.
+    pub(super) shared: u64,
 }
 
 impl UserStacks {
@@ -102,47 +132,95 @@ impl UserStacks {
             walks: Walks::default(),
             ids: HashMap::new(),
             next_id: 0,
+            sites: HashMap::new(),
             missing: 0,
+            captured: 0,
+            shared: 0,
         }
     }
 
-    /// The event's user stack, the first time (pid, stack) is seen: its
+    /// The event's user stack: its id is written into `event` (0: none).
+    /// A stack seen for the first time for its process comes back with its
     /// addresses, and the file and offset of each from the process's map
     /// before the call changed it, so it can be symbolized later, even
-    /// after the process is gone. The stack's id is written into `event`.
-    pub(super) fn new_stack(
-        &mut self,
-        event: &mut Event,
-        processes: &Processes,
-    ) -> Option<RawStack> {
-        if event.stack == 0 {
-            return None;
+    /// after the process is gone. A call that sent only its site gets the
+    /// stack its site sent last.
+    pub(super) fn stack_of(&mut self, event: &mut Event, processes: &Processes) -> EventStack {
+        let sent = event.stack;
+        event.stack = 0;
+        if sent == 0 {
+            return EventStack::default();
         }
-        let Some(sent) = self.sent_for(event) else {
+        let site = stack_field::site(sent);
+        if !stack_field::sent(sent) {
+            return EventStack {
+                new: None,
+                shared: self.share_site_stack(event, site),
+            };
+        }
+        let Some(record) = self.sent_for(event) else {
             self.missing += 1;
-            event.stack = 0;
+            return EventStack::default();
+        };
+        self.captured += 1;
+        let addrs = self.walks.walk(&mut self.walker, event.pid, record);
+        let (id, new) = match self.ids.get(&(event.pid, addrs.clone())) {
+            Some(&id) => (id, None),
+            None => {
+                let id = self.new_id(event.pid, &addrs);
+                let files = processes.files_of(event.pid, &addrs);
+                let raw = RawStack {
+                    pid: event.pid,
+                    id,
+                    addrs,
+                    files,
+                };
+                (id, Some(raw))
+            }
+        };
+        event.stack = id + 1;
+        if site != 0 {
+            if self.sites.len() >= MAX_SITES {
+                self.sites.clear();
+            }
+            self.sites.insert(
+                (event.pid, site),
+                SiteStack {
+                    id,
+                    captured_ns: event.exit_ns,
+                    calls: 0,
+                },
+            );
+        }
+        EventStack { new, shared: None }
+    }
+
+    /// The stack `site` sent last, for a call of it that sent none.
+    fn share_site_stack(&mut self, event: &mut Event, site: u32) -> Option<SharedStack> {
+        let Some(last) = self.sites.get_mut(&(event.pid, site)) else {
+            // Its stack was lost, or forgotten (`MAX_SITES`).
+            self.missing += 1;
             return None;
         };
-        let addrs = self.walks.walk(&mut self.walker, event.pid, sent);
-        if let Some(&id) = self.ids.get(&(event.pid, addrs.clone())) {
-            event.stack = id + 1;
-            return None;
-        }
+        last.calls += 1;
+        self.shared += 1;
+        event.stack = last.id + 1;
+        Some(SharedStack {
+            captured_ns: last.captured_ns,
+            calls: last.calls,
+        })
+    }
+
+    /// A new id for a stack of `pid`.
+    fn new_id(&mut self, pid: u32, addrs: &[u64]) -> u32 {
         if self.ids.len() >= MAX_IDS {
             self.ids.clear();
         }
         let id = self.next_id;
         // `id + 1` goes into the event: the last id is never handed out.
         self.next_id = self.next_id.saturating_add(1).min(u32::MAX - 1);
-        self.ids.insert((event.pid, addrs.clone()), id);
-        event.stack = id + 1;
-        let files = processes.files_of(event.pid, &addrs);
-        Some(RawStack {
-            pid: event.pid,
-            id,
-            addrs,
-            files,
-        })
+        self.ids.insert((pid, addrs.to_vec()), id);
+        id
     }
 
     /// The stack sent for `event`: sent before it, so it is in the ring
@@ -180,6 +258,7 @@ impl UserStacks {
     pub(super) fn forget(&mut self, pid: u32) {
         self.walker.forget(pid);
         self.walks.0.retain(|(p, ..), _| *p != pid);
+        self.sites.retain(|(p, _), _| *p != pid);
     }
 }
 
