@@ -47,7 +47,8 @@ unsafe extern "C" {
 // musl's own malloc is slow under vmatrace's load (one lock; events
 // allocated by the reader and freed by the printer and writer threads):
 // the static build (`cargo xtask dist`) takes mimalloc instead. Measured
-// with `cargo xtask bench --static`, figures in the README.
+// with `cargo xtask bench --static`, figures in docs/overhead.md ("The
+// static build").
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -9,13 +9,16 @@
 //!   is slow; its C compiled by musl-gcc, installed if missing). Symbols
 //!   are kept: a panic's backtrace names its functions.
 //! - `target/dist/vmatrace-<version>-x86_64-linux.tar.gz`: the binary, the
-//!   README, the license files (if the source has any), the man page and
-//!   the bash, zsh and fish completions (made by the binary itself,
-//!   `vmatrace --generate`, from its clap definitions), deploy/.
+//!   README and ARCHITECTURE.md with the documents they link in docs/
+//!   (docs/*.md, so the links work unpacked), the license files (if the
+//!   source has any), the man page (docs/vmatrace.1) and the bash, zsh and
+//!   fish completions (made by the binary itself, `vmatrace --generate`,
+//!   from its clap definitions), deploy/.
 //! - `target/dist/vmatrace_<version>_amd64.deb`: the same in Debian's
 //!   places (/usr/bin, man1, the completions' vendor directories,
-//!   /usr/share/doc/vmatrace), with the systemd unit (not enabled) and
-//!   the Prometheus alert rules as an example. Built with `dpkg-deb` from
+//!   /usr/share/doc/vmatrace with its docs/, compressed), with the
+//!   systemd unit (not enabled) and the Prometheus alert rules as an
+//!   example. Built with `dpkg-deb` from
 //!   a staged tree, so no cargo-deb to compile.
 //!
 //! Both archives are reproducible (files dated at the commit, owned by
@@ -79,7 +82,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
             println!(
                 "usage: cargo xtask dist\n\
                  \nBuilds the static binary ({TARGET}, eBPF programs embedded) and packs it\
-                 \nwith the README, the man page, the completions and deploy/ into\
+                 \nwith the README, ARCHITECTURE.md, docs/, the man page, the completions and deploy/ into\
                  \n{DIST_DIR}/vmatrace-VERSION-x86_64-linux.tar.gz and {DIST_DIR}/vmatrace_VERSION_amd64.deb."
             );
             return Ok(ExitCode::SUCCESS);
@@ -261,8 +264,9 @@ fn inputs(binary: &Path) -> Result<Vec<PathBuf>> {
         binary.to_path_buf(),
         std::env::current_exe().context("xtask's own path")?,
         root.join("README.md"),
-        root.join("docs/trace-format.md"),
+        root.join(ARCHITECTURE),
     ];
+    inputs.extend(doc_files()?);
     inputs.extend(license_files()?);
     inputs.extend(deploy_files()?);
     Ok(inputs)
@@ -297,6 +301,37 @@ fn license_files() -> Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// Shipped beside the README, as in the source.
+const ARCHITECTURE: &str = "ARCHITECTURE.md";
+
+/// docs/*.md, which the README and ARCHITECTURE.md link to: every one is
+/// shipped, so a new document needs no change here. Sorted.
+fn doc_files() -> Result<Vec<PathBuf>> {
+    let dir = workspace_root().join("docs");
+    let mut files = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    ensure!(
+        files.iter().any(|f| f.ends_with("trace-format.md")),
+        "{} has no trace-format.md",
+        dir.display()
+    );
+    Ok(files)
+}
+
+/// A document's file name (`guide.md`).
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .expect("a file")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// deploy/'s files, relative paths sorted.
@@ -381,6 +416,10 @@ fn pack_tarball(
     let top = stage.join(&name);
     copy_file(binary, &top.join("vmatrace"), 0o755)?;
     copy_file(&root.join("README.md"), &top.join("README.md"), 0o644)?;
+    copy_file(&root.join(ARCHITECTURE), &top.join(ARCHITECTURE), 0o644)?;
+    for doc in doc_files()? {
+        copy_file(&doc, &top.join("docs").join(file_name(&doc)), 0o644)?;
+    }
     for license in license_files()? {
         copy_file(
             &license,
@@ -389,13 +428,8 @@ fn pack_tarball(
         )?;
     }
     copy_file(
-        &root.join("docs/trace-format.md"),
-        &top.join("doc/trace-format.md"),
-        0o644,
-    )?;
-    copy_file(
         &generated.join("vmatrace.1"),
-        &top.join("doc/vmatrace.1"),
+        &top.join("docs/vmatrace.1"),
         0o644,
     )?;
     for (_, file) in &GENERATED[1..] {
@@ -472,11 +506,19 @@ fn pack_deb(
     }
     // Debian compresses documentation over 4 KiB (policy 12.3).
     let doc = stage.join(deb_paths::DOC);
+    // docs/ beside the README, as in the source, so its links hold (with
+    // .gz added, which readers such as zless and dh_compress leave).
     for (from, name) in [
-        ("README.md", "README.md.gz"),
-        ("docs/trace-format.md", "trace-format.md.gz"),
-    ] {
-        write_file(&doc.join(name), &gzip(&fs::read(root.join(from))?)?, 0o644)?;
+        (root.join("README.md"), "README.md.gz".to_string()),
+        (root.join(ARCHITECTURE), format!("{ARCHITECTURE}.gz")),
+    ]
+    .into_iter()
+    .chain(
+        doc_files()?
+            .into_iter()
+            .map(|f| (f.clone(), format!("docs/{}.gz", file_name(&f)))),
+    ) {
+        write_file(&doc.join(name), &gzip(&fs::read(&from)?)?, 0o644)?;
     }
     write_file(&doc.join("copyright"), copyright(meta)?.as_bytes(), 0o644)?;
     copy_file(
@@ -661,17 +703,25 @@ fn check_tarball(tarball: &Path, said: &str) -> Result<()> {
         .and_then(|n| n.strip_suffix(".tar.gz"))
         .context("a .tar.gz")?;
     let top = scratch.join(name);
+    let docs: Vec<String> = doc_files()?
+        .iter()
+        .map(|f| format!("docs/{}", file_name(f)))
+        .collect();
     for file in [
         "vmatrace",
         "README.md",
-        "doc/vmatrace.1",
-        "doc/trace-format.md",
+        ARCHITECTURE,
+        "docs/vmatrace.1",
+        "docs/trace-format.md",
         "complete/vmatrace.bash",
         "complete/_vmatrace",
         "complete/vmatrace.fish",
         "deploy/systemd/vmatrace.service",
         "deploy/prometheus/vmatrace-alerts.yml",
-    ] {
+    ]
+    .into_iter()
+    .chain(docs.iter().map(String::as_str))
+    {
         ensure!(
             top.join(file).is_file(),
             "{} has no {name}/{file}",
@@ -704,6 +754,11 @@ fn check_deb(deb: &Path, said: &str, meta: &Metadata) -> Result<()> {
     let scratch = workspace_root().join(DIST_DIR).join("check/deb");
     fresh_dir(&scratch)?;
     run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&scratch))?;
+    let docs: Vec<String> = doc_files()?
+        .iter()
+        .map(|f| format!("{}/docs/{}.gz", deb_paths::DOC, file_name(f)))
+        .collect();
+    let architecture = format!("{}/{ARCHITECTURE}.gz", deb_paths::DOC);
     for file in [
         deb_paths::BINARY,
         deb_paths::MAN,
@@ -713,8 +768,13 @@ fn check_deb(deb: &Path, said: &str, meta: &Metadata) -> Result<()> {
         deb_paths::UNIT,
         deb_paths::ALERTS,
         "usr/share/doc/vmatrace/README.md.gz",
+        architecture.as_str(),
+        "usr/share/doc/vmatrace/docs/trace-format.md.gz",
         "usr/share/doc/vmatrace/copyright",
-    ] {
+    ]
+    .into_iter()
+    .chain(docs.iter().map(String::as_str))
+    {
         ensure!(
             scratch.join(file).is_file(),
             "{} installs no /{file}",

@@ -90,7 +90,8 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, Failure> 
 }
 
 /// What the lock probes cost the host on kernels whose mmap_lock events
-/// carry a memory cgroup path (see README, "Overhead").
+/// carry a memory cgroup path (see docs/overhead.md, "The lock probes on
+/// Linux 5.11 to 6.12").
 pub const MEMCG_PATH_COST: &str = "on this kernel the mmap_lock tracepoints carry a cgroup path, which \
      the kernel builds (under a global lock) for every mmap lock taken on the host while vmatrace \
      runs: page-fault-heavy processes slow down (x1.5 on a bystander loop measured on 6.1); \
