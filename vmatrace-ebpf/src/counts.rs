@@ -41,7 +41,7 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use vmatrace_common::count_mode;
 
 use crate::{
-    helpers::{map_count, sole_user},
+    helpers::{own_map_count, sole_user},
     maps::{CallCounts, Inflight, PROCESSES},
 };
 
@@ -80,7 +80,7 @@ pub fn enter(slot: &mut Inflight, tgid: u32) {
         }
         slot.counted = 1;
     }
-    slot.event.vmas_before = map_count(slot.mm as *const u8);
+    slot.event.vmas_before = own_map_count(slot.mm);
     slot.event.counted = count_mode::SYSCALL;
 }
 
@@ -88,7 +88,7 @@ pub fn enter(slot: &mut Inflight, tgid: u32) {
 /// difference is the call's own and counts the call as ended.
 #[inline(always)]
 pub fn exit(slot: &mut Inflight, now_ns: u64) {
-    slot.event.vmas_after = map_count(slot.mm as *const u8);
+    slot.event.vmas_after = own_map_count(slot.mm);
     slot.event.count_ns = now_ns;
     // Uncounted and alone: the address space's only user at entry.
     let mut exact = slot.counted == 0 && slot.alone != 0;

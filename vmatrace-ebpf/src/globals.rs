@@ -39,6 +39,10 @@ pub static SELF_TGID: Global<u32> = Global::new(0);
 pub static CAPTURE_STACKS: Global<u8> = Global::new(capture_stacks::FLAGGED);
 #[unsafe(no_mangle)]
 pub static TASK_MM_OFFSET: Global<u64> = Global::new(0);
+/// Nonzero when the kernel has `bpf_get_current_task_btf` (Linux 5.11):
+/// the calling task's own mm is read with plain loads (helpers.rs).
+#[unsafe(no_mangle)]
+pub static TASK_BTF: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static MM_MAP_COUNT_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]

@@ -6,13 +6,14 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_get_current_task_btf},
     programs::TracePointContext,
 };
 
 use crate::{
     globals::{
-        MM_MAP_COUNT_OFFSET, MM_USERS_OFFSET, SELF_TGID, TASK_MM_OFFSET, TRACE_ALL, WAKEUP_BYTES,
+        MM_MAP_COUNT_OFFSET, MM_USERS_OFFSET, SELF_TGID, TASK_BTF, TASK_MM_OFFSET, TRACE_ALL,
+        WAKEUP_BYTES,
     },
     maps::{EVENTS, LOST, TARGETS},
 };
@@ -23,6 +24,60 @@ pub fn is_traced(tgid: u32) -> bool {
         return tgid != SELF_TGID.load();
     }
     unsafe { TARGETS.get(&tgid) }.is_some()
+}
+
+/// The calling task's own address space, through its BTF pointer (Linux
+/// 5.11: `bpf_get_current_task_btf`): the verifier then lets the program
+/// read its fields with plain loads (made safe by the kernel's exception
+/// table), where a `bpf_probe_read_kernel` call costs tens of ns. Null
+/// where the kernel cannot (`TASK_BTF` 0) or the task has no mm.
+#[inline(always)]
+fn own_mm_btf() -> *const u8 {
+    if TASK_BTF.load() == 0 {
+        return core::ptr::null();
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let field = task.wrapping_add(TASK_MM_OFFSET.load() as usize) as *const *const u8;
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// A u64 field of the calling task (at `offset`), a plain load (see
+/// `own_mm_btf`); None where the kernel cannot.
+#[inline(always)]
+pub fn own_task_u64(offset: u64) -> Option<u64> {
+    if TASK_BTF.load() == 0 {
+        return None;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let field = task.wrapping_add(offset as usize) as *const u64;
+    Some(unsafe { core::ptr::read_volatile(field) })
+}
+
+/// A u64 field of the calling task's mm (at `offset`), a plain load;
+/// None where the kernel cannot, Some(0) for a task without an mm.
+#[inline(always)]
+pub fn own_mm_u64(offset: u64) -> Option<u64> {
+    if TASK_BTF.load() == 0 {
+        return None;
+    }
+    let mm = own_mm_btf();
+    if mm.is_null() {
+        return Some(0);
+    }
+    let field = mm.wrapping_add(offset as usize) as *const u64;
+    Some(unsafe { core::ptr::read_volatile(field) })
+}
+
+/// `map_count` of `mm`, a plain load when `mm` is the calling task's own
+/// (see `own_mm_btf`): the syscall programs' case.
+#[inline(always)]
+pub fn own_map_count(mm: u64) -> i32 {
+    let own = own_mm_btf();
+    if !own.is_null() && own as u64 == mm {
+        let field = own.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
+        return unsafe { core::ptr::read_volatile(field) };
+    }
+    map_count(mm as *const u8)
 }
 
 /// `mm->map_count`, the kernel's own VMA count; -1 if unreadable (a kernel
@@ -45,6 +100,11 @@ pub fn map_count(mm: *const u8) -> i32 {
 pub fn sole_user(mm: *const u8) -> bool {
     if mm.is_null() {
         return false;
+    }
+    let own = own_mm_btf();
+    if !own.is_null() && own as u64 == mm as u64 {
+        let field = own.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
+        return unsafe { core::ptr::read_volatile(field) } == 1;
     }
     let users_field = mm.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
     let users = unsafe { bpf_probe_read_kernel(users_field) };
@@ -82,6 +142,9 @@ pub fn ctx_read<T: Copy + Default>(ctx: &TracePointContext, offset: u64) -> T {
 /// `current->mm`; null for kernel threads or if unreadable.
 #[inline(always)]
 pub fn current_mm() -> *const u8 {
+    if TASK_BTF.load() != 0 {
+        return own_mm_btf();
+    }
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let mm_field = task.wrapping_add(TASK_MM_OFFSET.load() as usize) as *const *const u8;
     unsafe { bpf_probe_read_kernel(mm_field) }.unwrap_or(core::ptr::null())

@@ -20,7 +20,7 @@ use vmatrace_common::{
 use crate::{
     changes, counts,
     globals::CAPTURE_STACKS,
-    helpers::{count_lost, ctx_field, current_mm, is_traced, map_count, wakeup_flags},
+    helpers::{count_lost, ctx_field, current_mm, is_traced, own_map_count, wakeup_flags},
     maps::{
         EVENTS, INFLIGHT, Inflight, LOCK_HELD, LOCK_NOT_TAKEN, LOCK_RELEASED, SYSCALL_CALLS,
         thread_slot,
@@ -266,7 +266,7 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
         // The call never held the write lock (or still does, which no traced
         // call does at exit): it changed nothing, the exit count stands for
         // both.
-        let count = map_count(slot.mm as *const u8);
+        let count = own_map_count(slot.mm);
         slot.event.vmas_before = count;
         slot.event.vmas_after = count;
         slot.event.count_ns = exit_ns;

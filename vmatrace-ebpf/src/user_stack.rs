@@ -89,9 +89,9 @@ pub fn site_of(mm: u64) -> u32 {
     if regs.is_null() {
         return 0;
     }
+    // A BTF pointer: plain loads, no helper calls.
     let read_reg = |offset: u64| -> u64 {
-        unsafe { bpf_probe_read_kernel(regs.wrapping_add(offset as usize) as *const u64) }
-            .unwrap_or(0)
+        unsafe { core::ptr::read_volatile(regs.wrapping_add(offset as usize) as *const u64) }
     };
     let sp = read_reg(PT_REGS_SP_OFFSET.load());
     if sp == 0 {
@@ -349,6 +349,9 @@ fn stack_top(sp: u64) -> u64 {
     if offset == 0 {
         return 0;
     }
+    if let Some(fsbase) = crate::helpers::own_task_u64(offset) {
+        return fsbase;
+    }
     let task = unsafe { bpf_get_current_task() } as *const u8;
     unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u64) }.unwrap_or(0)
 }
@@ -356,6 +359,9 @@ fn stack_top(sp: u64) -> u64 {
 /// `current->mm->start_stack` (0 if unreadable).
 #[inline(always)]
 fn main_stack_top() -> u64 {
+    if let Some(start_stack) = crate::helpers::own_mm_u64(MM_START_STACK_OFFSET.load()) {
+        return start_stack;
+    }
     let mm = crate::helpers::current_mm();
     if mm.is_null() {
         return 0;

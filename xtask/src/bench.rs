@@ -9,7 +9,7 @@
 //! `--compare` also measures strace and bpftrace on the same workload
 //! (installing them from Debian's packages if missing). `--static`
 //! measures the static musl build of `cargo xtask dist` instead of
-//! target/release/vmatrace (musl's own allocator is slow; see README).
+//! target/release/vmatrace (musl's own allocator is slow; see docs/overhead.md).
 
 use std::{
     path::{Path, PathBuf},

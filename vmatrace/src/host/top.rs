@@ -45,6 +45,14 @@ pub enum SortKey {
     Enomem,
 }
 
+impl SortKey {
+    /// The name `--sort` takes.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_string())
+    }
+}
+
 const SORT_KEYS: [SortKey; 7] = [
     SortKey::Risk,
     SortKey::Vmas,
@@ -271,8 +279,9 @@ impl View {
                 writeln!(
                     out,
                     "--- vmatrace top, +{elapsed:.1} s, {total} processes, vm.max_map_count {}, \
-                     sorted by {:?}, lost events {lost} ---",
-                    collector.limit, self.sort
+                     sorted by {}, lost events {lost} ---",
+                    collector.limit,
+                    self.sort.name()
                 )?;
                 writeln!(out, "{}", header().join(" "))?;
                 for row in &rows {
@@ -307,8 +316,9 @@ impl View {
             let (rows, total) = self.ranked(collector, shown.min(args.count.max(shown)));
             let lost = collector.lost().total();
             let title = format!(
-                " vmatrace top · {total} processes · vm.max_map_count {} · sorted by {:?} · lost {lost} · s/1-7 sort, q quits ",
-                collector.limit, self.sort
+                " vmatrace top · {total} processes · vm.max_map_count {} · sorted by {} · lost {lost} · s/1-7 sort, q quits ",
+                collector.limit,
+                self.sort.name()
             );
             let widths = [
                 Constraint::Length(8),

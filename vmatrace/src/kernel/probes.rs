@@ -69,9 +69,8 @@ pub struct ProbeConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum CountModeChoice {
     /// The lock probes where the kernel has the mmap_lock tracepoints and
-    /// they attach (once a traced process has threads, with
-    /// [`ProbeConfig::lock_probes_on_demand`]); at syscall entry and exit
-    /// otherwise.
+    /// they attach (for `-p` and `-- CMD`, once a traced process has
+    /// threads); at syscall entry and exit otherwise.
     #[default]
     Auto,
     /// The lock probes, or fail.
@@ -412,6 +411,8 @@ impl Probes {
                 },
             ),
         };
+        // `bpf_get_current_task_btf`: Linux 5.11.
+        let task_btf = u8::from(kernel_at_least(5, 11));
         let stack_ring = stack_ring_bytes(config.capture_stacks, user_stack_bytes);
         let stack_wakeup_bytes = u64::from(stack_ring / 4);
         let mut loader = EbpfLoader::new();
@@ -435,6 +436,7 @@ impl Probes {
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(names::STACK_WAKEUP_BYTES, &stack_wakeup_bytes, true)
             .override_global(names::STACK_SITE_NS, &stack_site_ns, true)
+            .override_global(names::TASK_BTF, &task_btf, true)
             .override_global(names::CAPTURE_STACKS, &config.capture_stacks, true)
             .override_global(LOG_LEVEL, &log_level, true)
             .override_global(names::LOCK_ACQUIRED_MM_OFFSET, &lock.acquired_mm, true)
@@ -887,6 +889,11 @@ pub fn require_privileges() -> Result<(), Failure> {
 /// it would refuse them, so older ones get no copies (the frame-pointer
 /// walk alone).
 pub(crate) fn has_task_pt_regs() -> bool {
+    kernel_at_least(5, 15)
+}
+
+/// Whether the running kernel's release is `major.minor` or later.
+fn kernel_at_least(wanted_major: u32, wanted_minor: u32) -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut numbers = release
         .trim()
@@ -894,5 +901,5 @@ pub(crate) fn has_task_pt_regs() -> bool {
         .map(|n| n.parse::<u32>().unwrap_or(0));
     let major = numbers.next().unwrap_or(0);
     let minor = numbers.next().unwrap_or(0);
-    (major, minor) >= (5, 15)
+    (major, minor) >= (wanted_major, wanted_minor)
 }
