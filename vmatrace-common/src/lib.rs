@@ -371,6 +371,7 @@ pub mod names {
     pub const STACK_WAKEUP_BYTES: &str = "STACK_WAKEUP_BYTES";
     pub const STACK_SITE_NS: &str = "STACK_SITE_NS";
     pub const TASK_BTF: &str = "TASK_BTF";
+    pub const TASK_COMM_OFFSET: &str = "TASK_COMM_OFFSET";
     pub const SYSCALL_CALLS: &str = "SYSCALL_CALLS";
     pub const LOCK_ACQUIRED_MM_OFFSET: &str = "LOCK_ACQUIRED_MM_OFFSET";
     pub const LOCK_ACQUIRED_WRITE_OFFSET: &str = "LOCK_ACQUIRED_WRITE_OFFSET";

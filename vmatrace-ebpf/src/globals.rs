@@ -43,6 +43,9 @@ pub static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 /// the calling task's own mm is read with plain loads (helpers.rs).
 #[unsafe(no_mangle)]
 pub static TASK_BTF: Global<u8> = Global::new(0);
+/// `offsetof(struct task_struct, comm)`, from BTF (0: unknown).
+#[unsafe(no_mangle)]
+pub static TASK_COMM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static MM_MAP_COUNT_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]

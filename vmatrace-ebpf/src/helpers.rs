@@ -12,8 +12,8 @@ use aya_ebpf::{
 
 use crate::{
     globals::{
-        MM_MAP_COUNT_OFFSET, MM_USERS_OFFSET, SELF_TGID, TASK_BTF, TASK_MM_OFFSET, TRACE_ALL,
-        WAKEUP_BYTES,
+        MM_MAP_COUNT_OFFSET, MM_USERS_OFFSET, SELF_TGID, TASK_BTF, TASK_COMM_OFFSET,
+        TASK_MM_OFFSET, TRACE_ALL, WAKEUP_BYTES,
     },
     maps::{EVENTS, LOST, TARGETS},
 };
@@ -51,6 +51,22 @@ pub fn own_task_u64(offset: u64) -> Option<u64> {
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let field = task.wrapping_add(offset as usize) as *const u64;
     Some(unsafe { core::ptr::read_volatile(field) })
+}
+
+/// The calling task's name (`comm`): two plain loads where the kernel
+/// allows (see `own_mm_btf`), else the helper.
+#[inline(always)]
+pub fn own_comm() -> [u8; 16] {
+    let offset = TASK_COMM_OFFSET.load();
+    if let (Some(low), Some(high)) = (own_task_u64(offset), own_task_u64(offset + 8))
+        && offset != 0
+    {
+        let mut comm = [0u8; 16];
+        comm[..8].copy_from_slice(&low.to_ne_bytes());
+        comm[8..].copy_from_slice(&high.to_ne_bytes());
+        return comm;
+    }
+    aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16])
 }
 
 /// A u64 field of the calling task's mm (at `offset`), a plain load;

@@ -5,9 +5,7 @@
 
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -292,7 +290,7 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
             event.exit_ns = exit_ns;
             event.ret = ret;
             event.stack = stack;
-            event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+            event.comm = crate::helpers::own_comm();
             // A mapped file is named from /proc by userspace: wake it
             // while the process still has the file mapped.
             // So is a stack ring buffer filling up, whose records are

@@ -25,6 +25,9 @@ pub struct StructOffsets {
     /// `offsetof(struct task_struct, thread.fsbase)` (x86-64; 0 if not
     /// found): a glibc or musl thread's stack ends at its thread pointer.
     pub task_fsbase: u64,
+    /// `offsetof(struct task_struct, comm)` (0 if not found): the exit
+    /// program reads the caller's name with two loads, not a helper call.
+    pub task_comm: u64,
     /// `offsetof(struct pt_regs, ip/sp/bp)` (x86-64; `pc`, `sp`,
     /// `regs[29]` elsewhere is not handled): where the user registers of a
     /// call that gets a stack are read. None: no user stack copies.
@@ -99,6 +102,7 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
         task_fsbase: offset("task_struct", "thread")
             .and_then(|thread| Ok(thread + offset("thread_struct", "fsbase")?))
             .unwrap_or(0),
+        task_comm: offset("task_struct", "comm").unwrap_or(0),
         pt_regs: (|| {
             Some(PtRegsOffsets {
                 ip: offset("pt_regs", "ip").ok()?,

@@ -430,6 +430,7 @@ impl Probes {
             .override_global(names::MM_USERS_OFFSET, &offsets.mm_users, true)
             .override_global(names::MM_START_STACK_OFFSET, &offsets.mm_start_stack, true)
             .override_global(names::TASK_FSBASE_OFFSET, &offsets.task_fsbase, true)
+            .override_global(names::TASK_COMM_OFFSET, &offsets.task_comm, true)
             .override_global(names::EXIT_GROUP_DEAD_OFFSET, &tp.exit_group_dead, true)
             .override_global(names::NEWTASK_PID_OFFSET, &tp.newtask_pid, true)
             .override_global(names::NEWTASK_FLAGS_OFFSET, &tp.newtask_clone_flags, true)
