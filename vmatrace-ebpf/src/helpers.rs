@@ -30,12 +30,12 @@ pub fn is_traced(tgid: u32) -> bool {
 /// 5.11: `bpf_get_current_task_btf`): the verifier then lets the program
 /// read its fields with plain loads (made safe by the kernel's exception
 /// table), where a `bpf_probe_read_kernel` call costs tens of ns. Null
-/// where the kernel cannot (`TASK_BTF` 0) or the task has no mm.
+/// when the task has no mm; only where `TASK_BTF` is set.
 #[inline(always)]
+/// Callers test `TASK_BTF` themselves, right before: the verifier then
+/// drops the whole branch on kernels without it (a test inside, whose
+/// result LLVM may reason away, is not enough).
 fn own_mm_btf() -> *const u8 {
-    if TASK_BTF.load() == 0 {
-        return core::ptr::null();
-    }
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let field = task.wrapping_add(TASK_MM_OFFSET.load() as usize) as *const *const u8;
     unsafe { core::ptr::read_volatile(field) }
@@ -88,10 +88,12 @@ pub fn own_mm_u64(offset: u64) -> Option<u64> {
 /// (see `own_mm_btf`): the syscall programs' case.
 #[inline(always)]
 pub fn own_map_count(mm: u64) -> i32 {
-    let own = own_mm_btf();
-    if !own.is_null() && own as u64 == mm {
-        let field = own.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
-        return unsafe { core::ptr::read_volatile(field) };
+    if TASK_BTF.load() != 0 {
+        let own = own_mm_btf();
+        if !own.is_null() && own as u64 == mm {
+            let field = own.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
+            return unsafe { core::ptr::read_volatile(field) };
+        }
     }
     map_count(mm as *const u8)
 }
@@ -117,10 +119,12 @@ pub fn sole_user(mm: *const u8) -> bool {
     if mm.is_null() {
         return false;
     }
-    let own = own_mm_btf();
-    if !own.is_null() && own as u64 == mm as u64 {
-        let field = own.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
-        return unsafe { core::ptr::read_volatile(field) } == 1;
+    if TASK_BTF.load() != 0 {
+        let own = own_mm_btf();
+        if !own.is_null() && own as u64 == mm as u64 {
+            let field = own.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
+            return unsafe { core::ptr::read_volatile(field) } == 1;
+        }
     }
     let users_field = mm.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
     let users = unsafe { bpf_probe_read_kernel(users_field) };
