@@ -216,12 +216,13 @@ fn concurrent_threads_get_exact_split_flags() {
         .filter(|e| e["call"] == "munmap" && e["args"]["length"] == 8192);
     assert!(whole.clone().count() >= 1600);
     assert!(whole.clone().all(|e| !has_flag(e, "SPLIT")));
-    // What it cost, by the kernel's own measure (Linux 5.8+).
+    // What it cost, by the kernel's own measure (Linux 5.8+): two runs a
+    // call at least, where the whole trace was measured (it is scaled from
+    // windows after the first second).
     let cost = &finished.summary()["cost"];
-    assert!(
-        cost["runs"].as_u64().unwrap() >= 2 * events.len() as u64,
-        "{cost}"
-    );
+    let measured_whole = cost["measured_share"].as_f64().unwrap() >= 0.995;
+    let floor = if measured_whole { 2 } else { 1 } * events.len() as u64;
+    assert!(cost["runs"].as_u64().unwrap() >= floor, "{cost}");
     assert!(cost["ns_per_traced_call"].as_f64().unwrap() > 0.0, "{cost}");
 }
 

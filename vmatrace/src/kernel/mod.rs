@@ -4,6 +4,7 @@
 //! loading, attaching and reading the probes ([`probes`]).
 
 pub mod btf;
+pub mod cost;
 pub mod mapped;
 pub mod probes;
 pub mod prog_info;

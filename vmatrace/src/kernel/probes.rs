@@ -15,7 +15,12 @@ use vmatrace_common::{
     proc_stats,
 };
 
-use super::{btf, mapped::MappedCounters, prog_info, tracefs};
+use super::{
+    btf,
+    cost::{CostSampler, Totals},
+    mapped::MappedCounters,
+    prog_info, tracefs,
+};
 use crate::error::Failure;
 
 /// The eBPF object built from `vmatrace-ebpf` by build.rs.
@@ -174,8 +179,9 @@ pub struct Probes {
     lost: MappedCounters,
     /// `LIMITS`, written without a bpf() call.
     limits: MappedCounters,
-    /// Held while the kernel's run-time statistics are wanted.
-    run_time_stats: Option<prog_info::RunTimeStats>,
+    /// The kernel's run-time statistics, on in windows, while the cost is
+    /// wanted.
+    cost: Option<CostSampler>,
     /// `category/event (program)` of every attachment, for reports.
     attached_to: Vec<String>,
     /// The lock probes are attached to mmap_lock events that make the
@@ -275,14 +281,7 @@ pub struct LostCounts {
     pub kernel_skipped_runs: u64,
 }
 
-/// Time the kernel spent in vmatrace's programs, host-wide: they run for
-/// every syscall of every process (and filter in the kernel), so this is
-/// what tracing cost the machine.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct ProgramCost {
-    pub run_ns: u64,
-    pub runs: u64,
-}
+pub use super::cost::ProgramCost;
 
 impl LostCounts {
     pub fn total(&self) -> u64 {
@@ -507,14 +506,14 @@ impl Probes {
             links: Vec::new(),
             lost,
             limits,
-            run_time_stats: config
-                .run_time_stats
-                .then(prog_info::RunTimeStats::enable)
-                .flatten(),
+            cost: None,
             attached_to: Vec::new(),
             lock_probes_build_memcg_path: false,
             lock_events_build_memcg_path: lock.builds_memcg_path,
         };
+        if config.run_time_stats {
+            probes.cost = CostSampler::start(super::monotonic_ns(), probes.program_totals());
+        }
         probes.set_limits(config.max_map_count, config.warn_at);
         for pid in &config.targets {
             probes.add_target(*pid)?;
@@ -747,22 +746,37 @@ impl Probes {
             .any(|fd| prog_info::recursion_misses(fd.as_fd()).is_some())
     }
 
-    /// Whether the kernel's run-time statistics are on.
+    /// Whether the kernel's run-time statistics are measured.
     pub fn measures_cost(&self) -> bool {
-        self.run_time_stats.is_some()
+        self.cost.is_some()
     }
 
     /// What vmatrace's programs cost the kernel so far, if its run-time
-    /// statistics are on.
+    /// statistics are measured (in windows, see `kernel::cost`).
     pub fn cost(&self) -> Option<ProgramCost> {
-        self.run_time_stats.as_ref()?;
+        let totals = || self.program_totals();
+        self.cost.as_ref()?.cost(super::monotonic_ns(), totals)
+    }
+
+    /// Opens and closes the cost's measuring windows: called often (every
+    /// poll of the event loop).
+    pub fn sample_cost(&mut self) {
+        let Some(mut cost) = self.cost.take() else {
+            return;
+        };
+        cost.tick(super::monotonic_ns(), || self.program_totals());
+        self.cost = Some(cost);
+    }
+
+    /// The kernel's run time and runs of every loaded program so far.
+    fn program_totals(&self) -> Totals {
         let (run_ns, runs) = self
             .ebpf
             .programs()
             .filter_map(|(_, program)| program.fd().ok())
             .filter_map(|fd| prog_info::run_time(fd.as_fd()))
             .fold((0, 0), |(ns, n), (run_ns, runs)| (ns + run_ns, n + runs));
-        Some(ProgramCost { run_ns, runs })
+        Totals { run_ns, runs }
     }
 
     /// The kernel's `recursion_misses`, summed over the loaded programs (0

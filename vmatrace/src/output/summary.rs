@@ -44,6 +44,13 @@ fn cost_line(cost: &ProgramCost, seconds: f64, traced_calls: u64, own_cpu_s: f64
             cost.run_ns as f64 / traced_calls as f64
         ));
     }
+    if cost.measured_share < 0.995 {
+        line.push_str(&format!(
+            " (measured {:.0}% of the time and scaled: the statistics cost every BPF program \
+             on the host while on)",
+            cost.measured_share * 100.0
+        ));
+    }
     line.push_str(&format!(
         "; vmatrace itself used {own_cpu_s:.2} s of CPU. Not counted: the tracepoints' own \
          overhead on every syscall (the syscall slow path, the event record), which \
@@ -104,6 +111,7 @@ impl Summary<'_> {
             "ns_per_run": per(cost.run_ns, cost.runs),
             "ns_per_traced_call": per(cost.run_ns, calls),
             "cpu_share": cost.run_ns as f64 / 1e9 / self.seconds.max(1e-9),
+            "measured_share": cost.measured_share,
             "vmatrace_cpu_s": self.own_cpu_s,
         })
     }

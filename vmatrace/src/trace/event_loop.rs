@@ -156,6 +156,7 @@ impl Run {
                 self.count_under_the_lock(probes, pid);
             }
             probes.print_diagnostics();
+            probes.sample_cost();
             match wake {
                 Wake::Stop => return Ok(child_status),
                 Wake::Child(exit) => {
