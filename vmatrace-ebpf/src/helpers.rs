@@ -84,16 +84,21 @@ pub fn own_mm_u64(offset: u64) -> Option<u64> {
     Some(unsafe { core::ptr::read_volatile(field) })
 }
 
-/// `map_count` of `mm`, a plain load when `mm` is the calling task's own
-/// (see `own_mm_btf`): the syscall programs' case.
+/// `map_count` of `mm`, which must be the calling task's own address
+/// space (the syscall programs' case: a task's mm changes only at exec
+/// and exit, never inside a mapping call): a plain load where the kernel
+/// allows (see `own_mm_btf`). No comparison with `mm` there: a pointer
+/// compared with a number is a branch the verifier cannot prune, and
+/// each one doubled its work (55 ms more to load the programs).
 #[inline(always)]
 pub fn own_map_count(mm: u64) -> i32 {
     if TASK_BTF.load() != 0 {
         let own = own_mm_btf();
-        if !own.is_null() && own as u64 == mm {
-            let field = own.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
-            return unsafe { core::ptr::read_volatile(field) };
+        if own.is_null() {
+            return -1;
         }
+        let field = own.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
+        return unsafe { core::ptr::read_volatile(field) };
     }
     map_count(mm as *const u8)
 }
@@ -120,11 +125,13 @@ pub fn sole_user(mm: *const u8) -> bool {
         return false;
     }
     if TASK_BTF.load() != 0 {
+        // `mm` is the calling task's own (see `own_map_count`).
         let own = own_mm_btf();
-        if !own.is_null() && own as u64 == mm as u64 {
-            let field = own.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
-            return unsafe { core::ptr::read_volatile(field) } == 1;
+        if own.is_null() {
+            return false;
         }
+        let field = own.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
+        return unsafe { core::ptr::read_volatile(field) } == 1;
     }
     let users_field = mm.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
     let users = unsafe { bpf_probe_read_kernel(users_field) };

@@ -51,7 +51,10 @@ pub struct Inflight {
     /// lock was taken.
     pub change_mm: u64,
     pub change_owner: u32,
-    pub _pad2: u32,
+    /// The site of the call's stack (`user_stack::site_of`), kept here
+    /// rather than in a register while the stack is sent (see
+    /// `user_stack_if_wanted`).
+    pub site: u32,
     pub change_ns: u64,
     /// Syscall count mode: the process's `CallCounts::entries` right after
     /// this call's entry was counted: if it is the same at exit, no call of

@@ -293,10 +293,10 @@ pub struct LiveArgs {
     pub quiet: bool,
 
     /// Leave the kernel's run-time statistics of BPF programs off: no
-    /// "tracing cost" in the summary and --top. They time every run of
-    /// every BPF program on the host (two clock reads each) while vmatrace
-    /// holds them: about 3% of the syscall time of a process that makes
-    /// mapping calls, traced or not, here.
+    /// "tracing cost" in the summary and --top. While on they time every
+    /// run of every BPF program on the host (two clock reads each), so
+    /// vmatrace turns them on for the first second and then for a tenth
+    /// of each second, and scales the cost from the time measured.
     #[arg(long)]
     pub no_cost: bool,
 
