@@ -249,15 +249,16 @@ pub struct LiveArgs {
     #[arg(long)]
     pub no_stacks: bool,
 
-    /// Capture the stack of each flagged call. By default a live trace
-    /// captures a call site's stack once a second: the kernel tells a site
-    /// by the return address above the syscall stub and the stack's depth,
-    /// the calls in between share its stack (every call is still counted
-    /// against it; the output says when a stack stands for more calls), so
-    /// a split storm costs about what a count does. A recording (-o,
-    /// record) always has each flagged call's own stack.
+    /// Capture a call site's stack once a second, not each flagged call's:
+    /// the kernel tells a site by the return address above the syscall
+    /// stub and the stack's depth, and the site's calls in between share
+    /// its stack (the output says when a stack stands for more calls). A
+    /// split storm then costs about what a count does, but two callers
+    /// that reach the stub at the same depth share one stack: on MariaDB
+    /// with jemalloc, 12% of the shared calls named the wrong caller. Not
+    /// in a recording (-o, record), which keeps each call's own.
     #[arg(long, conflicts_with_all = ["no_stacks", "stacks"])]
-    pub each_stack: bool,
+    pub site_stacks: bool,
 
     /// How user stacks are walked: `fp` follows frame pointers (plus the
     /// caller of a syscall stub, read at the stack pointer), `dwarf` unwinds

@@ -392,12 +392,12 @@ fn splits_by_caller(events: &[Value]) -> (u64, u64, u64) {
     (shallow, deep, neither)
 }
 
-/// By default a live trace captures a call site's stack once a second and
-/// the site's other calls share it: a storm of 9,000 SPLITs from two
-/// callers gets a handful of stacks, yet every SPLIT has the stack of its
-/// own caller (the kernel tells the callers apart by the stack's depth),
-/// so the counts by caller are exact, and a shared stack says how many
-/// calls it stands for. `--each-stack` captures every one.
+/// With `--site-stacks` a live trace captures a call site's stack once a
+/// second and the site's other calls share it: a storm of 9,000 SPLITs
+/// from two callers gets a handful of stacks, yet every SPLIT has the
+/// stack of its own caller (the kernel tells these callers apart by the
+/// stack's depth), and a shared stack says how many calls it stands for.
+/// By default every flagged call gets its own.
 #[test]
 fn a_split_storm_sends_a_stack_per_site_and_counts_every_call() {
     const ROUNDS: u64 = 3000;
@@ -415,8 +415,15 @@ fn a_split_storm_sends_a_stack_per_site_and_counts_every_call() {
     let exe = exe.display().to_string();
     let rounds = ROUNDS.to_string();
 
-    let by_site =
-        Running::vmatrace(&["--json", "--only-flagged", "--", &exe, rounds.as_str()]).finish();
+    let by_site = Running::vmatrace(&[
+        "--json",
+        "--only-flagged",
+        "--site-stacks",
+        "--",
+        &exe,
+        rounds.as_str(),
+    ])
+    .finish();
     by_site.assert_complete();
     let events = by_site.events();
     assert_eq!(
@@ -441,15 +448,8 @@ fn a_split_storm_sends_a_stack_per_site_and_counts_every_call() {
         .collect();
     assert_eq!(counts, [1, 2, 3], "shared stacks count their calls");
 
-    let each = Running::vmatrace(&[
-        "--json",
-        "--only-flagged",
-        "--each-stack",
-        "--",
-        &exe,
-        rounds.as_str(),
-    ])
-    .finish();
+    let each =
+        Running::vmatrace(&["--json", "--only-flagged", "--", &exe, rounds.as_str()]).finish();
     each.assert_complete();
     assert_eq!(splits_by_caller(&each.events()), (ROUNDS, 2 * ROUNDS, 0));
     let stacks = &each.summary()["stacks"];

@@ -321,7 +321,7 @@ fn bench_workload(vmatrace: &Path, workload: &Workload, compare: bool) -> Result
     let mut no_stacks = Vec::new();
     let mut no_cost = Vec::new();
     let mut all_stacks = Vec::new();
-    let mut each_stack = Vec::new();
+    let mut site_stacks = Vec::new();
     let mut recorded = Vec::new();
     let mut captured = Vec::new();
     let mut bytes_per_event = 0.0;
@@ -354,8 +354,8 @@ fn bench_workload(vmatrace: &Path, workload: &Workload, compare: bool) -> Result
         let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json", "--stacks"], &wl)?;
         all_stacks.push(secs);
         lost += summary.lost;
-        let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json", "--each-stack"], &wl)?;
-        each_stack.push(secs);
+        let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json", "--site-stacks"], &wl)?;
+        site_stacks.push(secs);
         lost += summary.lost;
         let (secs, summary) = timed_vmatrace(vmatrace, &["-q", "--json", "-o", &trace_path], &wl)?;
         recorded.push(secs);
@@ -375,11 +375,11 @@ fn bench_workload(vmatrace: &Path, workload: &Workload, compare: bool) -> Result
     let report = |label: &str, secs: f64| {
         println!("  {label:<32} {:>8.3} s   x{:.3}", secs, secs / base);
     };
-    report("vmatrace -q (flagged: site stacks)", median(&mut quiet));
+    report("vmatrace -q (stacks of flagged)", median(&mut quiet));
     report("vmatrace serve (every process)", median(&mut served));
     report("vmatrace -q --no-stacks", median(&mut no_stacks));
     report("vmatrace -q --no-cost", median(&mut no_cost));
-    report("vmatrace -q --each-stack", median(&mut each_stack));
+    report("vmatrace -q --site-stacks", median(&mut site_stacks));
     report("vmatrace -q --stacks (every call)", median(&mut all_stacks));
     report("vmatrace --json > /dev/null", median(&mut printed));
     report("vmatrace -q -o FILE (recording)", median(&mut recorded));

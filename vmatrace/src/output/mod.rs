@@ -359,7 +359,7 @@ fn shared_stack_note(event: &Event, shared: SharedStack) -> String {
     };
     format!(
         "    (its site's stack, captured {:.3} s before; it stands for {calls} since: \
-         --each-stack captures each call's own)",
+         --site-stacks)",
         shared_stack_age(event, shared),
     )
 }

@@ -260,7 +260,7 @@ impl Summary<'_> {
         if stacks.by_site && stacks.shared > 0 {
             text.push_str(&format!(
                 "stacks: {} captured, a call site's once a second; {} more calls shared their \
-                 site's (counted against it; --each-stack captures each call's own)\n",
+                 site's (counted against it: --site-stacks)\n",
                 stacks.captured, stacks.shared
             ));
         }

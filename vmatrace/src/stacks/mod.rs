@@ -5,7 +5,7 @@ pub mod unwind;
 
 /// A call site's stack standing for a later call of the site, which sent
 /// no stack of its own: stacks are sent by site, once a second (see
-/// `--each-stack`).
+/// `--site-stacks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SharedStack {
     /// When the call that sent it ended (CLOCK_MONOTONIC ns).

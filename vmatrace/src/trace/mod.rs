@@ -285,11 +285,12 @@ fn max_rate(cli: &LiveArgs) -> u32 {
 }
 
 /// How long a call site's stack stands for its later calls (0: each
-/// flagged call sends its own): a second, live; a recording keeps each
-/// call's own, as it promises.
+/// flagged call sends its own, the default): a second with
+/// `--site-stacks`, live; a recording keeps each call's own, as it
+/// promises.
 fn stack_site_ns(cli: &LiveArgs) -> u64 {
     const SITE_STACK_LASTS_NS: u64 = 1_000_000_000;
-    if stack_mode(cli) == capture_stacks::FLAGGED && !cli.each_stack && cli.output.is_none() {
+    if stack_mode(cli) == capture_stacks::FLAGGED && cli.site_stacks && cli.output.is_none() {
         SITE_STACK_LASTS_NS
     } else {
         0
