@@ -41,7 +41,7 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use vmatrace_common::count_mode;
 
 use crate::{
-    helpers::{own_map_count, sole_user},
+    helpers::OwnMm,
     maps::{CallCounts, Inflight, PROCESSES},
 };
 
@@ -62,10 +62,10 @@ pub fn lock_probes_on() -> bool {
 /// meanwhile (it would have to be started by this one), so a call counted
 /// later never overlaps this one.
 #[inline(always)]
-pub fn enter(slot: &mut Inflight, tgid: u32) {
+pub fn enter(slot: &mut Inflight, tgid: u32, own_mm: OwnMm) {
     slot.counted = 0;
     slot.alone = 0;
-    if sole_user(slot.mm as *const u8) {
+    if own_mm.sole_user() {
         slot.alone = 1;
     } else if let Some(counts) = process_counts(tgid) {
         let counts = counts as *const CallCounts;
@@ -80,15 +80,15 @@ pub fn enter(slot: &mut Inflight, tgid: u32) {
         }
         slot.counted = 1;
     }
-    slot.event.vmas_before = own_map_count(slot.mm);
+    slot.event.vmas_before = own_mm.map_count();
     slot.event.counted = count_mode::SYSCALL;
 }
 
 /// At syscall exit: reads the count after the call, decides whether the
 /// difference is the call's own and counts the call as ended.
 #[inline(always)]
-pub fn exit(slot: &mut Inflight, now_ns: u64) {
-    slot.event.vmas_after = own_map_count(slot.mm);
+pub fn exit(slot: &mut Inflight, now_ns: u64, own_mm: OwnMm) {
+    slot.event.vmas_after = own_mm.map_count();
     slot.event.count_ns = now_ns;
     // Uncounted and alone: the address space's only user at entry.
     let mut exact = slot.counted == 0 && slot.alone != 0;

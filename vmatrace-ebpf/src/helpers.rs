@@ -31,14 +31,97 @@ pub fn is_traced(tgid: u32) -> bool {
 /// read its fields with plain loads (made safe by the kernel's exception
 /// table), where a `bpf_probe_read_kernel` call costs tens of ns. Null
 /// when the task has no mm; only where `TASK_BTF` is set.
-#[inline(always)]
+///
 /// Callers test `TASK_BTF` themselves, right before: the verifier then
 /// drops the whole branch on kernels without it (a test inside, whose
 /// result LLVM may reason away, is not enough).
+#[inline(always)]
 fn own_mm_btf() -> *const u8 {
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let field = task.wrapping_add(TASK_MM_OFFSET.load() as usize) as *const *const u8;
     unsafe { core::ptr::read_volatile(field) }
+}
+
+/// The calling task's address space, taken once per program run and
+/// handed to what reads it. Each load of `task->mm` through a BTF pointer
+/// costs the verifier a few scans of the kernel's whole BTF by name (it
+/// asks whether the field is marked trusted), once for every path that
+/// reaches it: read in each helper, it took a third of the programs' load
+/// time. A task's mm changes only at exec and exit, never inside a call,
+/// so one read serves the whole program run.
+#[derive(Clone, Copy)]
+pub struct OwnMm(*const u8);
+
+impl OwnMm {
+    /// `current->mm`: a BTF pointer where the kernel allows, else read with
+    /// a helper call.
+    #[inline(always)]
+    pub fn current() -> OwnMm {
+        if TASK_BTF.load() != 0 {
+            return OwnMm(own_mm_btf());
+        }
+        OwnMm(probe_current_mm())
+    }
+
+    /// Like `current`, where the task's mm was read before in the same
+    /// call (`known`, at syscall entry): no second helper call on kernels
+    /// without BTF pointers.
+    #[inline(always)]
+    pub fn current_or(known: u64) -> OwnMm {
+        if TASK_BTF.load() != 0 {
+            return OwnMm(own_mm_btf());
+        }
+        OwnMm(known as *const u8)
+    }
+
+    #[inline(always)]
+    pub fn addr(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// `map_count`, the kernel's own VMA count; -1 for a task without an
+    /// address space (a kernel thread) or if unreadable.
+    #[inline(always)]
+    pub fn map_count(self) -> i32 {
+        if self.0.is_null() {
+            return -1;
+        }
+        self.i32_at(MM_MAP_COUNT_OFFSET.load()).unwrap_or(-1)
+    }
+
+    /// Whether the calling thread is the address space's only user: the
+    /// process has one thread, and no other process shares its memory (a
+    /// vfork child, clone(CLONE_VM)); a reader of /proc/PID/* holding it
+    /// for a moment counts too. Then no other task can change the count
+    /// while the thread is inside a call, and it cannot start a thread
+    /// meanwhile.
+    #[inline(always)]
+    pub fn sole_user(self) -> bool {
+        !self.0.is_null() && self.i32_at(MM_USERS_OFFSET.load()) == Some(1)
+    }
+
+    /// A u64 field (at `offset`); 0 for a task without an address space or
+    /// if unreadable.
+    #[inline(always)]
+    pub fn u64_at(self, offset: u64) -> u64 {
+        if self.0.is_null() {
+            return 0;
+        }
+        let field = self.0.wrapping_add(offset as usize) as *const u64;
+        if TASK_BTF.load() != 0 {
+            return unsafe { core::ptr::read_volatile(field) };
+        }
+        unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn i32_at(self, offset: u64) -> Option<i32> {
+        let field = self.0.wrapping_add(offset as usize) as *const i32;
+        if TASK_BTF.load() != 0 {
+            return Some(unsafe { core::ptr::read_volatile(field) });
+        }
+        unsafe { bpf_probe_read_kernel(field) }.ok()
+    }
 }
 
 /// A u64 field of the calling task (at `offset`), a plain load (see
@@ -58,8 +141,8 @@ pub fn own_task_u64(offset: u64) -> Option<u64> {
 #[inline(always)]
 pub fn own_comm() -> [u8; 16] {
     let offset = TASK_COMM_OFFSET.load();
-    if let (Some(low), Some(high)) = (own_task_u64(offset), own_task_u64(offset + 8))
-        && offset != 0
+    if offset != 0
+        && let (Some(low), Some(high)) = (own_task_u64(offset), own_task_u64(offset + 8))
     {
         let mut comm = [0u8; 16];
         comm[..8].copy_from_slice(&low.to_ne_bytes());
@@ -69,42 +152,9 @@ pub fn own_comm() -> [u8; 16] {
     aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16])
 }
 
-/// A u64 field of the calling task's mm (at `offset`), a plain load;
-/// None where the kernel cannot, Some(0) for a task without an mm.
-#[inline(always)]
-pub fn own_mm_u64(offset: u64) -> Option<u64> {
-    if TASK_BTF.load() == 0 {
-        return None;
-    }
-    let mm = own_mm_btf();
-    if mm.is_null() {
-        return Some(0);
-    }
-    let field = mm.wrapping_add(offset as usize) as *const u64;
-    Some(unsafe { core::ptr::read_volatile(field) })
-}
-
-/// `map_count` of `mm`, which must be the calling task's own address
-/// space (the syscall programs' case: a task's mm changes only at exec
-/// and exit, never inside a mapping call): a plain load where the kernel
-/// allows (see `own_mm_btf`). No comparison with `mm` there: a pointer
-/// compared with a number is a branch the verifier cannot prune, and
-/// each one doubled its work (55 ms more to load the programs).
-#[inline(always)]
-pub fn own_map_count(mm: u64) -> i32 {
-    if TASK_BTF.load() != 0 {
-        let own = own_mm_btf();
-        if own.is_null() {
-            return -1;
-        }
-        let field = own.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
-        return unsafe { core::ptr::read_volatile(field) };
-    }
-    map_count(mm as *const u8)
-}
-
-/// `mm->map_count`, the kernel's own VMA count; -1 if unreadable (a kernel
-/// thread has no mm).
+/// `mm->map_count`, the kernel's own VMA count, for an address space that
+/// may not be the calling task's (the mmap_lock and lifecycle programs);
+/// -1 if unreadable (a kernel thread has no mm).
 #[inline(always)]
 pub fn map_count(mm: *const u8) -> i32 {
     if mm.is_null() {
@@ -112,30 +162,6 @@ pub fn map_count(mm: *const u8) -> i32 {
     }
     let count_field = mm.wrapping_add(MM_MAP_COUNT_OFFSET.load() as usize) as *const i32;
     unsafe { bpf_probe_read_kernel(count_field) }.unwrap_or(-1)
-}
-
-/// Whether the calling thread is the address space's only user: the
-/// process has one thread, and no other process shares its memory (a
-/// vfork child, clone(CLONE_VM)); a reader of /proc/PID/* holding it for a
-/// moment counts too. Then no other task can change the count while the
-/// thread is inside a call, and it cannot start a thread meanwhile.
-#[inline(always)]
-pub fn sole_user(mm: *const u8) -> bool {
-    if mm.is_null() {
-        return false;
-    }
-    if TASK_BTF.load() != 0 {
-        // `mm` is the calling task's own (see `own_map_count`).
-        let own = own_mm_btf();
-        if own.is_null() {
-            return false;
-        }
-        let field = own.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
-        return unsafe { core::ptr::read_volatile(field) } == 1;
-    }
-    let users_field = mm.wrapping_add(MM_USERS_OFFSET.load() as usize) as *const i32;
-    let users = unsafe { bpf_probe_read_kernel(users_field) };
-    users == Ok(1)
 }
 
 /// A field of the tracepoint record at a compile-time offset, read
@@ -166,12 +192,18 @@ pub fn ctx_read<T: Copy + Default>(ctx: &TracePointContext, offset: u64) -> T {
     unsafe { ctx.read_at::<T>(offset as usize) }.unwrap_or_default()
 }
 
-/// `current->mm`; null for kernel threads or if unreadable.
+/// `current->mm` as a number, for programs that only compare it or
+/// hand it to `map_count`; null for kernel threads or if unreadable.
 #[inline(always)]
 pub fn current_mm() -> *const u8 {
     if TASK_BTF.load() != 0 {
         return own_mm_btf();
     }
+    probe_current_mm()
+}
+
+#[inline(always)]
+fn probe_current_mm() -> *const u8 {
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let mm_field = task.wrapping_add(TASK_MM_OFFSET.load() as usize) as *const *const u8;
     unsafe { bpf_probe_read_kernel(mm_field) }.unwrap_or(core::ptr::null())

@@ -27,6 +27,8 @@ use vmatrace_common::{
     UserStackCopy, stack_field,
 };
 
+use crate::helpers::OwnMm;
+
 /// Stacks for userspace, each sent just before its event. The loader
 /// sizes it.
 #[map]
@@ -76,12 +78,14 @@ pub static STACK_SITES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1638
 /// its top, as `copy_stack` finds it, so the same path has the same depth
 /// in every thread; the stack pointer itself where the top is not known)
 /// and the address space (a new program after exec has sites of its own).
-/// Two callers of the same function reach it at different depths nearly
-/// always; two that share all four share a stack (the docs say so).
+/// Two callers of the same function may well reach it at the same depth
+/// (measured on MariaDB: 12% of shared calls named another caller), which
+/// is why sites are opt-in (`--site-stacks`); two that share all four
+/// share a stack (the docs say so).
 /// Costs a few reads where a stack costs a copy of kilobytes, a walk that
 /// may fault, and userspace's unwinding.
 #[inline(always)]
-pub fn site_of(mm: u64) -> u32 {
+pub fn site_of(own_mm: OwnMm, tops: StackTops) -> u32 {
     if STACK_SITE_NS.load() == 0 || USER_STACK_BYTES.load() == 0 {
         return 0;
     }
@@ -106,13 +110,13 @@ pub fn site_of(mm: u64) -> u32 {
             sp as *const core::ffi::c_void,
         )
     };
-    let top = stack_top(sp);
+    let top = tops.of(sp);
     let depth = if top > sp && top - sp < 8 << 20 {
         top - sp
     } else {
         sp
     };
-    let mut hash = mix(mm ^ 0x9e37_79b9_7f4a_7c15);
+    let mut hash = mix(own_mm.addr() ^ 0x9e37_79b9_7f4a_7c15);
     hash = mix(hash ^ ip);
     hash = mix(hash ^ returns_to);
     hash = mix(hash ^ depth);
@@ -158,13 +162,13 @@ pub fn ring_needs_reading() -> bool {
 /// Sends the calling thread's user stack for `event`: false if there was
 /// no room for it or no frame could be walked.
 #[inline(always)]
-pub fn send_for<C: EbpfContext>(ctx: &C, event: &Event) -> bool {
+pub fn send_for<C: EbpfContext>(ctx: &C, event: &Event, tops: StackTops) -> bool {
     let wanted = USER_STACK_BYTES.load() as usize;
     if wanted != 0 {
         let sent = if wanted <= USER_STACK_COPY_SMALL {
-            send_copy::<C, USER_STACK_COPY_SMALL>(ctx, event)
+            send_copy::<C, USER_STACK_COPY_SMALL>(ctx, event, tops)
         } else {
-            send_copy::<C, USER_STACK_COPY_MAX>(ctx, event)
+            send_copy::<C, USER_STACK_COPY_MAX>(ctx, event, tops)
         };
         if let Some(sent) = sent {
             return sent;
@@ -192,13 +196,17 @@ pub fn send_for<C: EbpfContext>(ctx: &C, event: &Event) -> bool {
 
 /// A copy of `N` bytes at most: None if the ring buffer had no room.
 #[inline(always)]
-fn send_copy<C: EbpfContext, const N: usize>(ctx: &C, event: &Event) -> Option<bool> {
+fn send_copy<C: EbpfContext, const N: usize>(
+    ctx: &C,
+    event: &Event,
+    tops: StackTops,
+) -> Option<bool> {
     let mut entry = USER_STACK_COPIES.reserve::<UserStackCopy<N>>(0)?;
     let copy = entry.as_mut_ptr();
     let sent = unsafe {
         let stack = &raw mut (*copy).stack;
         set_owner(stack, event);
-        let copied = copy_registers_and_stack(copy);
+        let copied = copy_registers_and_stack(copy, tops);
         let walked = if !copied || chain_leaves_the_copy(copy) {
             walk_frames(ctx, stack)
         } else {
@@ -279,7 +287,10 @@ unsafe fn walk_frames<C: EbpfContext>(ctx: &C, stack: *mut UserStack) -> bool {
 /// The user registers and the top of the user stack into `copy`: false if
 /// the registers could not be read.
 #[inline(always)]
-unsafe fn copy_registers_and_stack<const N: usize>(copy: *mut UserStackCopy<N>) -> bool {
+unsafe fn copy_registers_and_stack<const N: usize>(
+    copy: *mut UserStackCopy<N>,
+    tops: StackTops,
+) -> bool {
     let wanted = USER_STACK_BYTES.load() as usize;
     unsafe {
         (*copy).stack.ip = 0;
@@ -303,7 +314,7 @@ unsafe fn copy_registers_and_stack<const N: usize>(copy: *mut UserStackCopy<N>) 
         (*copy).stack.ip = read_reg(PT_REGS_IP_OFFSET.load());
         (*copy).stack.sp = sp;
         (*copy).stack.bp = read_reg(PT_REGS_BP_OFFSET.load());
-        (*copy).stack.len = copy_stack::<N>((*copy).bytes.as_mut_ptr(), sp, wanted) as u32;
+        (*copy).stack.len = copy_stack::<N>((*copy).bytes.as_mut_ptr(), sp, wanted, tops) as u32;
     }
     true
 }
@@ -317,9 +328,14 @@ unsafe fn copy_registers_and_stack<const N: usize>(copy: *mut UserStackCopy<N>) 
 /// if that read fails anyway, what is left of the stack pointer's page.
 /// Returns the bytes copied.
 #[inline(always)]
-unsafe fn copy_stack<const N: usize>(bytes: *mut u8, sp: u64, wanted: usize) -> usize {
+unsafe fn copy_stack<const N: usize>(
+    bytes: *mut u8,
+    sp: u64,
+    wanted: usize,
+    tops: StackTops,
+) -> usize {
     let mut limit = wanted as u64;
-    let top = stack_top(sp);
+    let top = tops.of(sp);
     if top > sp && top - sp < limit {
         limit = top - sp;
     }
@@ -337,14 +353,37 @@ unsafe fn copy_stack<const N: usize>(bytes: *mut u8, sp: u64, wanted: usize) -> 
     0
 }
 
-/// Where the stack `sp` is in ends, if known: the main thread's stack top,
-/// else the thread pointer (0 if unknown).
-#[inline(always)]
-fn stack_top(sp: u64) -> u64 {
-    let start_stack = main_stack_top();
-    if start_stack > sp && start_stack - sp < 8 << 20 {
-        return start_stack;
+/// Where the calling thread's stacks end, read once per call that gets a
+/// stack: the main thread's stack top (`mm->start_stack`) and the thread
+/// pointer, where a glibc or musl thread's stack ends.
+#[derive(Clone, Copy)]
+pub struct StackTops {
+    main: u64,
+    thread: u64,
+}
+
+impl StackTops {
+    #[inline(always)]
+    pub fn of_current(own_mm: OwnMm) -> StackTops {
+        StackTops {
+            main: own_mm.u64_at(MM_START_STACK_OFFSET.load()),
+            thread: thread_pointer(),
+        }
     }
+
+    /// Where the stack `sp` is in ends, if known (0 if not).
+    #[inline(always)]
+    fn of(self, sp: u64) -> u64 {
+        if self.main > sp && self.main - sp < 8 << 20 {
+            return self.main;
+        }
+        self.thread
+    }
+}
+
+/// `current->thread.fsbase` (0 if unknown).
+#[inline(always)]
+fn thread_pointer() -> u64 {
     let offset = TASK_FSBASE_OFFSET.load();
     if offset == 0 {
         return 0;
@@ -354,18 +393,4 @@ fn stack_top(sp: u64) -> u64 {
     }
     let task = unsafe { bpf_get_current_task() } as *const u8;
     unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u64) }.unwrap_or(0)
-}
-
-/// `current->mm->start_stack` (0 if unreadable).
-#[inline(always)]
-fn main_stack_top() -> u64 {
-    if let Some(start_stack) = crate::helpers::own_mm_u64(MM_START_STACK_OFFSET.load()) {
-        return start_stack;
-    }
-    let mm = crate::helpers::current_mm();
-    if mm.is_null() {
-        return 0;
-    }
-    let field = mm.wrapping_add(MM_START_STACK_OFFSET.load() as usize) as *const u64;
-    unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0)
 }
