@@ -5,13 +5,17 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use vmatrace_common::{Event, SYSCALL_TABLE_SIZE, limits, lost};
 
 /// Completed records for userspace. The loader may resize it.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// When this CPU last forced userspace awake (`helpers::wakeup_flags`).
+#[map]
+pub static LAST_WAKEUP_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// A traced thread's slot: the call in progress, if any, and kernel-only
 /// bookkeeping. Slots are reused from call to call and removed when the

@@ -296,15 +296,14 @@ fn on_exit<const COUNTED: bool>(ctx: &TracePointContext, call: Call) {
             event.stack = stack;
             event.comm = crate::helpers::own_comm();
             // A mapped file is named from /proc by userspace: wake it
-            // while the process still has the file mapped.
-            // So is a stack ring buffer filling up, whose records are
-            // large and sent without a wakeup of their own.
-            let flags = if maps_a_file(slot.event.call, &slot.event.args, ret)
-                || (stack_field::sent(stack) && crate::user_stack::ring_needs_reading())
-            {
+            // while the process still has the file mapped. Stacks,
+            // whose records are large, are sent without a wakeup of
+            // their own: the event after one wakes userspace when their
+            // ring fills up.
+            let flags = if maps_a_file(slot.event.call, &slot.event.args, ret) {
                 BPF_RB_FORCE_WAKEUP as u64
             } else {
-                wakeup_flags()
+                wakeup_flags(stack_field::sent(stack), exit_ns)
             };
             entry.submit(flags);
             if stack_field::sent(stack) && stack_field::site(stack) != 0 {
@@ -399,7 +398,9 @@ fn user_stack_if_wanted<const COUNTED: bool>(
         return 0;
     }
     let tops = crate::user_stack::StackTops::of_current(own_mm);
-    let site = crate::user_stack::site_of(own_mm, tops);
+    // The address space as a number (from the slot): the verifier allows
+    // no arithmetic on the BTF pointer.
+    let site = crate::user_stack::site_of(slot.mm, tops);
     if site != 0 && crate::user_stack::site_sent_lately(slot.event.pid, site, now_ns) {
         return site;
     }

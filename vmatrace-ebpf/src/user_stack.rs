@@ -85,7 +85,7 @@ pub static STACK_SITES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1638
 /// Costs a few reads where a stack costs a copy of kilobytes, a walk that
 /// may fault, and userspace's unwinding.
 #[inline(always)]
-pub fn site_of(own_mm: OwnMm, tops: StackTops) -> u32 {
+pub fn site_of(mm: u64, tops: StackTops) -> u32 {
     if STACK_SITE_NS.load() == 0 || USER_STACK_BYTES.load() == 0 {
         return 0;
     }
@@ -116,7 +116,7 @@ pub fn site_of(own_mm: OwnMm, tops: StackTops) -> u32 {
     } else {
         sp
     };
-    let mut hash = mix(own_mm.addr() ^ 0x9e37_79b9_7f4a_7c15);
+    let mut hash = mix(mm ^ 0x9e37_79b9_7f4a_7c15);
     hash = mix(hash ^ ip);
     hash = mix(hash ^ returns_to);
     hash = mix(hash ^ depth);
@@ -254,11 +254,14 @@ unsafe fn chain_leaves_the_copy<const N: usize>(copy: *const UserStackCopy<N>) -
             return beyond(fp);
         }
         let at = (fp - sp) as usize;
-        if at > N - 16 {
+        // A frame pointer is 16-byte aligned and the stack pointer at a
+        // syscall 8-byte aligned: anything else is no frame. One load,
+        // where an unaligned read took eight and their shifts.
+        if at > N - 16 || at % 8 != 0 {
             return false;
         }
         let next =
-            unsafe { core::ptr::read_unaligned((*copy).bytes.as_ptr().add(at) as *const u64) };
+            unsafe { core::ptr::read_volatile((*copy).bytes.as_ptr().add(at) as *const u64) };
         // The outermost frame, or no chain at all.
         if next <= fp {
             return false;
@@ -302,9 +305,9 @@ unsafe fn copy_registers_and_stack<const N: usize>(
     if regs.is_null() {
         return false;
     }
+    // A BTF pointer: plain loads, no helper calls (as in `site_of`).
     let read_reg = |offset: u64| -> u64 {
-        unsafe { bpf_probe_read_kernel(regs.wrapping_add(offset as usize) as *const u64) }
-            .unwrap_or(0)
+        unsafe { core::ptr::read_volatile(regs.wrapping_add(offset as usize) as *const u64) }
     };
     let sp = read_reg(PT_REGS_SP_OFFSET.load());
     if sp == 0 {

@@ -349,11 +349,6 @@ impl Probes {
         tracefs: &Path,
         lock: Option<tracefs::LockTracepointOffsets>,
     ) -> Result<Probes, LoadError> {
-        // aya's loader reads and parses all of the kernel's BTF as it is
-        // made (`EbpfLoader::new` has no way around it), though it is told
-        // below not to use it: a third of vmatrace's start. Made on a
-        // thread of its own, beside our own reading of BTF and tracefs.
-        let loader = std::thread::spawn(EbpfLoader::new);
         let offsets = btf::struct_offsets(&config.btf_path)?;
         let tp = tracefs::tracepoint_offsets(tracefs)?;
         let on_demand = config.lock_probes_on_demand && config.count_mode == CountModeChoice::Auto;
@@ -419,9 +414,7 @@ impl Probes {
         let task_btf = u8::from(kernel_at_least(5, 11));
         let stack_ring = stack_ring_bytes(config.capture_stacks, user_stack_bytes);
         let stack_wakeup_bytes = u64::from(stack_ring / 4);
-        let mut loader = loader
-            .join()
-            .map_err(|_| anyhow!("aya's program loader could not be made"))?;
+        let mut loader = EbpfLoader::new();
         // No kernel BTF for aya: the programs have no CO-RE relocations
         // (the offsets come in as globals, from our own reading of BTF),
         // and aya parsing all of vmlinux's BTF again cost tens of MB.
