@@ -176,7 +176,29 @@ fn bench_footprint(vmatrace: &Path) -> Result<()> {
         "  peak RSS, split-churn 50000      {:>8.1} MB   (a stack unwound for each SPLIT)",
         median(&mut rss_stacks)
     );
+    print_verifier_work(Path::new(&vmatrace));
     Ok(())
+}
+
+/// What loading the programs cost the verifier, most of the start: the
+/// instructions it processed do not move with the machine's load.
+fn print_verifier_work(vmatrace: &Path) {
+    match crate::verifier::program_loads(vmatrace) {
+        Ok(loads) => {
+            println!(
+                "  the verifier, per program (`-q -- /bin/true`; instructions processed, its time):"
+            );
+            for load in loads {
+                println!(
+                    "    {:<16} {:>7} insns {:>7.1} ms",
+                    load.name,
+                    load.insns_processed,
+                    load.verification_us as f64 / 1000.0
+                );
+            }
+        }
+        Err(e) => println!("  the verifier's statistics: not read ({e:#})"),
+    }
 }
 
 /// One run of `workload`: (launch to "workload: ready", summary to exit,

@@ -22,6 +22,7 @@ mod elf;
 mod kernels;
 mod matrix;
 mod setup;
+mod verifier;
 
 use std::{
     env,
@@ -59,9 +60,10 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "dist" => dist::main(rest),
         "kernels" => kernels::main(rest),
         "test-kernels" => matrix::main(rest),
+        "verifier-stats" => verifier_stats(),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <setup|build|run|test|test-kernels|bench|dist|kernels> [ARGS]\n\
+                "usage: cargo xtask <setup|build|run|test|test-kernels|bench|verifier-stats|dist|kernels> [ARGS]\n\
                  \n  setup           install nightly rust-src and bpf-linker if missing\
                  \n  build           build everything\
                  \n  run -- ARGS     build (release) and run vmatrace ARGS\
@@ -73,6 +75,8 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                  \n                  kernels under QEMU, one line per kernel and test\
                  \n  bench           overhead of tracing an mmap/munmap churn workload\
                  \n                  (--static: of the dist build)\
+                 \n  verifier-stats  what loading each program cost the kernel's verifier\
+                 \n                  (instructions processed, time): most of the start
                  \n  dist            the static binary, target/dist/vmatrace-VERSION-x86_64-linux.tar.gz\
                  \n                  and vmatrace_VERSION_amd64.deb (man page, completions)\
                  \n  kernels ...     Debian kernels under QEMU (cargo xtask kernels help)"
@@ -81,6 +85,24 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),
     }
+}
+
+/// `cargo xtask verifier-stats`: the release build's programs as this
+/// kernel's verifier loads them.
+fn verifier_stats() -> Result<ExitCode> {
+    let tools = setup::ensure()?;
+    cargo(&tools, &["build", "--release", "--package", "vmatrace"])?;
+    let loads = verifier::program_loads(&workspace_root().join("target/release/vmatrace"))?;
+    println!("{:<16} {:>8} {:>9}", "program", "insns", "time");
+    for load in loads {
+        println!(
+            "{:<16} {:>8} {:>6.1} ms",
+            load.name,
+            load.insns_processed,
+            load.verification_us as f64 / 1000.0
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(args: &[String]) -> Result<ExitCode> {
