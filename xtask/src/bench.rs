@@ -7,7 +7,8 @@
 //! its own loop, so start-up and probe loading are not counted.
 //!
 //! `--compare` also measures strace and bpftrace on the same workload
-//! (installing them from Debian's packages if missing). `--static`
+//! (installing them from Debian's packages if missing); `--compare=bpftrace`
+//! bpftrace alone (strace, 25 times slower, is most of the run's time). `--static`
 //! measures the static musl build of `cargo xtask dist` instead of
 //! target/release/vmatrace (musl's own allocator is slow; see docs/overhead.md).
 
@@ -32,7 +33,7 @@ struct Workload {
 }
 
 pub fn run(tools: &Tools, args: &[String]) -> Result<ExitCode> {
-    let compare = args.iter().any(|a| a == "--compare");
+    let peers = Peers::from_args(args)?;
     let static_build = args.iter().any(|a| a == "--static");
     let iterations: u64 = args
         .iter()
@@ -71,17 +72,15 @@ pub fn run(tools: &Tools, args: &[String]) -> Result<ExitCode> {
     } else {
         workspace_root().join("target/release/vmatrace")
     };
-    if compare {
-        ensure_comparison_tools()?;
-    }
+    ensure_comparison_tools(peers)?;
     println!(
         "vmatrace overhead benchmark: median of {ROUNDS} alternating rounds, {}",
         vmatrace.display()
     );
     for workload in &workloads {
-        bench_workload(&vmatrace, workload, compare)?;
+        bench_workload(&vmatrace, workload, peers)?;
     }
-    bench_bystander(&vmatrace, &workloads[0], compare)?;
+    bench_bystander(&vmatrace, &workloads[0], peers)?;
     bench_footprint(&vmatrace)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -89,7 +88,45 @@ pub fn run(tools: &Tools, args: &[String]) -> Result<ExitCode> {
 /// What tracing one process costs the others: an untraced churn loop (a
 /// bystander) timed alone and while vmatrace (or bpftrace) traces an idle
 /// process.
-fn bench_bystander(vmatrace: &Path, workload: &Workload, compare: bool) -> Result<()> {
+/// The tracers vmatrace is compared with (`--compare`, `--compare=bpftrace`).
+#[derive(Clone, Copy)]
+struct Peers {
+    bpftrace: bool,
+    strace: bool,
+}
+
+impl Peers {
+    fn from_args(args: &[String]) -> Result<Peers> {
+        let mut peers = Peers {
+            bpftrace: false,
+            strace: false,
+        };
+        for arg in args {
+            match arg.as_str() {
+                "--compare" => {
+                    peers.bpftrace = true;
+                    peers.strace = true;
+                }
+                "--compare=bpftrace" => peers.bpftrace = true,
+                "--compare=strace" => peers.strace = true,
+                other if other.starts_with("--compare") => {
+                    bail!("{other}: --compare, --compare=bpftrace or --compare=strace")
+                }
+                _ => {}
+            }
+        }
+        Ok(peers)
+    }
+
+    fn names(self) -> Vec<&'static str> {
+        [("bpftrace", self.bpftrace), ("strace", self.strace)]
+            .into_iter()
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect()
+    }
+}
+
+fn bench_bystander(vmatrace: &Path, workload: &Workload, peers: Peers) -> Result<()> {
     let bin = workload_bin().display().to_string();
     let vmatrace = vmatrace.display().to_string();
     let args: Vec<&str> = workload.args.iter().map(String::as_str).collect();
@@ -109,7 +146,7 @@ fn bench_bystander(vmatrace: &Path, workload: &Workload, compare: bool) -> Resul
         )?;
         beside_no_cost.push(timed(&bin, &args, false)?.0);
         tracer.stop()?;
-        if compare {
+        if peers.bpftrace {
             let script = format!(
                 "tracepoint:syscalls:sys_enter_mmap,tracepoint:syscalls:sys_enter_munmap \
                  /pid == {pid}/ {{ @calls[probe] = count(); }} \
@@ -136,7 +173,7 @@ fn bench_bystander(vmatrace: &Path, workload: &Workload, compare: bool) -> Resul
         "beside vmatrace -q --no-cost -p",
         median(&mut beside_no_cost),
     );
-    if compare {
+    if peers.bpftrace {
         report(
             "beside bpftrace (counting, pid)",
             median(&mut beside_bpftrace),
@@ -329,7 +366,7 @@ fn workload_bin() -> PathBuf {
     workspace_root().join("target/release/examples/workload")
 }
 
-fn bench_workload(vmatrace: &Path, workload: &Workload, compare: bool) -> Result<()> {
+fn bench_workload(vmatrace: &Path, workload: &Workload, peers: Peers) -> Result<()> {
     let bin = workload_bin();
     let wl: Vec<String> = std::iter::once(bin.display().to_string())
         .chain(workload.args.iter().cloned())
@@ -410,11 +447,16 @@ fn bench_workload(vmatrace: &Path, workload: &Workload, compare: bool) -> Result
         median(&mut captured)
     );
     println!("  trace file bytes per event      {bytes_per_event:>9.1}");
-    if compare {
+    if peers.bpftrace || peers.strace {
         let mut bpftrace = Vec::new();
         let mut strace = Vec::new();
         for _ in 0..ROUNDS {
-            bpftrace.push(timed_bpftrace(&wl)?);
+            if peers.bpftrace {
+                bpftrace.push(timed_bpftrace(&wl)?);
+            }
+            if !peers.strace {
+                continue;
+            }
             let mut args = vec![
                 "-f",
                 "-qq",
@@ -426,8 +468,12 @@ fn bench_workload(vmatrace: &Path, workload: &Workload, compare: bool) -> Result
             args.extend(wl.iter().map(String::as_str));
             strace.push(timed("strace", &args, false)?.0);
         }
-        report("bpftrace (counting script)", median(&mut bpftrace));
-        report("strace -e trace=<mapping calls>", median(&mut strace));
+        if peers.bpftrace {
+            report("bpftrace (counting script)", median(&mut bpftrace));
+        }
+        if peers.strace {
+            report("strace -e trace=<mapping calls>", median(&mut strace));
+        }
     }
     if lost > 0 {
         bail!("vmatrace lost {lost} events during the benchmark");
@@ -561,8 +607,9 @@ fn timed_bpftrace(wl: &[String]) -> Result<f64> {
     Ok(result?.0)
 }
 
-fn ensure_comparison_tools() -> Result<()> {
-    let missing: Vec<&str> = ["strace", "bpftrace"]
+fn ensure_comparison_tools(peers: Peers) -> Result<()> {
+    let missing: Vec<&str> = peers
+        .names()
         .into_iter()
         .filter(|tool| Command::new(tool).arg("--version").output().is_err())
         .collect();

@@ -74,7 +74,8 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                  \n                  the integration tests' portable core as root in Debian\
                  \n                  kernels under QEMU, one line per kernel and test\
                  \n  bench           overhead of tracing an mmap/munmap churn workload\
-                 \n                  (--static: of the dist build)\
+                 \n                  (--static: of the dist build; --compare[=bpftrace|strace]:\
+                 \n                  beside the peers)\
                  \n  verifier-stats  what loading each program cost the kernel's verifier\
                  \n                  (instructions processed, time): most of the start
                  \n  dist            the static binary, target/dist/vmatrace-VERSION-x86_64-linux.tar.gz\
