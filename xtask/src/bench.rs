@@ -10,7 +10,8 @@
 //! (installing them from Debian's packages if missing); `--compare=bpftrace`
 //! bpftrace alone (strace, 25 times slower, is most of the run's time). `--static`
 //! measures the static musl build of `cargo xtask dist` instead of
-//! target/release/vmatrace (musl's own allocator is slow; see docs/overhead.md).
+//! target/release/vmatrace (musl's own allocator is slow; see docs/overhead.md);
+//! `VMATRACE_BIN=PATH` measures that binary (another commit's build).
 
 use std::{
     path::{Path, PathBuf},
@@ -67,7 +68,11 @@ pub fn run(tools: &Tools, args: &[String]) -> Result<ExitCode> {
             iterations: iterations / 2,
         },
     ];
-    let vmatrace = if static_build {
+    // VMATRACE_BIN: another build (an older commit's, say) in the same
+    // run's conditions, as the integration tests take it.
+    let vmatrace = if let Some(bin) = std::env::var_os("VMATRACE_BIN") {
+        PathBuf::from(bin)
+    } else if static_build {
         crate::dist::static_binary(tools)?
     } else {
         workspace_root().join("target/release/vmatrace")
