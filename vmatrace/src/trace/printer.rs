@@ -208,6 +208,10 @@ impl Printing {
         let stack = match &new_stack {
             Some(raw) => {
                 let stack = self.symbols.symbolize(raw);
+                let comm = crate::model::processes::comm_str(&event.comm);
+                if let Some(hint) = self.symbols.naming_hint(raw.pid, &comm, &stack) {
+                    output.hint(raw.pid, &hint)?;
+                }
                 if let Some(recording) = &self.to.recording {
                     recording.record(&Record::Stack(StackRecord {
                         pid: raw.pid,
@@ -217,10 +221,23 @@ impl Printing {
                 }
                 Some(stack)
             }
-            None => event
-                .stack
-                .checked_sub(1)
-                .and_then(|id| self.symbols.cached(event.pid, id)),
+            None => {
+                let id = event.stack.checked_sub(1);
+                let found = id.and_then(|id| self.symbols.cached_or_renamed(event.pid, id));
+                match (found, id, &self.to.recording) {
+                    // Named again from a newer perf map: recorded again, and
+                    // readers take the last record of a stack.
+                    (Some((stack, true)), Some(id), Some(recording)) => {
+                        recording.record(&Record::Stack(StackRecord {
+                            pid: event.pid,
+                            id,
+                            stack: (*stack).clone(),
+                        }));
+                        Some(stack)
+                    }
+                    (found, ..) => found.map(|(stack, _)| stack),
+                }
+            }
         };
         if let (Some(sites), Some(stack)) = (&self.to.sites, &stack)
             && let Ok(mut sites) = sites.lock()
