@@ -192,8 +192,15 @@ impl PerfMaps {
     /// The file is looked at (one `lstat`) every time, and read again only
     /// when it changed.
     pub fn get(&mut self, pid: u32, owner: Option<MapOwner>) -> MapState {
-        let Some(owner) = owner else {
-            return self.kept(pid).unwrap_or(MapState::Missing);
+        let owner = match (owner, self.kept(pid)) {
+            (Some(owner), _) => owner,
+            (None, Some(kept)) => return kept,
+            // Gone before anyone knew who it was: only a map root wrote
+            // in the host's /tmp is to be trusted then.
+            (None, None) => MapOwner {
+                uid: 0,
+                ns_pid: pid,
+            },
         };
         let paths = map_paths(pid, owner);
         let Some((path, stamp)) = paths.iter().find_map(|path| {

@@ -103,6 +103,20 @@ pub fn is_unnamed_jit(frame: &Frame) -> bool {
     is_jit(frame) && frame.function.is_none()
 }
 
+/// A frame of a runtime's interpreter loop, standing for a function it
+/// interprets that a perf map would name: V8's
+/// `Builtins_InterpreterEntryTrampoline` (named in Node's map with
+/// `--interpreted-frames-native-stack`), CPython's
+/// `_PyEval_EvalFrameDefault` (with `-X perf`).
+pub fn is_interpreter_loop(frame: &Frame) -> bool {
+    frame.function.as_deref().is_some_and(|f| {
+        f == "Builtins_InterpreterEntryTrampoline" || f == "_PyEval_EvalFrameDefault"
+    }) && frame
+        .module
+        .as_deref()
+        .is_some_and(|m| Runtime::of_module(m).is_some())
+}
+
 /// The runtime's own layer between the application and the system: the
 /// JVM's libraries (libjvm, and the JNI entry points of libnio, libjava
 /// ...), its interpreter and stubs; Node's binary (V8's builtins,
@@ -172,7 +186,12 @@ pub fn short_name(function: &str) -> String {
         // `~f /srv/app.js:2:19`: the tier mark, the function, where it is.
         let rest = rest.trim_start_matches(['~', '^', '*', '+']);
         let (name, place) = rest.split_once(' ').unwrap_or((rest, ""));
-        let file = base_name(place);
+        // Node's own modules keep their `node:internal/...` name.
+        let file = if place.starts_with("node:") {
+            place
+        } else {
+            base_name(place)
+        };
         let file = file.rsplit_once(':').map_or(file, |(place, _column)| place);
         let name = if name.is_empty() { "(anonymous)" } else { name };
         return if file.is_empty() {
@@ -276,6 +295,10 @@ mod tests {
         assert_eq!(short_name(js), "fillCache (alloc.js:2)");
         let alloc = frame(Some("JS:^alloc node:buffer:391:30"), JIT_MODULE);
         assert!(is_runtime_library(&alloc));
+        assert_eq!(
+            short_name("JS:~FastBuffer node:internal/buffer:960:14"),
+            "FastBuffer (node:internal/buffer:960)"
+        );
         // Generated code nothing named is no glue: nothing is known of it.
         assert!(!is_runtime_glue(&frame(None, JIT_MODULE), jvm));
         assert!(!is_runtime_glue(

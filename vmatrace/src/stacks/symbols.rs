@@ -298,26 +298,33 @@ impl Symbols {
         generation
     }
 
-    /// Once per process whose stack has generated code no perf map named:
-    /// what would name it (`jcmd PID Compiler.perfmap` for a JVM), or why
-    /// its map was not read.
+    /// Once per process whose stack runs code a perf map would name but
+    /// none did (generated code, or a runtime's interpreter loop): what
+    /// would name it (`jcmd PID Compiler.perfmap` for a JVM), or why its
+    /// map was not read.
     pub fn naming_hint(&mut self, pid: u32, comm: &str, stack: &Stack) -> Option<String> {
         let unnamed = stack
             .frames
             .iter()
             .filter(|f| runtimes::is_unnamed_jit(f))
             .count();
-        if unnamed == 0 || self.hinted.contains(&pid) {
+        let interpreted = stack.frames.iter().any(runtimes::is_interpreter_loop);
+        if (unnamed == 0 && !interpreted) || self.hinted.contains(&pid) {
             return None;
         }
-        self.hinted.insert(pid);
         let runtime = Runtime::of_frames(&stack.frames);
         let owner = self.owners.get(&pid).copied();
         let how = runtime.map_or_else(
             || format!("a perf map (/tmp/perf-{pid}.map) names its frames"),
             |r| r.how_to_name(pid),
         );
-        Some(match self.perf_maps.get(pid, owner) {
+        let state = self.perf_maps.get(pid, owner);
+        if unnamed == 0 && !matches!(state, MapState::Missing) {
+            // An interpreter loop in a process whose map names what it can.
+            return None;
+        }
+        self.hinted.insert(pid);
+        Some(match state {
             MapState::Missing => {
                 format!("pid {pid} ({comm}) runs JIT code without a perf map: {how}")
             }
@@ -325,7 +332,8 @@ impl Symbols {
                 format!("pid {pid} ({comm}) has a perf map vmatrace did not read: {why}")
             }
             MapState::Read(..) => format!(
-                "pid {pid} ({comm}) has a perf map that does not name {unnamed} frame{} of                  its JIT code (written before that code was generated?): {how}",
+                "pid {pid} ({comm}) has a perf map that does not name {unnamed} frame{} of \
+                 its JIT code (written before that code was generated?): {how}",
                 if unnamed == 1 { "" } else { "s" }
             ),
         })
@@ -659,6 +667,51 @@ mod tests {
         let text = format_stack(&Stack::new(vec![frame("munmap"), unnamed]));
         assert!(text.contains(" libjemalloc.so.2+0x1234\n"), "{text}");
         assert!(!text.contains("??"), "{text}");
+    }
+
+    /// Generated code prints as `[jit]`, named or not, never `??`; a
+    /// process without a perf map is told once how to get one.
+    #[test]
+    fn generated_code_prints_as_jit_and_is_hinted_once() {
+        let libjvm = "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so";
+        let unnamed = Frame {
+            module: Some(JIT_MODULE.into()),
+            ..Frame::unknown(0x7f26_2c94_55da)
+        };
+        let named = Frame {
+            function: Some("void Kafka.map()".into()),
+            offset: 0x10,
+            ..unnamed.clone()
+        };
+        let stack = Stack::new(vec![
+            frame("mmap"),
+            unnamed,
+            named,
+            Frame {
+                module: Some(libjvm.into()),
+                ..frame("JavaCalls::call_helper")
+            },
+        ]);
+        let text = format_stack(&stack);
+        assert!(text.contains("#1  0x7f262c9455da [jit]\n"), "{text}");
+        assert!(
+            text.contains("#2  0x7f262c9455da void Kafka.map()+0x10 ([jit])"),
+            "{text}"
+        );
+        assert!(!text.contains("??"), "{text}");
+        let mut symbols = Symbols::default();
+        // A pid no process has: no map.
+        let pid = u32::MAX - 3;
+        let hint = symbols.naming_hint(pid, "java", &stack).expect("a hint");
+        assert!(
+            hint.starts_with(&format!(
+                "pid {pid} (java) runs JIT code without a perf map: jcmd {pid} Compiler.perfmap"
+            )),
+            "{hint}"
+        );
+        assert_eq!(symbols.naming_hint(pid, "java", &stack), None, "once");
+        let plain = Stack::new(vec![frame("munmap")]);
+        assert_eq!(Symbols::default().naming_hint(pid, "c", &plain), None);
     }
 
     #[test]

@@ -11,10 +11,11 @@ import java.util.List;
  * Maps index files as a Kafka broker's log segments do (AbstractIndex maps
  * each segment's index with FileChannel.map): a test workload of vmatrace.
  *
- * java IndexMapper DIR WARM MORE: maps WARM files, so that the JIT
- * compiles the mapping path, says "warm pid=N" on stderr and waits for a
- * line on stdin (a perf map can be written meanwhile); then maps MORE
- * files, says "mapped pid=N" and waits for a line again before it exits.
+ * java IndexMapper DIR WARM MORE: maps DIR/warm.index WARM times (the
+ * mappings are dropped), so that the JIT compiles the mapping path, says
+ * "warm pid=N" on stderr and waits for a line on stdin (a perf map can be
+ * written meanwhile); then maps MORE index files and keeps them, says
+ * "mapped pid=N" and waits for a line again before it exits.
  */
 public class IndexMapper {
     static final int INDEX_BYTES = 2 * 4096;
@@ -39,10 +40,12 @@ public class IndexMapper {
         int more = Integer.parseInt(args[2]);
         long pid = ProcessHandle.current().pid();
         BufferedReader stdin = new BufferedReader(new InputStreamReader(System.in));
-        openSegments(dir, 0, warm);
+        for (int i = 0; i < warm; i++) {
+            mapIndexFile(dir.resolve("warm.index"));
+        }
         System.err.println("warm pid=" + pid);
         stdin.readLine();
-        openSegments(dir, warm, more);
+        openSegments(dir, 0, more);
         System.err.println("mapped pid=" + pid);
         stdin.readLine();
     }
