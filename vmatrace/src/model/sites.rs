@@ -92,6 +92,7 @@ pub fn site_of(stack: &Stack) -> String {
     let glue =
         |f: &Frame| runtimes::is_runtime_glue(f, runtime) || is_native_method_wrapper(f, stack);
     first_outside(stack, glue)
+        .or_else(|| first_outside(stack, runtimes::is_runtime_os_layer))
         .or_else(|| first_outside(stack, |_| false))
         .unwrap_or_else(|| outermost_known(stack))
 }
@@ -121,6 +122,11 @@ pub fn caller_of(stack: &Stack) -> String {
         is_allocator(f) || glue(f) || runtimes::is_runtime_library(f)
     })
     .or_else(|| first_outside(stack, |f| is_allocator(f) || glue(f)))
+    .or_else(|| {
+        first_outside(stack, |f| {
+            is_allocator(f) || runtimes::is_runtime_os_layer(f)
+        })
+    })
     .or_else(|| first_outside(stack, is_allocator))
     .unwrap_or_else(|| outermost_known(stack))
 }
@@ -390,17 +396,15 @@ mod tests {
             site_and_caller(&unnamed),
             "Java_sun_nio_ch_FileChannelImpl_map0"
         );
-        // The JVM's own calls (a thread's guard pages) name the JVM.
+        // The JVM's own calls (a thread's guard pages) name the JVM
+        // function past its os:: layer.
         let libjvm = "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so";
         let guard = Stack::new(vec![
             frame("mmap", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
             frame("os::pd_commit_memory(char*, unsigned long, bool)", libjvm),
             frame("StackOverflow::create_stack_guard_pages()", libjvm),
         ]);
-        assert_eq!(
-            site_of(&guard),
-            "os::pd_commit_memory(char*, unsigned long, bool)"
-        );
+        assert_eq!(site_of(&guard), "StackOverflow::create_stack_guard_pages()");
     }
 
     #[test]

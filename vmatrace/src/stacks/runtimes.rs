@@ -140,6 +140,21 @@ pub fn is_runtime_glue(frame: &Frame, runtime: Option<Runtime>) -> bool {
         .is_some_and(|m| m != JIT_MODULE && Runtime::of_module(m).is_some())
 }
 
+/// The JVM's own system layer (`os::commit_memory`, `os::guard_memory`,
+/// ...): what libc is to a C program, passed over when the JVM itself is
+/// the caller, so its site is the JVM function that wanted the memory
+/// (`StackOverflow::create_stack_guard_pages()`).
+pub fn is_runtime_os_layer(frame: &Frame) -> bool {
+    frame
+        .function
+        .as_deref()
+        .is_some_and(|f| f.starts_with("os::"))
+        && frame
+            .module
+            .as_deref()
+            .is_some_and(|m| base_name(m) == "libjvm.so")
+}
+
 /// A frame of the runtime's own standard library, named by the perf map:
 /// the JDK's classes (`java.`, `javax.`, `jdk.`, `sun.`, `com.sun.`) and
 /// Node's own modules (`node:buffer`). Past them is the application's
