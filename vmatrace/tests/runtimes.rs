@@ -190,6 +190,61 @@ fn java_frames_are_named_from_the_jvms_perf_map() {
     );
 }
 
+/// A JVM that writes its perf map only as it exits
+/// (`-XX:+DumpPerfMapAtExit`): the live view could not name its Java
+/// frames, the recording does (its stacks are named again at the end).
+#[test]
+fn a_map_dumped_at_exit_names_the_recording() {
+    let (javac, _) = jdk();
+    let dir = tempfile::tempdir().unwrap();
+    compile_index_mapper(&javac, dir.path());
+    let classes = dir.path().display().to_string();
+    let file = dir.path().join("exit.vmat").display().to_string();
+    let mut run = Running::vmatrace(&[
+        "--json",
+        "--stacks",
+        "-o",
+        &file,
+        "--",
+        "java",
+        "-XX:+PreserveFramePointer",
+        "-Xbatch",
+        "-XX:TieredStopAtLevel=1",
+        "-XX:+UnlockDiagnosticVMOptions",
+        "-XX:+DumpPerfMapAtExit",
+        "-cp",
+        &classes,
+        "IndexMapper",
+        &classes,
+        "1000",
+        "1",
+    ]);
+    let pid = field(&run.wait_stderr("warm pid="), "pid") as u32;
+    run.send_line();
+    run.wait_stderr("mapped pid=");
+    // Printed while the JVM waits, before it wrote its map.
+    let live = run.wait_event(|e| maps_file(e, &index(0)));
+    assert!(jit_functions(&live).is_empty(), "named live: {live}");
+    run.send_line();
+    let finished = run.finish();
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
+
+    let replay = Running::vmatrace(&["replay", "--json", &file]).finish();
+    assert_eq!(replay.code(), 0, "{}", replay.stderr_text());
+    let replayed = replay
+        .events()
+        .into_iter()
+        .find(|e| maps_file(e, &index(0)))
+        .expect("the mmap of index 0 in the replay");
+    assert!(
+        jit_functions(&replayed)
+            .iter()
+            .any(|f| f.contains("IndexMapper.mapIndexFile(")),
+        "not named in the recording: {replayed}"
+    );
+}
+
 /// Node, from Debian's nodejs.
 fn node() -> String {
     debian_package("nodejs", &["/usr/bin/node"])
@@ -199,8 +254,9 @@ fn node() -> String {
 
 const ALLOC_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/runtimes/alloc.js");
 
-/// The JavaScript function names of an event's stack.
-fn js_functions(event: &Value) -> Vec<String> {
+/// The names of an event's frames in generated code (JavaScript or Java
+/// functions).
+fn jit_functions(event: &Value) -> Vec<String> {
     frames(event)
         .iter()
         .filter(|f| is_jit(f))
@@ -243,7 +299,7 @@ fn javascript_frames_are_named_from_nodes_perf_map() {
     ]);
     let pid = field(&run.wait_stderr("allocated pid="), "pid") as u32;
     let allocated = run.wait_event(allocates);
-    let functions = js_functions(&allocated);
+    let functions = jit_functions(&allocated);
     assert!(
         functions.iter().any(|f| f.contains("makeBuffers "))
             && functions.iter().any(|f| f.contains("fillCache ")),
@@ -292,7 +348,7 @@ fn node_without_a_perf_map_is_told_how_to_name_its_frames() {
             .any(|f| f["function"] == "Builtins_InterpreterEntryTrampoline"),
         "{allocated}"
     );
-    assert!(js_functions(&allocated).is_empty(), "{allocated}");
+    assert!(jit_functions(&allocated).is_empty(), "{allocated}");
     run.send_line();
     let finished = run.finish();
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());

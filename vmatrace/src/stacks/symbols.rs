@@ -184,6 +184,20 @@ impl Symbols {
         Some((renamed, true))
     }
 
+    /// Every remembered stack whose generated code a newer perf map names:
+    /// at the end of a trace, for the recording (a map written since the
+    /// stack was printed, e.g. by `-XX:+DumpPerfMapAtExit` as the JVM
+    /// exits, names the stacks `report` and `replay` show).
+    pub fn renamed_since(&mut self) -> Vec<(u32, u32, Arc<Stack>)> {
+        let keys: Vec<(u32, u32)> = self.unnamed_jit.keys().copied().collect();
+        keys.into_iter()
+            .filter_map(|(pid, id)| match self.cached_or_renamed(pid, id) {
+                Some((stack, true)) => Some((pid, id, stack)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn remember(&mut self, key: (u32, u32), stack: Arc<Stack>, map_generation: u64) {
         if stack.frames.iter().any(runtimes::is_unnamed_jit) {
             self.unnamed_jit.insert(key, map_generation);

@@ -181,6 +181,7 @@ fn print_loop(
     for line in printing.folder.close_second() {
         output.note(&line)?;
     }
+    printing.record_renamed_stacks();
     output.flush()?;
     Ok(output)
 }
@@ -264,6 +265,24 @@ impl Printing {
             }
         }
         output.event(&event, &applied, limit, stack.as_deref(), shared_stack)
+    }
+}
+
+impl Printing {
+    /// The stacks a perf map written since they were printed names (a JVM
+    /// that dumps its map as it exits), recorded again: readers take a
+    /// stack's last record.
+    fn record_renamed_stacks(&mut self) {
+        let Some(recording) = &self.to.recording else {
+            return;
+        };
+        for (pid, id, stack) in self.symbols.renamed_since() {
+            recording.record(&Record::Stack(StackRecord {
+                pid,
+                id,
+                stack: (*stack).clone(),
+            }));
+        }
     }
 }
 
