@@ -362,7 +362,7 @@ fn node_without_a_perf_map_is_told_how_to_name_its_frames() {
     assert_eq!(
         hints[0]["line"],
         format!(
-            "pid {pid} (node) runs JIT code without a perf map: restart it with node \
+            "pid {pid} (node) runs JavaScript without a perf map: restart it with node \
              --perf-basic-prof --interpreted-frames-native-stack to name its JavaScript frames"
         )
     );

@@ -40,6 +40,15 @@ impl Runtime {
             .find_map(Runtime::of_module)
     }
 
+    /// What the code a perf map would name is, in this runtime's terms.
+    pub fn code_kind(self) -> &'static str {
+        match self {
+            Runtime::Jvm | Runtime::Dotnet => "JIT code",
+            Runtime::Node => "JavaScript",
+            Runtime::Python => "Python code",
+        }
+    }
+
     /// What makes this runtime write its perf map, for process `pid`.
     pub fn how_to_name(self, pid: u32) -> String {
         match self {

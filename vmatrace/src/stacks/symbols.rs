@@ -340,7 +340,8 @@ impl Symbols {
         self.hinted.insert(pid);
         Some(match state {
             MapState::Missing => {
-                format!("pid {pid} ({comm}) runs JIT code without a perf map: {how}")
+                let code = runtime.map_or("JIT code", Runtime::code_kind);
+                format!("pid {pid} ({comm}) runs {code} without a perf map: {how}")
             }
             MapState::Refused(why) => {
                 format!("pid {pid} ({comm}) has a perf map vmatrace did not read: {why}")
