@@ -39,6 +39,30 @@ fn compile_index_mapper(javac: &str, dir: &Path) {
     assert!(status.success(), "javac {source} failed");
 }
 
+/// A test process's perf map in /tmp: one a process of the same pid left
+/// is removed first, and the test's own when it ends, passed or failed.
+struct PerfMapOf(String);
+
+impl PerfMapOf {
+    /// For a process that writes its map later (`jcmd`, at exit).
+    fn new(pid: u32) -> PerfMapOf {
+        let map = PerfMapOf::written_already(pid);
+        let _ = std::fs::remove_file(&map.0);
+        map
+    }
+
+    /// For a process that wrote its map from its start (Node).
+    fn written_already(pid: u32) -> PerfMapOf {
+        PerfMapOf(format!("/tmp/perf-{pid}.map"))
+    }
+}
+
+impl Drop for PerfMapOf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The frames of an event's stack.
 fn frames(event: &Value) -> &Vec<Value> {
     event["stack"]["frames"]
@@ -99,7 +123,7 @@ fn java_frames_are_named_from_the_jvms_perf_map() {
         "3",
     ]);
     let pid = field(&run.wait_stderr("warm pid="), "pid") as u32;
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let _map = PerfMapOf::new(pid);
 
     // No map yet: generated code is [jit], never unnamed.
     let before = run.wait_event(|e| maps_file(e, "warm.index") && frames(e).iter().any(is_jit));
@@ -147,7 +171,6 @@ fn java_frames_are_named_from_the_jvms_perf_map() {
     run.send_line();
     let finished = run.finish();
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
     let hints = finished
         .json()
         .into_iter()
@@ -220,6 +243,7 @@ fn a_map_dumped_at_exit_names_the_recording() {
         "1",
     ]);
     let pid = field(&run.wait_stderr("warm pid="), "pid") as u32;
+    let _map = PerfMapOf::new(pid);
     run.send_line();
     run.wait_stderr("mapped pid=");
     // Printed while the JVM waits, before it wrote its map.
@@ -227,7 +251,6 @@ fn a_map_dumped_at_exit_names_the_recording() {
     assert!(jit_functions(&live).is_empty(), "named live: {live}");
     run.send_line();
     let finished = run.finish();
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
 
     let replay = Running::vmatrace(&["replay", "--json", &file]).finish();
@@ -298,6 +321,7 @@ fn javascript_frames_are_named_from_nodes_perf_map() {
         ALLOC_JS,
     ]);
     let pid = field(&run.wait_stderr("allocated pid="), "pid") as u32;
+    let _map = PerfMapOf::written_already(pid);
     let allocated = run.wait_event(allocates);
     let functions = jit_functions(&allocated);
     assert!(
@@ -307,7 +331,6 @@ fn javascript_frames_are_named_from_nodes_perf_map() {
     );
     run.send_line();
     let finished = run.finish();
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
     assert_eq!(finished.code(), 0, "{}", finished.stderr_text());
     assert!(
         !finished
