@@ -729,6 +729,45 @@ mod tests {
         assert_eq!(Symbols::default().naming_hint(pid, "c", &plain), None);
     }
 
+    /// A stack printed before its process wrote a perf map is named once
+    /// the map is there (`jcmd PID Compiler.perfmap` later on).
+    #[test]
+    fn a_remembered_stack_is_named_when_a_map_appears() {
+        // A pid no process has (above pid_max); its "map" a file of this
+        // test.
+        let pid = 4_194_304 + 99 + std::process::id() % 1000;
+        let path = format!("/tmp/perf-{pid}.map");
+        let _ = std::fs::remove_file(&path);
+        let owner = MapOwner {
+            uid: unsafe { libc::geteuid() },
+            ns_pid: pid,
+        };
+        let raw = RawStack {
+            pid,
+            id: 3,
+            addrs: vec![0x5008],
+            files: vec![None],
+            jit: vec![true],
+            owner: Some(owner),
+        };
+        let mut symbols = Symbols::default();
+        let first = symbols.symbolize(&raw);
+        assert!(runtimes::is_unnamed_jit(&first.frames[0]), "{first:?}");
+        let (same, renamed) = symbols.cached_or_renamed(pid, 3).unwrap();
+        assert!(!renamed && same.frames[0].function.is_none());
+        std::fs::write(&path, "5000 10 JS:~fillCache /srv/app.js:2:19\n").unwrap();
+        let (named, renamed) = symbols.cached_or_renamed(pid, 3).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(renamed);
+        assert_eq!(
+            named.frames[0].function.as_deref(),
+            Some("JS:~fillCache /srv/app.js:2:19")
+        );
+        assert_eq!(named.frames[0].offset, 8);
+        assert!(!symbols.cached_or_renamed(pid, 3).unwrap().1, "named once");
+        assert!(symbols.renamed_since().is_empty());
+    }
+
     #[test]
     fn stacks_that_reach_a_root_are_whole() {
         assert!(
