@@ -309,6 +309,9 @@ fn javascript_frames_are_named_from_nodes_perf_map() {
     let node = node();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("node.vmat").display().to_string();
+    // --perf-basic-prof also writes V8's log, by default in the working
+    // directory: into the test's own.
+    let v8_log = format!("--logfile={}", dir.path().join("v8.log").display());
     let mut run = Running::vmatrace(&[
         "--json",
         "--stacks",
@@ -318,6 +321,8 @@ fn javascript_frames_are_named_from_nodes_perf_map() {
         &node,
         "--perf-basic-prof",
         "--interpreted-frames-native-stack",
+        "--no-logfile-per-isolate",
+        &v8_log,
         ALLOC_JS,
     ]);
     let pid = field(&run.wait_stderr("allocated pid="), "pid") as u32;
