@@ -13,7 +13,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
-    io::Read,
+    io::{Read, Seek, SeekFrom},
     os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::Arc,
@@ -30,7 +30,7 @@ const MAX_PROCESSES: usize = 256;
 /// The code a perf map names, without overlaps: where lines overlap, the
 /// later line wins, as perf itself reads them (code freed and the space
 /// reused for other code).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PerfMap {
     /// Start -> (end, name, where the named code begins): a range may be
     /// the rest of code a later line cut.
@@ -41,6 +41,12 @@ impl PerfMap {
     /// Parses a map's text; lines that do not parse are skipped.
     pub fn parse(text: &[u8]) -> PerfMap {
         let mut map = PerfMap::default();
+        map.extend(text);
+        map
+    }
+
+    /// Adds the lines of `text`, later than those read before.
+    fn extend(&mut self, text: &[u8]) {
         let mut names: HashMap<&[u8], Arc<str>> = HashMap::new();
         for line in text.split(|b| *b == b'\n') {
             let Some((start, size, name)) = parse_line(line) else {
@@ -53,9 +59,8 @@ impl PerfMap {
                 .entry(name)
                 .or_insert_with(|| String::from_utf8_lossy(name).into())
                 .clone();
-            map.insert(start, end, name);
+            self.insert(start, end, name);
         }
-        map
     }
 
     /// The name of the code at `addr`, and `addr`'s offset in it.
@@ -175,7 +180,23 @@ struct Kept {
     stamp: Option<Stamp>,
     state: MapState,
     generation: u64,
+    /// How far the file was read, when it was.
+    read: Option<ReadUpTo>,
 }
+
+/// How far a map file was read: its whole lines up to `len`, of which
+/// `tail` are the last bytes. A map that grew with the same inode and the
+/// same bytes at `len` was appended to (Node, Python): only the rest is
+/// read. Anything else (the JVM writing its map anew) is read whole.
+#[derive(Clone, Debug)]
+struct ReadUpTo {
+    ino: u64,
+    len: u64,
+    tail: Vec<u8>,
+}
+
+/// Bytes before the end of what was read that must still be there.
+const TAIL_BYTES: usize = 64;
 
 /// Each process's perf map, read when a stack first needs it and again
 /// when the file changed (a map written by `jcmd` after vmatrace started,
@@ -216,12 +237,19 @@ impl PerfMaps {
             return kept.state.clone();
         }
         self.generations += 1;
-        let state = match open_map(path, owner) {
-            None => MapState::Missing,
-            Some((Ok(file), _)) => read_map(file, self.generations),
-            Some((Err(refused), _)) => MapState::Refused(refused),
+        let before = self.by_pid.get(&pid).and_then(|kept| match &kept.state {
+            MapState::Read(map, _) => Some((map.clone(), kept.read.clone()?)),
+            _ => None,
+        });
+        let (state, read) = match open_map(path, owner) {
+            None => (MapState::Missing, None),
+            Some((Ok(file), _)) => match read_map(file, stamp.0, before) {
+                Ok((map, read)) => (MapState::Read(Arc::new(map), self.generations), Some(read)),
+                Err(e) => (MapState::Refused(format!("reading it failed: {e}")), None),
+            },
+            Some((Err(refused), _)) => (MapState::Refused(refused), None),
         };
-        self.keep(pid, Some(stamp), state.clone());
+        self.keep(pid, Some(stamp), state.clone(), read);
         state
     }
 
@@ -229,7 +257,7 @@ impl PerfMaps {
         self.by_pid.get(&pid).map(|k| k.state.clone())
     }
 
-    fn keep(&mut self, pid: u32, stamp: Option<Stamp>, state: MapState) {
+    fn keep(&mut self, pid: u32, stamp: Option<Stamp>, state: MapState, read: Option<ReadUpTo>) {
         if self.by_pid.len() >= MAX_PROCESSES && !self.by_pid.contains_key(&pid) {
             let oldest = self
                 .by_pid
@@ -246,6 +274,7 @@ impl PerfMaps {
                 stamp,
                 state,
                 generation: self.generations,
+                read,
             },
         );
     }
@@ -307,12 +336,55 @@ fn open_map(path: &Path, owner: MapOwner) -> Option<(Result<File, String>, Stamp
     Some((Ok(file), stamp))
 }
 
-fn read_map(file: File, generation: u64) -> MapState {
-    let mut text = Vec::new();
-    match file.take(MAX_MAP_BYTES).read_to_end(&mut text) {
-        Ok(_) => MapState::Read(Arc::new(PerfMap::parse(&text)), generation),
-        Err(e) => MapState::Refused(format!("reading it failed: {e}")),
+/// Reads the map: only what was appended since `before`, if that is all
+/// that changed, else the whole file; whole lines only (a writer may be
+/// in the middle of one), `MAX_MAP_BYTES` at most.
+fn read_map(
+    mut file: File,
+    ino: u64,
+    before: Option<(Arc<PerfMap>, ReadUpTo)>,
+) -> std::io::Result<(PerfMap, ReadUpTo)> {
+    if let Some((map, read)) = before.filter(|(_, read)| read.ino == ino)
+        && let Some(appended) = read_appended(&mut file, &read)?
+    {
+        let mut map = (*map).clone();
+        let lines = whole_lines(&appended);
+        map.extend(lines);
+        let mut tail = read.tail;
+        tail.extend_from_slice(lines);
+        return Ok((map, up_to(ino, read.len + lines.len() as u64, tail)));
     }
+    file.seek(SeekFrom::Start(0))?;
+    let mut text = Vec::new();
+    file.take(MAX_MAP_BYTES).read_to_end(&mut text)?;
+    let lines = whole_lines(&text);
+    Ok((
+        PerfMap::parse(lines),
+        up_to(ino, lines.len() as u64, lines.to_vec()),
+    ))
+}
+
+/// The bytes after `read.len`, if the file still has `read.tail` right
+/// before them.
+fn read_appended(file: &mut File, read: &ReadUpTo) -> std::io::Result<Option<Vec<u8>>> {
+    let from = read.len - read.tail.len() as u64;
+    file.seek(SeekFrom::Start(from))?;
+    let mut text = Vec::new();
+    file.take(MAX_MAP_BYTES.saturating_sub(from))
+        .read_to_end(&mut text)?;
+    Ok(text.strip_prefix(read.tail.as_slice()).map(<[u8]>::to_vec))
+}
+
+/// `text` up to its last line break, included.
+fn whole_lines(text: &[u8]) -> &[u8] {
+    let end = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    &text[..end]
+}
+
+fn up_to(ino: u64, len: u64, mut tail: Vec<u8>) -> ReadUpTo {
+    let cut = tail.len().saturating_sub(TAIL_BYTES);
+    tail.drain(..cut);
+    ReadUpTo { ino, len, tail }
 }
 
 #[cfg(test)]
@@ -423,6 +495,44 @@ mod tests {
         };
         assert_eq!((kept.len(), generation), (2, second));
         assert!(matches!(maps.get(pid, None), MapState::Read(..)));
+    }
+
+    /// Node appends to its map as it compiles: the new lines are read,
+    /// not the whole file again, and a line being written waits; a map
+    /// written anew is read whole.
+    #[test]
+    fn an_appended_map_is_read_from_where_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("perf-1.map");
+        std::fs::write(&path, "1000 10 first\n2000 10 sec").unwrap();
+        let open = || File::open(&path).unwrap();
+        let (map, read) = read_map(open(), 7, None).unwrap();
+        assert_eq!(
+            (map.len(), read.len),
+            (1, 14),
+            "the line being written waits"
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"ond\n3000 10 third\n").unwrap();
+        let (map, read) = read_map(open(), 7, Some((Arc::new(map), read))).unwrap();
+        assert_eq!(map.len(), 3);
+        assert_eq!(&**map.lookup(0x2000).unwrap().0, "second");
+        assert_eq!(read.len, 43);
+        // Written anew, longer: the bytes before the end read differ.
+        std::fs::write(
+            &path,
+            "1000 10 other\n2000 10 second\n3000 10 third\n4000 1 x\n",
+        )
+        .unwrap();
+        let (map, _) = read_map(open(), 7, Some((Arc::new(map), read.clone()))).unwrap();
+        assert_eq!(&**map.lookup(0x1000).unwrap().0, "other");
+        assert_eq!(map.len(), 4);
+        // Another file (inode): read whole.
+        let (map, _) = read_map(open(), 8, Some((Arc::new(PerfMap::default()), read))).unwrap();
+        assert_eq!(map.len(), 4);
     }
 
     #[test]
