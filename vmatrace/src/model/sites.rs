@@ -9,7 +9,10 @@ use vmatrace_common::Event;
 use crate::{
     model::detect,
     model::processes::Applied,
-    stacks::symbols::{Frame, Stack},
+    stacks::{
+        runtimes::{self, Runtime},
+        symbols::{Frame, Stack},
+    },
 };
 
 /// Call sites, by the first frame outside the C library and the loader:
@@ -75,18 +78,30 @@ impl Sites {
 }
 
 /// The first frame outside libc and the loader: where the program (or
-/// its allocator) made the call. Frames nothing is known of (a walk through
-/// code without frame pointers ends in such) are passed over; a stack
-/// entirely inside libc and the loader (the loader's own mappings) is
-/// named by its outermost known frame.
+/// its allocator) made the call. In a language runtime (the JVM, Node,
+/// Python 3.12+, .NET) the first frame past its native layer too (the
+/// JVM's libraries and JNI entry points, its interpreter and stubs; V8's
+/// builtins): the first frame of the application's code, named from the
+/// perf map (`FileChannelImpl.mapInternal`); a stack with no such frame is
+/// named as without a runtime. Frames nothing is known of (a walk through
+/// code without frame pointers ends in such; generated code no perf map
+/// named) are passed over; a stack entirely inside libc and the loader
+/// (the loader's own mappings) is named by its outermost known frame.
 pub fn site_of(stack: &Stack) -> String {
-    first_outside(stack, |_| false)
+    let runtime = Runtime::of_frames(&stack.frames);
+    let glue =
+        |f: &Frame| runtimes::is_runtime_glue(f, runtime) || is_native_method_wrapper(f, stack);
+    first_outside(stack, glue)
+        .or_else(|| first_outside(stack, runtimes::is_runtime_os_layer))
+        .or_else(|| first_outside(stack, |_| false))
+        .unwrap_or_else(|| outermost_known(stack))
 }
 
-/// The site, and past an allocator the code that drove it
-/// (`libjemalloc.so.2+0x94cca <- decrRefCount`): what a folded line of
-/// SPLITs names, so that a storm inside an unnamed allocator frame still
-/// says whose it is.
+/// The site, and past an allocator (or a runtime's standard library) the
+/// code that drove it (`libjemalloc.so.2+0x94cca <- decrRefCount`,
+/// `FileChannelImpl.mapInternal <- IndexMapper.mapIndexFile`): what a
+/// folded line of SPLITs names, so that a storm inside an unnamed
+/// allocator frame still says whose it is.
 pub fn site_and_caller(stack: &Stack) -> String {
     let site = site_of(stack);
     match caller_of(stack) {
@@ -96,22 +111,68 @@ pub fn site_and_caller(stack: &Stack) -> String {
 }
 
 /// The first frame outside libc, the loader and the allocator (jemalloc,
-/// tcmalloc, mimalloc, glibc malloc): the code that asked for memory.
+/// tcmalloc, mimalloc, glibc malloc), and past a runtime's native layer and
+/// its standard library (the JDK's classes, Node's own modules): the code
+/// that asked for memory.
 pub fn caller_of(stack: &Stack) -> String {
-    first_outside(stack, is_allocator)
+    let runtime = Runtime::of_frames(&stack.frames);
+    let glue =
+        |f: &Frame| runtimes::is_runtime_glue(f, runtime) || is_native_method_wrapper(f, stack);
+    first_outside(stack, |f| {
+        is_allocator(f) || glue(f) || runtimes::is_runtime_library(f)
+    })
+    .or_else(|| first_outside(stack, |f| is_allocator(f) || glue(f)))
+    .or_else(|| {
+        first_outside(stack, |f| {
+            is_allocator(f) || runtimes::is_runtime_os_layer(f)
+        })
+    })
+    .or_else(|| first_outside(stack, is_allocator))
+    .unwrap_or_else(|| outermost_known(stack))
 }
 
-fn first_outside(stack: &Stack, also_skip: impl Fn(&Frame) -> bool) -> String {
-    let known = || stack.frames.iter().filter(|f| f.module.is_some());
-    known()
+/// The first known frame outside libc, the loader and what `also_skip`
+/// says.
+fn first_outside(stack: &Stack, also_skip: impl Fn(&Frame) -> bool) -> Option<String> {
+    stack
+        .frames
+        .iter()
+        .filter(|f| f.module.is_some() && !runtimes::is_unnamed_jit(f))
         .find(|f| !f.module.as_deref().is_some_and(is_libc_or_loader) && !also_skip(f))
-        .or_else(|| known().next_back())
+        .map(name_of)
+}
+
+fn outermost_known(stack: &Stack) -> String {
+    stack
+        .frames
+        .iter()
+        .rfind(|f| f.module.is_some() && !runtimes::is_unnamed_jit(f))
         .map(name_of)
         .unwrap_or_else(|| "??".into())
 }
 
+/// The JVM's compiled wrapper of a `native` Java method, whose C function
+/// (`Java_sun_nio_ch_FileChannelImpl_map0` for
+/// `sun.nio.ch.FileChannelImpl.map0`) the stack holds too: glue between
+/// the Java caller and the C code.
+fn is_native_method_wrapper(f: &Frame, stack: &Stack) -> bool {
+    let (true, Some(function)) = (runtimes::is_jit(f), &f.function) else {
+        return false;
+    };
+    let Some(method) = runtimes::java_method(function) else {
+        return false;
+    };
+    let jni = format!("Java_{}", method.replace('_', "_1").replace('.', "_"));
+    stack.frames.iter().any(|other| {
+        other.function.as_deref().is_some_and(|name| {
+            name == jni || name.strip_prefix(&jni).is_some_and(|r| r.starts_with("__"))
+        })
+    })
+}
+
 fn name_of(f: &Frame) -> String {
     match (&f.function, &f.module) {
+        (Some(function), _) if runtimes::is_jit(f) => runtimes::short_name(function),
         (Some(function), _) => function.clone(),
         (None, Some(module)) => {
             // Unnamed: its place in its file, the same in every process.
@@ -279,5 +340,94 @@ mod tests {
         );
         let own = Stack::new(vec![frame("punch_hole", "/app")]);
         assert_eq!(site_and_caller(&own), "punch_hole");
+    }
+
+    fn jit(function: Option<&str>) -> Frame {
+        Frame {
+            function: function.map(str::to_string),
+            module: Some(crate::stacks::symbols::JIT_MODULE.into()),
+            ..frame("x", "")
+        }
+    }
+
+    /// Debian's openjdk-17 mapping an index file (the stack vmatrace
+    /// printed, with and without `jcmd PID Compiler.perfmap`).
+    fn jvm_stack(named: bool) -> Stack {
+        let jdk = "/usr/lib/jvm/java-17-openjdk-amd64/lib";
+        let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+        let java = |name: &str| jit(named.then_some(name));
+        Stack::new(vec![
+            frame("mmap", libc),
+            frame(
+                "Java_sun_nio_ch_FileChannelImpl_map0",
+                &format!("{jdk}/libnio.so"),
+            ),
+            java("long sun.nio.ch.FileChannelImpl.map0(int, long, long, boolean)"),
+            java(
+                "sun.nio.ch.FileChannelImpl$Unmapper sun.nio.ch.FileChannelImpl.mapInternal(java.nio.channels.FileChannel$MapMode, long, long, int, boolean)",
+            ),
+            java(
+                "java.nio.MappedByteBuffer sun.nio.ch.FileChannelImpl.map(java.nio.channels.FileChannel$MapMode, long, long)",
+            ),
+            java("java.nio.MappedByteBuffer IndexMapper.mapIndexFile(java.nio.file.Path)"),
+            java("Interpreter"),
+            java("StubRoutines (1)"),
+            frame(
+                "JavaCalls::call_helper(JavaValue*, methodHandle const&, JavaCallArguments*, JavaThread*)",
+                &format!("{jdk}/server/libjvm.so"),
+            ),
+            frame("JavaMain", &format!("{jdk}/libjli.so")),
+            frame("start_thread", libc),
+        ])
+    }
+
+    #[test]
+    fn a_java_site_is_the_first_java_frame_past_the_jvm() {
+        let named = jvm_stack(true);
+        assert_eq!(site_of(&named), "FileChannelImpl.mapInternal");
+        assert_eq!(caller_of(&named), "IndexMapper.mapIndexFile");
+        assert_eq!(
+            site_and_caller(&named),
+            "FileChannelImpl.mapInternal <- IndexMapper.mapIndexFile"
+        );
+        // No perf map: the JNI function, as before.
+        let unnamed = jvm_stack(false);
+        assert_eq!(
+            site_and_caller(&unnamed),
+            "Java_sun_nio_ch_FileChannelImpl_map0"
+        );
+        // The JVM's own calls (a thread's guard pages) name the JVM
+        // function past its os:: layer.
+        let libjvm = "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so";
+        let guard = Stack::new(vec![
+            frame("mmap", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            frame("os::pd_commit_memory(char*, unsigned long, bool)", libjvm),
+            frame("StackOverflow::create_stack_guard_pages()", libjvm),
+        ]);
+        assert_eq!(site_of(&guard), "StackOverflow::create_stack_guard_pages()");
+    }
+
+    #[test]
+    fn a_node_site_is_the_first_javascript_past_v8() {
+        let node = "/usr/bin/node";
+        let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+        let stack = Stack::new(vec![
+            frame("mmap", libc),
+            frame("__libc_calloc", libc),
+            frame(
+                "node::NodeArrayBufferAllocator::Allocate(unsigned long)",
+                node,
+            ),
+            frame("Builtins_ConstructHandler", node),
+            jit(Some("BytecodeHandler:Construct")),
+            jit(None),
+            jit(Some("JS:~alloc node:buffer:391:30")),
+            jit(Some("JS:~makeBuffers /srv/alloc.js:1:21")),
+            frame("Builtins_JSEntryTrampoline", node),
+        ]);
+        assert_eq!(
+            site_and_caller(&stack),
+            "alloc (node:buffer:391) <- makeBuffers (alloc.js:1)"
+        );
     }
 }

@@ -10,7 +10,7 @@ use vmatrace_common::{Call, Event};
 
 use crate::{
     model::{detect, processes::Applied, processes::comm_str},
-    stacks::symbols::Stack,
+    stacks::symbols::{JIT_MODULE, Stack},
 };
 
 /// What a stack's width stands for.
@@ -141,6 +141,9 @@ fn fold(event: &Event, stack: &Stack) -> String {
     parts.extend(stack.frames.iter().rev().map(|frame| {
         let name = match (&frame.function, &frame.module) {
             (Some(function), _) => function.clone(),
+            // Generated code no perf map named: one `[jit]` frame, not an
+            // offset in a file it is not in.
+            (None, Some(module)) if module == JIT_MODULE => JIT_MODULE.into(),
             (None, Some(module)) => {
                 let file = module.rsplit('/').next().unwrap_or(module);
                 format!("{file}+{:#x}", frame.offset)

@@ -324,6 +324,19 @@ impl Output {
         }
     }
 
+    /// Something the reader can do to get more out of the trace, said once
+    /// (how to name a process's JIT frames): on stderr beside the status
+    /// lines, or a `hint` object among the events with `--json`.
+    pub fn hint(&mut self, pid: u32, line: &str) -> io::Result<()> {
+        match self.format {
+            Format::Text => {
+                eprintln!("vmatrace: {line}");
+                Ok(())
+            }
+            Format::Json => self.json_line(&json!({"type": "hint", "pid": pid, "line": line})),
+        }
+    }
+
     /// A JSON object of its own among the events (`--json`).
     pub fn json_line(&mut self, value: &Value) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, value)?;

@@ -1,5 +1,7 @@
 //! User stacks: from the addresses the kernel captured to named frames.
 
+pub mod perf_map;
+pub mod runtimes;
 pub mod symbols;
 pub mod unwind;
 

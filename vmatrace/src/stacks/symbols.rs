@@ -2,7 +2,10 @@
 //! function, and file:line where debug info exists, for the main binary
 //! and shared libraries, PIE and ASLR included.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use blazesym::{
     Pid,
@@ -13,6 +16,16 @@ use blazesym::{
 };
 use serde::Serialize;
 
+use super::{
+    perf_map::{MapOwner, MapState, PerfMaps},
+    runtimes::{self, Runtime},
+};
+
+/// The module of a frame in anonymous executable memory: code a JIT
+/// compiler or an interpreter generated (named, if at all, from the
+/// process's perf map).
+pub const JIT_MODULE: &str = "[jit]";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Frame {
     pub addr: u64,
@@ -22,7 +35,8 @@ pub struct Frame {
     /// in the file `module` (printed `module+0xoffset`, for `addr2line` or
     /// a debug package later).
     pub offset: u64,
-    /// The ELF file the address is in.
+    /// The ELF file the address is in; `[jit]` for anonymous executable
+    /// memory (generated code, named from the process's perf map).
     pub module: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
@@ -72,6 +86,12 @@ pub struct RawStack {
     pub id: u32,
     pub addrs: Vec<u64>,
     pub files: Vec<Option<(Arc<str>, u64)>>,
+    /// Which addresses lie in anonymous executable memory (generated
+    /// code); empty when none does.
+    pub jit: Vec<bool>,
+    /// Who the process is, read while it lived, to find and trust its perf
+    /// map (when a frame is in generated code).
+    pub owner: Option<MapOwner>,
 }
 
 /// Symbolizes stacks, remembering each (pid, stack id) it has done: the
@@ -82,9 +102,19 @@ pub struct Symbols {
     /// rather than their symbol table alone.
     debug_info: bool,
     done: HashMap<(u32, u32), Arc<Stack>>,
+    /// The stacks with generated code no perf map named, and the
+    /// generation of their process's map they were named with (0: none):
+    /// named again when a newer map is read.
+    unnamed_jit: HashMap<(u32, u32), u64>,
     /// What was read of each module file (its build id, its debug file),
     /// by (device, inode): one entry however many processes map it.
     modules: HashMap<(u64, u64), Option<ModuleFile>>,
+    /// Each process's perf map, for its generated code.
+    perf_maps: PerfMaps,
+    /// Who each process with generated code in a stack is.
+    owners: HashMap<u32, MapOwner>,
+    /// The processes told how to name their generated code.
+    hinted: HashSet<u32>,
 }
 
 impl Default for Symbols {
@@ -113,12 +143,68 @@ impl Symbols {
             symbolizer,
             debug_info,
             done: HashMap::new(),
+            unnamed_jit: HashMap::new(),
             modules: HashMap::new(),
+            perf_maps: PerfMaps::default(),
+            owners: HashMap::new(),
+            hinted: HashSet::new(),
         }
     }
 
     pub fn cached(&self, pid: u32, stack_id: u32) -> Option<Arc<Stack>> {
         self.done.get(&(pid, stack_id)).cloned()
+    }
+
+    /// The stack remembered as (pid, id), its generated code named again
+    /// if the process's perf map changed since (a map written while the
+    /// process runs, e.g. by `jcmd PID Compiler.perfmap`): then `true`,
+    /// the stack is new to whoever records stacks.
+    pub fn cached_or_renamed(&mut self, pid: u32, stack_id: u32) -> Option<(Arc<Stack>, bool)> {
+        let key = (pid, stack_id);
+        let stack = self.done.get(&key)?.clone();
+        let Some(&named_with) = self.unnamed_jit.get(&key) else {
+            return Some((stack, false));
+        };
+        let owner = self.owners.get(&pid).copied();
+        let MapState::Read(map, generation) = self.perf_maps.get(pid, owner) else {
+            return Some((stack, false));
+        };
+        if generation == named_with {
+            return Some((stack, false));
+        }
+        let mut frames = stack.frames.clone();
+        for frame in frames.iter_mut().filter(|f| runtimes::is_jit(f)) {
+            if let Some((name, offset)) = map.lookup(frame.addr) {
+                frame.function = Some(name.to_string());
+                frame.offset = offset;
+            }
+        }
+        let renamed = Arc::new(Stack::new(frames));
+        self.remember(key, renamed.clone(), generation);
+        Some((renamed, true))
+    }
+
+    /// Every remembered stack whose generated code a newer perf map names:
+    /// at the end of a trace, for the recording (a map written since the
+    /// stack was printed, e.g. by `-XX:+DumpPerfMapAtExit` as the JVM
+    /// exits, names the stacks `report` and `replay` show).
+    pub fn renamed_since(&mut self) -> Vec<(u32, u32, Arc<Stack>)> {
+        let keys: Vec<(u32, u32)> = self.unnamed_jit.keys().copied().collect();
+        keys.into_iter()
+            .filter_map(|(pid, id)| match self.cached_or_renamed(pid, id) {
+                Some((stack, true)) => Some((pid, id, stack)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn remember(&mut self, key: (u32, u32), stack: Arc<Stack>, map_generation: u64) {
+        if stack.frames.iter().any(runtimes::is_unnamed_jit) {
+            self.unnamed_jit.insert(key, map_generation);
+        } else {
+            self.unnamed_jit.remove(&key);
+        }
+        self.done.insert(key, stack);
     }
 
     /// Remembers a stack symbolized elsewhere (read back from a trace).
@@ -134,6 +220,7 @@ impl Symbols {
     /// here); later ones take microseconds to milliseconds.
     pub fn symbolize(&mut self, raw: &RawStack) -> Arc<Stack> {
         let mut frames = self.through_process(raw.pid, &raw.addrs);
+        let map_generation = self.name_generated_code(raw, &mut frames);
         self.fill_from_files(&mut frames, &raw.files);
         if !self.debug_info {
             self.fill_from_debug_symbols(raw.pid, &mut frames, &raw.files);
@@ -141,12 +228,17 @@ impl Symbols {
         self.place_unnamed(raw.pid, &mut frames, &raw.files);
         name_mapped_modules(&mut frames, &raw.files);
         let stack = Arc::new(Stack::new(frames));
-        self.done.insert((raw.pid, raw.id), stack.clone());
+        self.remember((raw.pid, raw.id), stack.clone(), map_generation);
         stack
     }
 
     fn through_process(&self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
-        let source = Source::Process(Process::new(Pid::from(pid)));
+        let mut process = Process::new(Pid::from(pid));
+        // Perf maps are read by `name_generated_code`, safely: blazesym
+        // follows a link in /tmp and maps the file (a map rewritten while
+        // mapped would fault).
+        process.perf_map = false;
+        let source = Source::Process(process);
         let symbolized = self
             .symbolizer
             .symbolize(&source, Input::AbsAddr(addrs))
@@ -195,6 +287,73 @@ impl Symbols {
 }
 
 impl Symbols {
+    /// Marks the frames in anonymous executable memory as `[jit]` and names
+    /// them from the process's perf map, if it wrote one; returns the map's
+    /// generation (0: none).
+    fn name_generated_code(&mut self, raw: &RawStack, frames: &mut [Frame]) -> u64 {
+        if !raw.jit.iter().any(|jit| *jit) {
+            return 0;
+        }
+        if let Some(owner) = raw.owner {
+            self.owners.insert(raw.pid, owner);
+        }
+        let owner = self.owners.get(&raw.pid).copied();
+        let (map, generation) = match self.perf_maps.get(raw.pid, owner) {
+            MapState::Read(map, generation) => (Some(map), generation),
+            _ => (None, 0),
+        };
+        for (frame, _) in frames.iter_mut().zip(&raw.jit).filter(|(_, jit)| **jit) {
+            frame.module = Some(JIT_MODULE.into());
+            if let Some((name, offset)) = map.as_ref().and_then(|m| m.lookup(frame.addr)) {
+                frame.function = Some(name.to_string());
+                frame.offset = offset;
+            }
+        }
+        generation
+    }
+
+    /// Once per process whose stack runs code a perf map would name but
+    /// none did (generated code, or a runtime's interpreter loop): what
+    /// would name it (`jcmd PID Compiler.perfmap` for a JVM), or why its
+    /// map was not read.
+    pub fn naming_hint(&mut self, pid: u32, comm: &str, stack: &Stack) -> Option<String> {
+        let unnamed = stack
+            .frames
+            .iter()
+            .filter(|f| runtimes::is_unnamed_jit(f))
+            .count();
+        let interpreted = stack.frames.iter().any(runtimes::is_interpreter_loop);
+        if (unnamed == 0 && !interpreted) || self.hinted.contains(&pid) {
+            return None;
+        }
+        let runtime = Runtime::of_frames(&stack.frames);
+        let owner = self.owners.get(&pid).copied();
+        let how = runtime.map_or_else(
+            || format!("a perf map (/tmp/perf-{pid}.map) names its frames"),
+            |r| r.how_to_name(pid),
+        );
+        let state = self.perf_maps.get(pid, owner);
+        if unnamed == 0 && !matches!(state, MapState::Missing) {
+            // An interpreter loop in a process whose map names what it can.
+            return None;
+        }
+        self.hinted.insert(pid);
+        Some(match state {
+            MapState::Missing => {
+                let code = runtime.map_or("JIT code", Runtime::code_kind);
+                format!("pid {pid} ({comm}) runs {code} without a perf map: {how}")
+            }
+            MapState::Refused(why) => {
+                format!("pid {pid} ({comm}) has a perf map vmatrace did not read: {why}")
+            }
+            MapState::Read(..) => format!(
+                "pid {pid} ({comm}) has a perf map that does not name {unnamed} frame{} of \
+                 its JIT code (written before that code was generated?): {how}",
+                if unnamed == 1 { "" } else { "s" }
+            ),
+        })
+    }
+
     /// Names the frames still unnamed from the symbol table of their
     /// module's separate debug file, which has the functions a stripped
     /// library keeps out of its own (static ones, most of ld.so's).
@@ -417,6 +576,11 @@ pub fn format_stack(stack: &Stack) -> String {
     for (i, frame) in stack.frames.iter().enumerate() {
         let name = match (&frame.function, &frame.module) {
             (Some(function), _) => function.clone(),
+            // Generated code no perf map named: no file to place it in.
+            (None, Some(module)) if module == JIT_MODULE => {
+                text.push_str(&format!("    #{i:<2} {:#014x} {JIT_MODULE}\n", frame.addr));
+                continue;
+            }
             (None, Some(module)) => {
                 // An unnamed frame: where it is in its file.
                 let base = module.rsplit('/').next().unwrap_or(module);
@@ -520,6 +684,90 @@ mod tests {
         assert!(!text.contains("??"), "{text}");
     }
 
+    /// Generated code prints as `[jit]`, named or not, never `??`; a
+    /// process without a perf map is told once how to get one.
+    #[test]
+    fn generated_code_prints_as_jit_and_is_hinted_once() {
+        let libjvm = "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so";
+        let unnamed = Frame {
+            module: Some(JIT_MODULE.into()),
+            ..Frame::unknown(0x7f26_2c94_55da)
+        };
+        let named = Frame {
+            function: Some("void Kafka.map()".into()),
+            offset: 0x10,
+            ..unnamed.clone()
+        };
+        let stack = Stack::new(vec![
+            frame("mmap"),
+            unnamed,
+            named,
+            Frame {
+                module: Some(libjvm.into()),
+                ..frame("JavaCalls::call_helper")
+            },
+        ]);
+        let text = format_stack(&stack);
+        assert!(text.contains("#1  0x7f262c9455da [jit]\n"), "{text}");
+        assert!(
+            text.contains("#2  0x7f262c9455da void Kafka.map()+0x10 ([jit])"),
+            "{text}"
+        );
+        assert!(!text.contains("??"), "{text}");
+        let mut symbols = Symbols::default();
+        // A pid no process has: no map.
+        let pid = u32::MAX - 3;
+        let hint = symbols.naming_hint(pid, "java", &stack).expect("a hint");
+        assert!(
+            hint.starts_with(&format!(
+                "pid {pid} (java) runs JIT code without a perf map: jcmd {pid} Compiler.perfmap"
+            )),
+            "{hint}"
+        );
+        assert_eq!(symbols.naming_hint(pid, "java", &stack), None, "once");
+        let plain = Stack::new(vec![frame("munmap")]);
+        assert_eq!(Symbols::default().naming_hint(pid, "c", &plain), None);
+    }
+
+    /// A stack printed before its process wrote a perf map is named once
+    /// the map is there (`jcmd PID Compiler.perfmap` later on).
+    #[test]
+    fn a_remembered_stack_is_named_when_a_map_appears() {
+        // A pid no process has (above pid_max); its "map" a file of this
+        // test.
+        let pid = 4_194_304 + 99 + std::process::id() % 1000;
+        let path = format!("/tmp/perf-{pid}.map");
+        let _ = std::fs::remove_file(&path);
+        let owner = MapOwner {
+            uid: unsafe { libc::geteuid() },
+            ns_pid: pid,
+        };
+        let raw = RawStack {
+            pid,
+            id: 3,
+            addrs: vec![0x5008],
+            files: vec![None],
+            jit: vec![true],
+            owner: Some(owner),
+        };
+        let mut symbols = Symbols::default();
+        let first = symbols.symbolize(&raw);
+        assert!(runtimes::is_unnamed_jit(&first.frames[0]), "{first:?}");
+        let (same, renamed) = symbols.cached_or_renamed(pid, 3).unwrap();
+        assert!(!renamed && same.frames[0].function.is_none());
+        std::fs::write(&path, "5000 10 JS:~fillCache /srv/app.js:2:19\n").unwrap();
+        let (named, renamed) = symbols.cached_or_renamed(pid, 3).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(renamed);
+        assert_eq!(
+            named.frames[0].function.as_deref(),
+            Some("JS:~fillCache /srv/app.js:2:19")
+        );
+        assert_eq!(named.frames[0].offset, 8);
+        assert!(!symbols.cached_or_renamed(pid, 3).unwrap().1, "named once");
+        assert!(symbols.renamed_since().is_empty());
+    }
+
     #[test]
     fn stacks_that_reach_a_root_are_whole() {
         assert!(
@@ -560,6 +808,8 @@ mod tests {
             id: 1,
             addrs: vec![here],
             files: vec![None],
+            jit: Vec::new(),
+            owner: None,
         };
         let stack = symbols.symbolize(&raw);
         assert!(
@@ -586,6 +836,8 @@ mod tests {
             id: 7,
             addrs: vec![here],
             files: vec![file],
+            jit: Vec::new(),
+            owner: None,
         };
         let stack = Symbols::default().symbolize(&raw);
         assert!(

@@ -258,6 +258,17 @@ impl StackWalker {
         addrs
     }
 
+    /// Whether `addr` lies in anonymous executable memory: code a JIT
+    /// compiler or an interpreter generated (a `memfd:` file too, where
+    /// a runtime maps its code twice, writable and executable).
+    pub fn is_generated_code(&self, pid: u32, addr: u64) -> bool {
+        self.processes.get(&pid).is_some_and(|p| {
+            p.mappings
+                .iter()
+                .any(|m| m.range.contains(&addr) && is_anonymous(&m.path))
+        })
+    }
+
     fn is_code(&self, pid: u32, addr: u64) -> bool {
         self.processes
             .get(&pid)
@@ -450,6 +461,12 @@ fn code_mappings(maps: &str) -> Vec<CodeMapping> {
     out
 }
 
+/// A mapping without a file: no name, a named anonymous region
+/// (`[anon:...]`), or a memfd; not the kernel's `[vdso]` or `[vsyscall]`.
+fn is_anonymous(path: &str) -> bool {
+    path.is_empty() || path.starts_with("[anon") || path.starts_with("/memfd:")
+}
+
 /// The unwind sections of one ELF file.
 struct FileUnwindInfo {
     segments: Vec<Segment>,
@@ -540,6 +557,16 @@ mod tests {
                     7ff0-7ff8 rw-p 00000000 00:00 0 [stack]\n";
         let code = code_mappings(maps);
         assert_eq!(code.len(), 1);
+        let mut walker = StackWalker::new(UnwindMode::Fp);
+        walker.seed(
+            9,
+            "55e0-55f0 r-xp 00001000 08:01 1 /bin/x\n\
+             7f00-7f80 rwxp 00000000 00:00 0 \n\
+             7f80-7f90 r-xp 00000000 00:00 0 [vdso]\n",
+        );
+        assert!(walker.is_generated_code(9, 0x7f10), "JIT code");
+        assert!(!walker.is_generated_code(9, 0x55e8), "a file");
+        assert!(!walker.is_generated_code(9, 0x7f88), "the vDSO");
         assert_eq!(code[0].range, 0x55e0..0x55f0);
         assert_eq!(code[0].offset, 0x1000);
     }

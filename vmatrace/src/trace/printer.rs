@@ -181,6 +181,7 @@ fn print_loop(
     for line in printing.folder.close_second() {
         output.note(&line)?;
     }
+    printing.record_renamed_stacks();
     output.flush()?;
     Ok(output)
 }
@@ -208,6 +209,10 @@ impl Printing {
         let stack = match &new_stack {
             Some(raw) => {
                 let stack = self.symbols.symbolize(raw);
+                let comm = crate::model::processes::comm_str(&event.comm);
+                if let Some(hint) = self.symbols.naming_hint(raw.pid, &comm, &stack) {
+                    output.hint(raw.pid, &hint)?;
+                }
                 if let Some(recording) = &self.to.recording {
                     recording.record(&Record::Stack(StackRecord {
                         pid: raw.pid,
@@ -217,10 +222,23 @@ impl Printing {
                 }
                 Some(stack)
             }
-            None => event
-                .stack
-                .checked_sub(1)
-                .and_then(|id| self.symbols.cached(event.pid, id)),
+            None => {
+                let id = event.stack.checked_sub(1);
+                let found = id.and_then(|id| self.symbols.cached_or_renamed(event.pid, id));
+                match (found, id, &self.to.recording) {
+                    // Named again from a newer perf map: recorded again, and
+                    // readers take the last record of a stack.
+                    (Some((stack, true)), Some(id), Some(recording)) => {
+                        recording.record(&Record::Stack(StackRecord {
+                            pid: event.pid,
+                            id,
+                            stack: (*stack).clone(),
+                        }));
+                        Some(stack)
+                    }
+                    (found, ..) => found.map(|(stack, _)| stack),
+                }
+            }
         };
         if let (Some(sites), Some(stack)) = (&self.to.sites, &stack)
             && let Ok(mut sites) = sites.lock()
@@ -247,6 +265,24 @@ impl Printing {
             }
         }
         output.event(&event, &applied, limit, stack.as_deref(), shared_stack)
+    }
+}
+
+impl Printing {
+    /// The stacks a perf map written since they were printed names (a JVM
+    /// that dumps its map as it exits), recorded again: readers take a
+    /// stack's last record.
+    fn record_renamed_stacks(&mut self) {
+        let Some(recording) = &self.to.recording else {
+            return;
+        };
+        for (pid, id, stack) in self.symbols.renamed_since() {
+            recording.record(&Record::Stack(StackRecord {
+                pid,
+                id,
+                stack: (*stack).clone(),
+            }));
+        }
     }
 }
 

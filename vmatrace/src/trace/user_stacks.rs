@@ -17,6 +17,7 @@ use crate::{
     model::processes::Processes,
     stacks::{
         SharedStack,
+        perf_map::MapOwner,
         symbols::RawStack,
         unwind::{SentStack, StackWalker, UnwindMode},
     },
@@ -114,6 +115,9 @@ pub(super) struct UserStacks {
     next_id: u32,
     /// The last stack of each (pid, site), when stacks are sent by site.
     sites: HashMap<(u32, u32), SiteStack>,
+    /// Who each process whose stacks ran generated code is (its perf
+    /// map's owner), read at its first such stack, while it lives.
+    owners: HashMap<u32, Option<MapOwner>>,
     /// Events that said they had a stack whose record was not found (or,
     /// for a site's call, whose site's stack was not).
     pub(super) missing: u64,
@@ -133,6 +137,7 @@ impl UserStacks {
             ids: HashMap::new(),
             next_id: 0,
             sites: HashMap::new(),
+            owners: HashMap::new(),
             missing: 0,
             captured: 0,
             shared: 0,
@@ -169,11 +174,14 @@ impl UserStacks {
             None => {
                 let id = self.new_id(event.pid, &addrs);
                 let files = processes.files_of(event.pid, &addrs);
+                let (jit, owner) = self.generated_code(event.pid, &addrs);
                 let raw = RawStack {
                     pid: event.pid,
                     id,
                     addrs,
                     files,
+                    jit,
+                    owner,
                 };
                 (id, Some(raw))
             }
@@ -193,6 +201,21 @@ impl UserStacks {
             );
         }
         EventStack { new, shared: None }
+    }
+
+    /// Which of `addrs` are in generated code (empty if none is), and who
+    /// the process is, for its perf map: read now, while it lives (a
+    /// single read of /proc/PID/status, once per process).
+    fn generated_code(&mut self, pid: u32, addrs: &[u64]) -> (Vec<bool>, Option<MapOwner>) {
+        let jit: Vec<bool> = addrs
+            .iter()
+            .map(|a| self.walker.is_generated_code(pid, *a))
+            .collect();
+        if !jit.contains(&true) {
+            return (Vec::new(), None);
+        }
+        let owner = *self.owners.entry(pid).or_insert_with(|| MapOwner::of(pid));
+        (jit, owner)
     }
 
     /// The stack `site` sent last, for a call of it that sent none.
@@ -259,6 +282,7 @@ impl UserStacks {
         self.walker.forget(pid);
         self.walks.0.retain(|(p, ..), _| *p != pid);
         self.sites.retain(|(p, _), _| *p != pid);
+        self.owners.remove(&pid);
     }
 }
 
