@@ -382,8 +382,10 @@ pub mod names {
     pub const PT_REGS_IP_OFFSET: &str = "PT_REGS_IP_OFFSET";
     pub const PT_REGS_SP_OFFSET: &str = "PT_REGS_SP_OFFSET";
     pub const PT_REGS_BP_OFFSET: &str = "PT_REGS_BP_OFFSET";
+    pub const PT_REGS_LR_OFFSET: &str = "PT_REGS_LR_OFFSET";
     pub const SYSCALL_REGS: &str = "SYSCALL_REGS";
     pub const PT_REGS_NR_OFFSET: &str = "PT_REGS_NR_OFFSET";
+    pub const PT_REGS_NR_BYTES: &str = "PT_REGS_NR_BYTES";
     pub const PT_REGS_ARG_OFFSETS: &str = "PT_REGS_ARG_OFFSETS";
     pub const MM_OWNER_OFFSET: &str = "MM_OWNER_OFFSET";
     pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
@@ -391,7 +393,7 @@ pub mod names {
 }
 
 /// Entries of the `SYSCALL_CALLS` map: syscall numbers below this are
-/// looked up (the highest traced one, mseal, is 462 on x86-64).
+/// looked up (the highest traced one, mseal, is 462 on x86-64 and arm64).
 pub const SYSCALL_TABLE_SIZE: u32 = 1024;
 
 /// `SYSCALL_CALLS` values of the syscalls that build a new address space:
@@ -512,10 +514,15 @@ pub struct UserStack {
     pub tid: u32,
     pub enter_ns: u64,
     /// The user instruction pointer, stack pointer and frame pointer
-    /// (rbp) as the syscall left user mode (0 without a stack copy).
+    /// (rbp, x29) as the syscall left user mode (0 without a stack copy).
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    /// The link register (x30 on arm64: a syscall stub's caller, where
+    /// x86-64 has it at `sp`); 0 where there is none or without a copy.
+    /// Not in trace files (they hold symbolized stacks), so adding it
+    /// changed only what the two sides exchange.
+    pub lr: u64,
     /// How many bytes from `sp` on were read into [`UserStackCopy::bytes`]
     /// (0: no copy, or none were readable).
     pub len: u32,

@@ -33,8 +33,8 @@ use vmatrace_common::{
 
 use crate::{
     globals::{
-        MM_OWNER_OFFSET, PT_REGS_ARG_OFFSETS, PT_REGS_NR_OFFSET, SYSCALL_REGS, TASK_FLAGS_OFFSET,
-        TASK_TGID_OFFSET,
+        MM_OWNER_OFFSET, PT_REGS_ARG_OFFSETS, PT_REGS_NR_BYTES, PT_REGS_NR_OFFSET, SYSCALL_REGS,
+        TASK_FLAGS_OFFSET, TASK_TGID_OFFSET,
     },
     helpers::{count_lost, current_mm, is_traced, map_count},
     maps::{EVENTS, INFLIGHT, Inflight, SYSCALL_CALLS, thread_slot},
@@ -224,7 +224,15 @@ fn current_syscall(regs: Option<*const u8>) -> i64 {
         return change_nr::OUTSIDE;
     }
     let field = regs.wrapping_add(PT_REGS_NR_OFFSET.load() as usize) as *const i64;
-    match unsafe { bpf_probe_read_kernel(field) } {
+    let nr = unsafe { bpf_probe_read_kernel(field) }.map(|nr| {
+        // Only its low half (little-endian): the high half is padding.
+        if PT_REGS_NR_BYTES.load() == 4 {
+            i64::from(nr as i32)
+        } else {
+            nr
+        }
+    });
+    match nr {
         Ok(nr) if (0..SYSCALL_TABLE_SIZE as i64).contains(&nr) => nr,
         Ok(_) => change_nr::OUTSIDE,
         Err(_) => change_nr::UNKNOWN,

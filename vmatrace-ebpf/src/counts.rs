@@ -21,6 +21,25 @@
 //! every access; loads are not reordered with loads). Other architectures
 //! are not verified.
 //!
+//! arm64 does not give it yet (issue 23). Its BPF JIT
+//! (arch/arm64/net/bpf_jit_comp.c) turns the add whose result is unused
+//! (BPF_ADD, what `add` emits) into `stadd`, or an `ldxr`/`stxr` loop
+//! without LSE: no ordering at all; only the fetching add (BPF_ADD |
+//! BPF_FETCH) is fully ordered (`ldaddal`, or `ldxr`/`stlxr` and a
+//! `dmb ish`). Without it, another call's `exits` add can be seen before
+//! its changes of the count (they come before the mmap lock's release,
+//! which orders nothing after it), and this call's reads can pass its own
+//! `entries` add. The fix is to read `entries` with a fetching add of 0
+//! at entry (after the add) and at exit (before the `exits` add), but the
+//! fetching add cannot simply go into this object, the same on every
+//! kernel: LLVM refuses a used atomic result for BPF cpu v1 (what the
+//! object is built for), and Linux 5.10's verifier rejects any BPF_STX
+//! with a nonzero `imm` in a first pass over every instruction, reachable
+//! or not ("BPF_STX uses reserved fields"), so a read-only global cannot
+//! hide it. What remains: emit it (inline asm, or cpu v3) and have the
+//! x86-64 loader rewrite each fetching add of 0 into the plain load it
+//! stands for (same registers and offset), which keeps x86-64 as it is.
+//!
 //! The calls that change the count only now and then (mbind, io_setup,
 //! userfaultfd's ioctls, ...: `Call::is_watched`) are traced calls too, so
 //! the calls they overlap are inexact.

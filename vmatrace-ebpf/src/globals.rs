@@ -82,8 +82,13 @@ pub static SYSCALL_REGS: Global<u8> = Global::new(0);
 /// outside a syscall), from BTF.
 #[unsafe(no_mangle)]
 pub static PT_REGS_NR_OFFSET: Global<u64> = Global::new(120);
+/// The syscall number's size: 8 (`orig_ax`), or 4 (arm64's `syscallno`,
+/// an s32 beside padding the kernel does not clear).
+#[unsafe(no_mangle)]
+pub static PT_REGS_NR_BYTES: Global<u8> = Global::new(8);
 /// The offsets of the six syscall argument registers in `struct pt_regs`
-/// (di, si, dx, r10, r8, r9 on x86-64), from BTF.
+/// (di, si, dx, r10, r8, r9 on x86-64; orig_x0, regs[1..5] on arm64),
+/// from BTF.
 #[unsafe(no_mangle)]
 pub static PT_REGS_ARG_OFFSETS: Global<[u64; 6]> = Global::new([112, 104, 96, 56, 72, 64]);
 /// `offsetof(struct mm_struct, owner)` (CONFIG_MEMCG) and

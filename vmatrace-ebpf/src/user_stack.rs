@@ -38,7 +38,8 @@ pub static USER_STACK_COPIES: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024,
 /// most `USER_STACK_COPY_MAX`); 0: no copies at all.
 #[unsafe(no_mangle)]
 pub static USER_STACK_BYTES: Global<u32> = Global::new(0);
-/// `offsetof(struct task_struct, thread.fsbase)`, from BTF (0: unknown).
+/// Where the user thread pointer is in `task_struct`, from BTF:
+/// `thread.fsbase` on x86-64, `thread.uw.tp_value` on arm64 (0: unknown).
 #[unsafe(no_mangle)]
 pub static TASK_FSBASE_OFFSET: Global<u64> = Global::new(0);
 /// `offsetof(struct mm_struct, start_stack)`, from BTF.
@@ -52,6 +53,10 @@ pub static PT_REGS_IP_OFFSET: Global<u64> = Global::new(128);
 pub static PT_REGS_SP_OFFSET: Global<u64> = Global::new(152);
 #[unsafe(no_mangle)]
 pub static PT_REGS_BP_OFFSET: Global<u64> = Global::new(32);
+/// The link register's offset (arm64's `regs[30]`), where a syscall
+/// stub's caller is; 0 where it is at the stack pointer (x86-64).
+#[unsafe(no_mangle)]
+pub static PT_REGS_LR_OFFSET: Global<u64> = Global::new(0);
 
 /// Bytes waiting in `USER_STACK_COPIES` past which the event after a
 /// stack wakes userspace (a quarter of the ring; 0: never).
@@ -73,7 +78,8 @@ pub static STACK_SITES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1638
 
 /// The site of the calling thread's call, when stacks are sent by site (0
 /// otherwise, or when the registers cannot be read): where the syscall
-/// stub returns to (the word at the stack pointer, as the copies read it),
+/// stub returns to (the link register where there is one, arm64; else the
+/// word at the stack pointer, as the copies read it),
 /// the stub itself (the instruction pointer), how deep the stack is (from
 /// its top, as `copy_stack` finds it, so the same path has the same depth
 /// in every thread; the stack pointer itself where the top is not known)
@@ -102,14 +108,19 @@ pub fn site_of(mm: u64, tops: StackTops) -> u32 {
         return 0;
     }
     let ip = read_reg(PT_REGS_IP_OFFSET.load());
+    let lr_offset = PT_REGS_LR_OFFSET.load();
     let mut returns_to = 0u64;
-    unsafe {
-        bpf_probe_read_user(
-            &raw mut returns_to as *mut _,
-            8,
-            sp as *const core::ffi::c_void,
-        )
-    };
+    if lr_offset != 0 {
+        returns_to = read_reg(lr_offset);
+    } else {
+        unsafe {
+            bpf_probe_read_user(
+                &raw mut returns_to as *mut _,
+                8,
+                sp as *const core::ffi::c_void,
+            )
+        };
+    }
     let top = tops.of(sp);
     let depth = if top > sp && top - sp < 8 << 20 {
         top - sp
@@ -188,6 +199,7 @@ pub fn send_for<C: EbpfContext>(ctx: &C, event: &Event, tops: StackTops) -> bool
         (*stack).ip = 0;
         (*stack).sp = 0;
         (*stack).bp = 0;
+        (*stack).lr = 0;
         (*stack).len = 0;
     }
     entry.submit(BPF_RB_NO_WAKEUP as u64);
@@ -299,6 +311,7 @@ unsafe fn copy_registers_and_stack<const N: usize>(
         (*copy).stack.ip = 0;
         (*copy).stack.sp = 0;
         (*copy).stack.bp = 0;
+        (*copy).stack.lr = 0;
         (*copy).stack.len = 0;
     }
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
@@ -317,6 +330,10 @@ unsafe fn copy_registers_and_stack<const N: usize>(
         (*copy).stack.ip = read_reg(PT_REGS_IP_OFFSET.load());
         (*copy).stack.sp = sp;
         (*copy).stack.bp = read_reg(PT_REGS_BP_OFFSET.load());
+        let lr_offset = PT_REGS_LR_OFFSET.load();
+        if lr_offset != 0 {
+            (*copy).stack.lr = read_reg(lr_offset);
+        }
         (*copy).stack.len = copy_stack::<N>((*copy).bytes.as_mut_ptr(), sp, wanted, tops) as u32;
     }
     true
@@ -384,7 +401,7 @@ impl StackTops {
     }
 }
 
-/// `current->thread.fsbase` (0 if unknown).
+/// The calling thread's user thread pointer (0 if unknown).
 #[inline(always)]
 fn thread_pointer() -> u64 {
     let offset = TASK_FSBASE_OFFSET.load();

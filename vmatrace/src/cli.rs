@@ -6,13 +6,15 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::kernel::{btf::DEFAULT_BTF_PATH, probes::CountModeChoice};
 
-/// `0.1.0 (git 443274d1a2b3 2026-11-29)`: the release and the commit it
-/// was built from (vmatrace/build.rs), so a binary copied to a production
-/// box still says which source it is.
+/// `0.1.0 (git 443274d1a2b3 2026-11-29, x86_64)`: the release, the commit
+/// it was built from (vmatrace/build.rs) and the architecture, so a binary
+/// copied to a production box still says which source and build it is.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (",
     env!("VMATRACE_COMMIT"),
+    ", ",
+    crate::arch::name_literal!(),
     ")"
 );
 

@@ -16,11 +16,14 @@
 //!   status lines, the summary, `--top`, plots.
 //! - [`tracefile`]: the recording format, its writer and its reader.
 //! - [`readback`]: `replay`, `report` and `export` of recordings.
+//! - [`arch`]: what differs between x86-64 and arm64 (registers, thread
+//!   pointer, unwinder), a leaf.
 //!
 //! Dependencies point down this list's reverse: `kernel` and `stacks` know
-//! nothing of the rest, `model` builds on them, `tracefile` and `output` on
-//! `model`, and `trace` and `readback` tie everything together.
+//! nothing of the rest but `arch`, `model` builds on them, `tracefile` and
+//! `output` on `model`, and `trace` and `readback` tie everything together.
 
+pub mod arch;
 pub mod bytes;
 pub mod cli;
 pub mod error;

@@ -40,6 +40,9 @@ use crate::{elf, setup, workspace_root};
 
 /// The static target; `setup::ensure_target` adds it to the toolchain.
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
+/// The ELF machine of `TARGET`'s binaries: the archives named x86_64 and
+/// amd64 must hold nothing else (issue 23 adds an aarch64 build beside).
+const TARGET_MACHINE: u16 = elf::EM_X86_64;
 
 /// Where everything is written, relative to the workspace.
 const DIST_DIR: &str = "target/dist";
@@ -83,20 +86,25 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
                 "usage: cargo xtask dist\n\
                  \nBuilds the static binary ({TARGET}, eBPF programs embedded) and packs it\
                  \nwith the README, ARCHITECTURE.md, docs/, the man page, the completions and deploy/ into\
-                 \n{DIST_DIR}/vmatrace-VERSION-x86_64-linux.tar.gz and {DIST_DIR}/vmatrace_VERSION_amd64.deb."
+                 \n{DIST_DIR}/vmatrace-VERSION-x86_64-linux.tar.gz and {DIST_DIR}/vmatrace_VERSION_amd64.deb;\
+                 \nthen the static arm64 binary ({AARCH64_TARGET}; not packed yet)."
             );
             return Ok(ExitCode::SUCCESS);
         }
         bail!("cargo xtask dist takes no arguments (got {arg:?})");
     }
-    let dist = build(&setup::ensure()?)?;
-    let size = fs::metadata(&dist.binary)?.len();
-    println!(
-        "{}  {:.1} MB, {}",
-        dist.binary.display(),
-        size as f64 / 1e6,
-        elf::linking_of(&dist.binary)?.describe()
-    );
+    let tools = setup::ensure()?;
+    let dist = build(&tools)?;
+    let arm64 = aarch64_static_binary(&tools)?;
+    for binary in [&dist.binary, &arm64] {
+        let size = fs::metadata(binary)?.len();
+        println!(
+            "{}  {:.1} MB, {}",
+            binary.display(),
+            size as f64 / 1e6,
+            elf::linking_of(binary)?.describe()
+        );
+    }
     println!("{}", dist.tarball.display());
     println!("{}", dist.deb.display());
     Ok(ExitCode::SUCCESS)
@@ -169,8 +177,12 @@ pub fn static_binary(tools: &setup::Tools) -> Result<PathBuf> {
 }
 
 /// Fails unless `binary`'s ELF headers name no interpreter and no shared
-/// library.
+/// library, and the target's machine.
 pub fn check_static(binary: &Path) -> Result<()> {
+    check_static_for(binary, TARGET, TARGET_MACHINE)
+}
+
+fn check_static_for(binary: &Path, target: &str, machine: u16) -> Result<()> {
     let linking = elf::linking_of(binary)?;
     ensure!(
         linking.is_static(),
@@ -178,8 +190,68 @@ pub fn check_static(binary: &Path) -> Result<()> {
         binary.display(),
         linking.describe()
     );
+    ensure!(
+        linking.machine == machine,
+        "{} is for ELF machine {}, not {target}'s {machine}",
+        binary.display(),
+        linking.machine
+    );
     eprintln!("xtask: {}: {}", binary.display(), linking.describe());
     Ok(())
+}
+
+/// The static arm64 target, built beside `TARGET` (issue 23).
+pub const AARCH64_TARGET: &str = "aarch64-unknown-linux-musl";
+
+/// `cargo build --release --target aarch64-unknown-linux-musl` with
+/// Debian's cross gcc and musl's arm64 headers (`setup::ensure_aarch64_cross`),
+/// checked static and arm64; where `qemu-aarch64` (Debian's qemu-user) is
+/// installed it is started too, and must say it is the aarch64 build.
+pub fn aarch64_static_binary(tools: &setup::Tools) -> Result<PathBuf> {
+    setup::ensure_target(AARCH64_TARGET)?;
+    let cross = setup::ensure_aarch64_cross(tools)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let args = [
+        "build",
+        "--release",
+        "--locked",
+        "--target",
+        AARCH64_TARGET,
+        "--package",
+        "vmatrace",
+        "--bin",
+        "vmatrace",
+    ];
+    eprintln!("xtask: {cargo} {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("PATH", tools.path_env())
+        .env("VMATRACE_TOOLS_DIR", &tools.dir)
+        .envs(cross)
+        .status()
+        .context("running cargo build for aarch64")?;
+    ensure!(status.success(), "the aarch64 build failed ({status})");
+    let binary = workspace_root()
+        .join("target")
+        .join(AARCH64_TARGET)
+        .join("release/vmatrace");
+    check_static_for(&binary, AARCH64_TARGET, elf::EM_AARCH64)?;
+    if let Ok(out) = Command::new("qemu-aarch64")
+        .arg(&binary)
+        .arg("--version")
+        .output()
+    {
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        ensure!(
+            out.status.success() && said.ends_with(", aarch64)"),
+            "{} under qemu-aarch64 says {said:?} ({})",
+            binary.display(),
+            out.status
+        );
+        eprintln!("xtask: {}: {said} (under qemu-aarch64)", binary.display());
+    }
+    Ok(binary)
 }
 
 /// `vmatrace --version`, which also shows the binary starts at all.

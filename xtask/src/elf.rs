@@ -2,8 +2,9 @@
 //! no program interpreter (PT_INTERP, the dynamic loader the kernel would
 //! start first) and no shared library it needs (DT_NEEDED). A static-pie
 //! binary, as Rust's musl target makes, keeps a PT_DYNAMIC segment for
-//! its own relocations, with no DT_NEEDED in it. x86-64 only (ELF64,
-//! little-endian), which is what `cargo xtask dist` builds.
+//! its own relocations, with no DT_NEEDED in it; and which machine it is
+//! for (`e_machine`: x86-64 or aarch64). ELF64, little-endian only, which
+//! is what `cargo xtask dist` builds.
 
 use std::path::Path;
 
@@ -15,6 +16,9 @@ const DT_NULL: u64 = 0;
 const DT_NEEDED: u64 = 1;
 const DT_STRTAB: u64 = 5;
 const PT_LOAD: u32 = 1;
+/// `e_machine` values (elf.h).
+pub const EM_X86_64: u16 = 62;
+pub const EM_AARCH64: u16 = 183;
 
 /// How an executable is linked, as its headers say.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -25,6 +29,8 @@ pub struct Linking {
     pub needed: Vec<String>,
     /// It has a dynamic section at all (a static-pie binary does).
     pub has_dynamic: bool,
+    /// `e_machine`: `EM_X86_64`, `EM_AARCH64`, ...
+    pub machine: u16,
 }
 
 impl Linking {
@@ -70,7 +76,10 @@ pub fn parse(data: &[u8]) -> Result<Linking> {
         phentsize >= 56,
         "program header entries of {phentsize} bytes"
     );
-    let mut linking = Linking::default();
+    let mut linking = Linking {
+        machine: u16_at(data, 0x12)?,
+        ..Linking::default()
+    };
     let mut loads = Vec::new(); // (vaddr, offset, filesz)
     let mut dynamic = None; // (offset, filesz)
     for i in 0..phnum {
@@ -248,6 +257,9 @@ mod tests {
         assert!(!interp.is_static());
 
         assert!(parse(b"#!/bin/sh\n").is_err());
+        let mut arm64 = elf(None, &[], b"");
+        arm64[0x12..0x14].copy_from_slice(&EM_AARCH64.to_le_bytes());
+        assert_eq!(parse(&arm64).unwrap().machine, EM_AARCH64);
         let mut cut = elf(Some("/lib/ld.so"), &[], b"");
         cut.truncate(130);
         assert!(parse(&cut).is_err());

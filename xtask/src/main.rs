@@ -79,7 +79,8 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                  \n  verifier-stats  what loading each program cost the kernel's verifier\
                  \n                  (instructions processed, time): most of the start
                  \n  dist            the static binary, target/dist/vmatrace-VERSION-x86_64-linux.tar.gz\
-                 \n                  and vmatrace_VERSION_amd64.deb (man page, completions)\
+                 \n                  and vmatrace_VERSION_amd64.deb (man page, completions),\
+                 \n                  and the static aarch64 binary (not packed yet)\
                  \n  kernels ...     Debian kernels under QEMU (cargo xtask kernels help)"
             );
             Ok(ExitCode::SUCCESS)

@@ -13,7 +13,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -192,6 +192,129 @@ pub fn ensure_musl_gcc() -> Result<()> {
         bail!("could not install musl-tools (musl-gcc); as root: apt-get install musl-tools");
     }
     Ok(())
+}
+
+/// What the static arm64 build (`aarch64-unknown-linux-musl`) needs beside
+/// the Rust target: Debian's cross gcc (`gcc-aarch64-linux-gnu`) to link
+/// and to compile mimalloc's C, and musl's arm64 headers, which Debian
+/// ships only in `musl-dev:arm64`: fetched with a private apt
+/// configuration (the host's sources and architectures stay untouched) and
+/// unpacked under the tools directory, not installed. Returns the
+/// environment cargo needs for the target.
+pub fn ensure_aarch64_cross(tools: &Tools) -> Result<Vec<(&'static str, String)>> {
+    ensure_apt_package("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")?;
+    let headers = ensure_arm64_musl_headers(tools)?;
+    let gcc_headers = output("aarch64-linux-gnu-gcc", &["-print-file-name=include"])?;
+    Ok(vec![
+        (
+            "CC_aarch64_unknown_linux_musl",
+            "aarch64-linux-gnu-gcc".into(),
+        ),
+        // musl's headers, not the cross gcc's glibc ones (whose struct
+        // layouts are glibc's), then gcc's own (stddef.h, arm_neon.h).
+        (
+            "CFLAGS_aarch64_unknown_linux_musl",
+            format!(
+                "-nostdinc -isystem {} -isystem {}",
+                headers.display(),
+                gcc_headers.trim()
+            ),
+        ),
+        (
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+            "aarch64-linux-gnu-gcc".into(),
+        ),
+    ])
+}
+
+/// `program` from Debian's `package`, installed once with apt-get.
+fn ensure_apt_package(program: &str, package: &str) -> Result<()> {
+    if works(Path::new(program)) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {package} ({program})");
+    run("apt-get", &["update", "-qq"])?;
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-qq", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .with_context(|| format!("running apt-get install {package}"))?;
+    if !status.success() || !works(Path::new(program)) {
+        bail!("could not install {package}; as root: apt-get install {package}");
+    }
+    Ok(())
+}
+
+/// The include directory of musl's arm64 headers, unpacked from Debian's
+/// `musl-dev:arm64` under the tools directory the first time.
+fn ensure_arm64_musl_headers(tools: &Tools) -> Result<PathBuf> {
+    let root = tools.dir.join("arm64-musl");
+    let include = root.join("root/usr/include/aarch64-linux-musl");
+    if include.join("stdio.h").is_file() {
+        return Ok(include);
+    }
+    eprintln!("xtask: fetching musl's arm64 headers (musl-dev:arm64) from Debian");
+    for dir in [
+        "state/lists/partial",
+        "cache/archives/partial",
+        "etc/apt.conf.d",
+    ] {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    fs::write(root.join("state/status"), "")?;
+    fs::write(
+        root.join("etc/sources.list"),
+        "deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+         http://deb.debian.org/debian bookworm main\n",
+    )?;
+    let d = root.display();
+    let config = root.join("apt.conf");
+    fs::write(
+        &config,
+        format!(
+            "Dir::State \"{d}/state\";\n\
+             Dir::State::status \"{d}/state/status\";\n\
+             Dir::Cache \"{d}/cache\";\n\
+             Dir::Etc::SourceList \"{d}/etc/sources.list\";\n\
+             Dir::Etc::SourceParts \"{d}/etc/sources.list.d\";\n\
+             Dir::Etc::Parts \"{d}/etc/apt.conf.d\";\n\
+             APT::Architecture \"arm64\";\n\
+             APT::Architectures {{ \"arm64\"; }};\n\
+             APT::Sandbox::User \"root\";\n\
+             Acquire::Languages \"none\";\n"
+        ),
+    )?;
+    let apt = |args: &[&str]| -> Result<()> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .current_dir(&root)
+            .env("APT_CONFIG", &config)
+            .status()
+            .context("running apt-get")?;
+        ensure!(
+            status.success(),
+            "`apt-get {}` failed ({status})",
+            args.join(" ")
+        );
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["download", "musl-dev:arm64"])?;
+    let deb = fs::read_dir(&root)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download musl-dev:arm64 left no .deb")?;
+    let unpacked = root.join("root");
+    let deb_arg = deb.to_string_lossy().into_owned();
+    let unpacked_arg = unpacked.to_string_lossy().into_owned();
+    run("dpkg-deb", &["-x", &deb_arg, &unpacked_arg])?;
+    ensure!(
+        include.join("stdio.h").is_file(),
+        "{} has no musl headers at {}",
+        deb.display(),
+        include.display()
+    );
+    Ok(include)
 }
 
 /// cargo-fuzz, for the trace reader's fuzz smoke run in `cargo xtask test`.

@@ -5,7 +5,10 @@ use std::{fs, path::Path};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::error::Failure;
+use crate::{
+    arch::{self, Arch, Reg},
+    error::Failure,
+};
 
 pub const DEFAULT_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
@@ -22,15 +25,15 @@ pub struct StructOffsets {
     /// `offsetof(struct mm_struct, start_stack)`: the main thread's stack
     /// is mapped from its stack pointer up to there at least.
     pub mm_start_stack: u64,
-    /// `offsetof(struct task_struct, thread.fsbase)` (x86-64; 0 if not
-    /// found): a glibc or musl thread's stack ends at its thread pointer.
-    pub task_fsbase: u64,
+    /// Where the user thread pointer is in `task_struct` (`thread.fsbase`
+    /// on x86-64, `thread.uw.tp_value` on arm64: `arch::Registers`; 0 if
+    /// not found): a glibc or musl thread's stack ends below it.
+    pub task_thread_pointer: u64,
     /// `offsetof(struct task_struct, comm)` (0 if not found): the exit
     /// program reads the caller's name with two loads, not a helper call.
     pub task_comm: u64,
-    /// `offsetof(struct pt_regs, ip/sp/bp)` (x86-64; `pc`, `sp`,
-    /// `regs[29]` elsewhere is not handled): where the user registers of a
-    /// call that gets a stack are read. None: no user stack copies.
+    /// Where the user registers of a call that gets a stack are read in
+    /// `struct pt_regs`. None: no user stack copies.
     pub pt_regs: Option<PtRegsOffsets>,
     /// Where a syscall's number and arguments sit in `pt_regs`: a change of
     /// the count outside a traced call names the syscall it happened in.
@@ -48,24 +51,25 @@ pub struct StructOffsets {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallRegsOffsets {
-    /// The syscall number (`orig_ax`: negative outside a syscall).
+    /// The syscall number (negative outside a syscall) and its size: 8
+    /// bytes (`orig_ax`) or 4 (arm64's `syscallno`, an s32).
     pub nr: u64,
+    pub nr_bytes: u8,
     pub args: [u64; 6],
 }
 
-/// The `pt_regs` members of a syscall's number and six arguments.
-#[cfg(target_arch = "x86_64")]
-const SYSCALL_REGS: (&str, [&str; 6]) = ("orig_ax", ["di", "si", "dx", "r10", "r8", "r9"]);
-
+/// The instruction, stack and frame pointers, and the link register where
+/// there is one (0 if none: x86-64).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PtRegsOffsets {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    pub lr: u64,
 }
 
 /// The structs whose members the programs need.
-const STRUCTS: [&str; 4] = ["task_struct", "mm_struct", "thread_struct", "pt_regs"];
+const STRUCTS: [&str; 3] = ["task_struct", "mm_struct", "pt_regs"];
 
 /// Reads the member offsets from a BTF file (normally the running kernel's).
 pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
@@ -79,46 +83,58 @@ pub fn struct_offsets(btf_path: &Path) -> Result<StructOffsets, Failure> {
     let bytes = fs::read(btf_path)
         .with_context(|| format!("reading BTF from {}", btf_path.display()))
         .map_err(Failure::environment)?;
-    let types = Types::index(&bytes)
-        .with_context(|| format!("cannot parse BTF in {}", btf_path.display()))
-        .map_err(Failure::environment)?;
+    offsets_in(&bytes, arch::NATIVE)
+        .with_context(|| format!("in the BTF of {}", btf_path.display()))
+        .map_err(Failure::environment)
+}
+
+/// The offsets in a BTF blob of a kernel built for `arch`.
+fn offsets_in(blob: &[u8], arch: Arch) -> Result<StructOffsets> {
+    let types = Types::index(blob).context("cannot parse BTF")?;
     // One pass over the types for every struct asked for.
     let structs = types.structs_named(&STRUCTS);
-    let offset = |type_name: &str, member: &str| -> Result<u64> {
+    let lookup = |type_name: &str, path: &[&str]| -> Result<u64> {
         let id = STRUCTS
             .iter()
             .position(|s| *s == type_name)
             .and_then(|i| structs[i])
-            .ok_or_else(|| anyhow!("BTF in {} has no struct {type_name}", btf_path.display()))?;
+            .ok_or_else(|| anyhow!("no struct {type_name}"))?;
         types
-            .member_offset(id, member, 0)?
-            .ok_or_else(|| anyhow!("BTF has no {type_name}.{member}"))
+            .path_offset(id, path)?
+            .ok_or_else(|| anyhow!("no {type_name}.{}", path.join(".")))
     };
+    let offset = |type_name: &str, member: &str| lookup(type_name, &[member]);
+    // A register: its member, plus the element for an array of u64s.
+    let reg =
+        |reg: Reg| -> Option<u64> { Some(offset("pt_regs", reg.member).ok()? + 8 * reg.index) };
+    let regs = arch.registers();
     Ok(StructOffsets {
-        task_mm: offset("task_struct", "mm").map_err(Failure::environment)?,
-        mm_map_count: offset("mm_struct", "map_count").map_err(Failure::environment)?,
-        mm_users: offset("mm_struct", "mm_users").map_err(Failure::environment)?,
-        mm_start_stack: offset("mm_struct", "start_stack").map_err(Failure::environment)?,
-        task_fsbase: offset("task_struct", "thread")
-            .and_then(|thread| Ok(thread + offset("thread_struct", "fsbase")?))
-            .unwrap_or(0),
+        task_mm: offset("task_struct", "mm")?,
+        mm_map_count: offset("mm_struct", "map_count")?,
+        mm_users: offset("mm_struct", "mm_users")?,
+        mm_start_stack: offset("mm_struct", "start_stack")?,
+        task_thread_pointer: lookup("task_struct", regs.thread_pointer).unwrap_or(0),
         task_comm: offset("task_struct", "comm").unwrap_or(0),
         pt_regs: (|| {
             Some(PtRegsOffsets {
-                ip: offset("pt_regs", "ip").ok()?,
-                sp: offset("pt_regs", "sp").ok()?,
-                bp: offset("pt_regs", "bp").ok()?,
+                ip: reg(regs.ip)?,
+                sp: reg(regs.sp)?,
+                bp: reg(regs.fp)?,
+                lr: match regs.lr {
+                    Some(lr) => reg(lr)?,
+                    None => 0,
+                },
             })
         })(),
         syscall_regs: (|| {
-            let (nr, args) = SYSCALL_REGS;
-            let mut offsets = [0; 6];
-            for (slot, name) in offsets.iter_mut().zip(args) {
-                *slot = offset("pt_regs", name).ok()?;
+            let mut args = [0; 6];
+            for (slot, arg) in args.iter_mut().zip(regs.args) {
+                *slot = reg(arg)?;
             }
             Some(SyscallRegsOffsets {
-                nr: offset("pt_regs", nr).ok()?,
-                args: offsets,
+                nr: reg(regs.nr)?,
+                nr_bytes: regs.nr_bytes,
+                args,
             })
         })(),
         mm_owner: offset("mm_struct", "owner").unwrap_or(0),
@@ -264,9 +280,23 @@ impl<'a> Types<'a> {
         id
     }
 
+    /// The byte offset of a member reached through named members, each of
+    /// a struct or union type (`thread.uw.tp_value`), from struct `id`.
+    fn path_offset(&self, id: u32, path: &[&str]) -> Result<Option<u64>> {
+        let (mut offset, mut ty) = (0, id);
+        for member in path {
+            let Some((at, member_type)) = self.member_offset(self.resolve(ty), member, 0)? else {
+                return Ok(None);
+            };
+            offset += at;
+            ty = member_type;
+        }
+        Ok(Some(offset))
+    }
+
     /// The byte offset of `member` in struct or union `id`, looking into
-    /// its anonymous members (which add their own offsets).
-    fn member_offset(&self, id: u32, member: &str, depth: u32) -> Result<Option<u64>> {
+    /// its anonymous members (which add their own offsets), and its type.
+    fn member_offset(&self, id: u32, member: &str, depth: u32) -> Result<Option<(u64, u32)>> {
         let Some(at) = self.record(id) else {
             return Ok(None);
         };
@@ -287,12 +317,13 @@ impl<'a> Types<'a> {
                 if bit_size != 0 || bit_offset % 8 != 0 {
                     bail!("{member} is a bit field");
                 }
-                return Ok(Some(u64::from(bit_offset / 8)));
+                return Ok(Some((u64::from(bit_offset / 8), ty)));
             }
             if name.is_empty()
-                && let Some(inner) = self.member_offset(self.resolve(ty), member, depth + 1)?
+                && let Some((inner, inner_type)) =
+                    self.member_offset(self.resolve(ty), member, depth + 1)?
             {
-                return Ok(Some(u64::from(bit_offset / 8) + inner));
+                return Ok(Some((u64::from(bit_offset / 8) + inner, inner_type)));
             }
         }
         Ok(None)
@@ -310,14 +341,15 @@ mod tests {
         assert!(offsets.mm_map_count > 0);
         assert!(offsets.mm_users > 0 && offsets.mm_users != offsets.mm_map_count);
         #[cfg(target_arch = "x86_64")]
-        assert!(offsets.task_fsbase > offsets.task_mm, "{offsets:?}");
+        assert!(offsets.task_thread_pointer > offsets.task_mm, "{offsets:?}");
         #[cfg(target_arch = "x86_64")]
         assert_eq!(
             offsets.pt_regs,
             Some(PtRegsOffsets {
                 ip: 128,
                 sp: 152,
-                bp: 32
+                bp: 32,
+                lr: 0
             })
         );
         #[cfg(target_arch = "x86_64")]
@@ -325,6 +357,7 @@ mod tests {
             offsets.syscall_regs,
             Some(SyscallRegsOffsets {
                 nr: 120,
+                nr_bytes: 8,
                 args: [112, 104, 96, 56, 72, 64]
             })
         );
@@ -375,8 +408,11 @@ mod tests {
         let blob = blob();
         let types = Types::index(&blob).unwrap();
         let outer = types.structs_named(&["outer"])[0].unwrap();
-        assert_eq!(types.member_offset(outer, "x", 0).unwrap(), Some(0));
-        assert_eq!(types.member_offset(outer, "count", 0).unwrap(), Some(12));
+        assert_eq!(types.member_offset(outer, "x", 0).unwrap(), Some((0, 1)));
+        assert_eq!(
+            types.member_offset(outer, "count", 0).unwrap(),
+            Some((12, 1))
+        );
         assert_eq!(types.member_offset(outer, "nothing", 0).unwrap(), None);
         assert!(
             types.member_offset(outer, "flag", 0).is_err(),
@@ -384,6 +420,145 @@ mod tests {
         );
         assert!(types.structs_named(&["int"])[0].is_none());
         assert!(Types::index(&blob[..10]).is_err());
+    }
+
+    /// A type record: (name, kind, size or type, members as (name, type,
+    /// byte offset)).
+    type Record<'a> = (&'a str, u32, u32, &'a [(&'a str, u32, u32)]);
+
+    /// BTF built from records, ids from 1 in order.
+    fn btf_of(records: &[Record]) -> Vec<u8> {
+        let mut strings = vec![0u8];
+        let mut name = |s: &str| -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let at = strings.len() as u32;
+            strings.extend_from_slice(s.as_bytes());
+            strings.push(0);
+            at
+        };
+        let mut types = Vec::new();
+        let mut put = |w: u32| types.extend_from_slice(&w.to_le_bytes());
+        for &(type_name, kind, size, members) in records {
+            put(name(type_name));
+            put((kind << 24) | members.len() as u32);
+            put(size);
+            for &(member, ty, offset) in members {
+                put(name(member));
+                put(ty);
+                put(offset * 8);
+            }
+            if kind == 1 {
+                put(64); // INT: 64 bits
+            }
+        }
+        let mut blob = Vec::new();
+        for w in [
+            0x0001_eb9f_u32,
+            24,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+        ] {
+            blob.extend_from_slice(&w.to_le_bytes());
+        }
+        blob.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(&strings);
+        blob
+    }
+
+    /// The members vmatrace reads, laid out as arm64's 6.1 kernel has them:
+    /// `pt_regs` opens with an anonymous union of `user_pt_regs` and an
+    /// anonymous struct of `regs[31]`, `sp`, `pc`, `pstate`; the thread
+    /// pointer is `thread.uw.tp_value`, inside a named anonymous struct.
+    fn arm64_btf() -> Vec<u8> {
+        const INT: u32 = 1;
+        const STRUCT: u32 = KIND_STRUCT;
+        const UNION: u32 = KIND_UNION;
+        let common: &[(&str, u32, u32)] = &[("mm", INT, 1184), ("comm", INT, 1888)];
+        btf_of(&[
+            ("u64", 1, 8, &[]), // 1
+            (
+                "",
+                STRUCT,
+                272,
+                &[("regs", INT, 0), ("sp", INT, 248), ("pc", INT, 256)],
+            ), // 2
+            ("", UNION, 272, &[("user_regs", INT, 0), ("", 2, 0)]), // 3
+            (
+                "pt_regs",
+                STRUCT,
+                336,
+                &[("", 3, 0), ("orig_x0", INT, 272), ("syscallno", INT, 280)],
+            ), // 4
+            (
+                "",
+                STRUCT,
+                16,
+                &[("tp_value", INT, 0), ("tp2_value", INT, 8)],
+            ), // 5
+            (
+                "thread_struct",
+                STRUCT,
+                1024,
+                &[("cpu_context", INT, 0), ("uw", 5, 112)],
+            ), // 6
+            (
+                "task_struct",
+                STRUCT,
+                4096,
+                &[
+                    common[0],
+                    common[1],
+                    ("tgid", INT, 1456),
+                    ("thread", 6, 2880),
+                ],
+            ), // 7
+            (
+                "mm_struct",
+                STRUCT,
+                1024,
+                &[
+                    ("map_count", INT, 100),
+                    ("mm_users", INT, 96),
+                    ("start_stack", INT, 352),
+                ],
+            ), // 8
+        ])
+    }
+
+    #[test]
+    fn arm64_registers_and_thread_pointer_are_found_by_their_names() {
+        let offsets = offsets_in(&arm64_btf(), Arch::Aarch64).expect("offsets");
+        assert_eq!(
+            offsets.pt_regs,
+            Some(PtRegsOffsets {
+                ip: 256,
+                sp: 248,
+                bp: 29 * 8,
+                lr: 30 * 8
+            })
+        );
+        assert_eq!(
+            offsets.syscall_regs,
+            Some(SyscallRegsOffsets {
+                nr: 280,
+                nr_bytes: 4,
+                args: [272, 8, 16, 24, 32, 40]
+            })
+        );
+        assert_eq!(offsets.task_thread_pointer, 2880 + 112);
+        assert_eq!((offsets.task_mm, offsets.mm_map_count), (1184, 100));
+    }
+
+    #[test]
+    fn x86_names_find_no_registers_in_arm64_btf() {
+        let offsets = offsets_in(&arm64_btf(), Arch::X86_64).expect("offsets");
+        assert_eq!(offsets.pt_regs, None, "no ip/bp: no stack copies");
+        assert_eq!(offsets.syscall_regs, None);
+        assert_eq!(offsets.task_thread_pointer, 0, "no thread.fsbase");
     }
 
     #[test]

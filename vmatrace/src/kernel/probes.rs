@@ -21,7 +21,7 @@ use super::{
     mapped::MappedCounters,
     prog_info, tracefs,
 };
-use crate::error::Failure;
+use crate::{arch, error::Failure};
 
 /// The eBPF object built from `vmatrace-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] =
@@ -389,6 +389,7 @@ impl Probes {
                     ip: 0,
                     sp: 0,
                     bp: 0,
+                    lr: 0,
                 },
             ),
         };
@@ -406,6 +407,7 @@ impl Probes {
                 0,
                 btf::SyscallRegsOffsets {
                     nr: 0,
+                    nr_bytes: 8,
                     args: [0; 6],
                 },
             ),
@@ -428,7 +430,11 @@ impl Probes {
             .override_global(names::MM_MAP_COUNT_OFFSET, &offsets.mm_map_count, true)
             .override_global(names::MM_USERS_OFFSET, &offsets.mm_users, true)
             .override_global(names::MM_START_STACK_OFFSET, &offsets.mm_start_stack, true)
-            .override_global(names::TASK_FSBASE_OFFSET, &offsets.task_fsbase, true)
+            .override_global(
+                names::TASK_FSBASE_OFFSET,
+                &offsets.task_thread_pointer,
+                true,
+            )
             .override_global(names::TASK_COMM_OFFSET, &offsets.task_comm, true)
             .override_global(names::EXIT_GROUP_DEAD_OFFSET, &tp.exit_group_dead, true)
             .override_global(names::NEWTASK_PID_OFFSET, &tp.newtask_pid, true)
@@ -457,8 +463,14 @@ impl Probes {
             .override_global(names::PT_REGS_IP_OFFSET, &pt_regs.ip, true)
             .override_global(names::PT_REGS_SP_OFFSET, &pt_regs.sp, true)
             .override_global(names::PT_REGS_BP_OFFSET, &pt_regs.bp, true)
+            .override_global(names::PT_REGS_LR_OFFSET, &pt_regs.lr, true)
             .override_global(names::SYSCALL_REGS, &syscall_regs, true)
             .override_global(names::PT_REGS_NR_OFFSET, &syscall_regs_offsets.nr, true)
+            .override_global(
+                names::PT_REGS_NR_BYTES,
+                &syscall_regs_offsets.nr_bytes,
+                true,
+            )
             .override_global(names::PT_REGS_ARG_OFFSETS, &syscall_regs_offsets.args, true)
             .override_global(names::MM_OWNER_OFFSET, &offsets.mm_owner, true)
             .override_global(names::TASK_TGID_OFFSET, &offsets.task_tgid, true)
@@ -623,7 +635,7 @@ impl Probes {
                 .set(syscall_number(call), call as u8 + 1, 0)
                 .map_err(|e| Failure::environment(anyhow!(e).context("filling SYSCALL_CALLS")))?;
         }
-        for (number, code) in NEW_SPACE_SYSCALLS {
+        for (number, code) in new_space_syscalls() {
             table
                 .set(number as u32, code, 0)
                 .map_err(|e| Failure::environment(anyhow!(e).context("filling SYSCALL_CALLS")))?;
@@ -803,14 +815,11 @@ fn stack_ring_bytes(capture_stacks: u8, user_stack_bytes: u32) -> u32 {
 
 /// The syscalls that build a new address space (`SYSCALL_EXEC`,
 /// `SYSCALL_FORK`): the exec and fork events tell its count.
-const NEW_SPACE_SYSCALLS: [(libc::c_long, u8); 6] = [
-    (libc::SYS_execve, SYSCALL_EXEC),
-    (libc::SYS_execveat, SYSCALL_EXEC),
-    (libc::SYS_fork, SYSCALL_FORK),
-    (libc::SYS_vfork, SYSCALL_FORK),
-    (libc::SYS_clone, SYSCALL_FORK),
-    (libc::SYS_clone3, SYSCALL_FORK),
-];
+fn new_space_syscalls() -> impl Iterator<Item = (libc::c_long, u8)> {
+    let exec = [libc::SYS_execve, libc::SYS_execveat].map(|nr| (nr, SYSCALL_EXEC));
+    let fork = arch::FORK_SYSCALLS.iter().map(|&nr| (nr, SYSCALL_FORK));
+    exec.into_iter().chain(fork)
+}
 
 /// The lock probes: program, tracepoint category and event.
 const LOCK_PROBES: [(&str, &str, &str); 2] = [

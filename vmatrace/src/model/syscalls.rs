@@ -17,7 +17,7 @@ const PROT: &[Flag] = &[
 const MAP_FLAGS: &[Flag] = &[
     (libc::MAP_FIXED as u64, "MAP_FIXED"),
     (libc::MAP_ANONYMOUS as u64, "MAP_ANONYMOUS"),
-    (libc::MAP_32BIT as u64, "MAP_32BIT"),
+    (crate::arch::MAP_32BIT, "MAP_32BIT"),
     (libc::MAP_GROWSDOWN as u64, "MAP_GROWSDOWN"),
     (libc::MAP_DENYWRITE as u64, "MAP_DENYWRITE"),
     (libc::MAP_EXECUTABLE as u64, "MAP_EXECUTABLE"),

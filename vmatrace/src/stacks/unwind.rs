@@ -5,24 +5,23 @@
 //! goes from the stub straight to its caller's caller), and in code built
 //! without frame pointers it reads garbage. For the calls that get a
 //! stack, the kernel also sends the user registers and the top of the
-//! stack ([`StackCopy`]): the return address at the stack pointer is the
-//! stub's caller, and the copy can be unwound with the call-frame
-//! information (`.eh_frame`, `.debug_frame`) of each module, with
-//! framehop.
+//! stack ([`StackCopy`]): the stub's caller is in the link register on
+//! arm64 and at the stack pointer on x86-64, and the copy can be unwound
+//! with the call-frame information (`.eh_frame`, `.debug_frame`) of each
+//! module, with framehop's unwinder for the architecture (`crate::arch`).
 
 use std::{collections::HashMap, fs, ops::Range, sync::Arc};
 
-use framehop::{
-    ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder,
-    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
-};
+use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _};
 use object::{Object, ObjectSection, ObjectSegment};
+
+use crate::arch;
 
 /// How user stacks are walked (`--unwind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum UnwindMode {
     /// Frame pointers (the kernel's walk), plus the caller of a syscall
-    /// stub read at the stack pointer.
+    /// stub (the link register, or the word at the stack pointer).
     Fp,
     /// Call-frame information over the copied top of the stack only.
     Dwarf,
@@ -52,6 +51,8 @@ pub struct StackCopy {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    /// The link register (arm64); 0 where there is none (x86-64).
+    pub lr: u64,
     pub bytes: Vec<u8>,
 }
 
@@ -69,26 +70,31 @@ pub struct SentStack {
 impl SentStack {
     /// Parses a record of the `USER_STACK_COPIES` ring buffer.
     pub fn parse(record: &[u8]) -> Option<SentStack> {
-        use vmatrace_common::USER_STACK_COPY_HEADER as HEADER;
+        use core::mem::offset_of;
+
+        use vmatrace_common::{USER_STACK_COPY_HEADER as HEADER, UserStack};
         let header = record.get(..HEADER)?;
         let u32_at = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().unwrap());
         let u64_at = |at: usize| u64::from_ne_bytes(header[at..at + 8].try_into().unwrap());
-        const FRAMES: usize = 48;
-        let frames_len = (u32_at(44) as usize).min(HEADER - FRAMES);
+        const FRAMES: usize = offset_of!(UserStack, frames);
+        let frames_len = (u32_at(offset_of!(UserStack, frames_len)) as usize).min(HEADER - FRAMES);
         let frames = header[FRAMES..FRAMES + frames_len]
             .chunks_exact(8)
             .map(|w| u64::from_ne_bytes(w.try_into().unwrap()))
             .take_while(|&ip| ip != 0)
             .collect();
-        let (tid, enter_ns, sp) = (u32_at(4), u64_at(8), u64_at(24));
+        let tid = u32_at(offset_of!(UserStack, tid));
+        let enter_ns = u64_at(offset_of!(UserStack, enter_ns));
+        let sp = u64_at(offset_of!(UserStack, sp));
         let copy = if record.len() > HEADER && sp != 0 {
-            let len = u32_at(40) as usize;
+            let len = u32_at(offset_of!(UserStack, len)) as usize;
             Some(StackCopy {
                 tid,
                 enter_ns,
-                ip: u64_at(16),
+                ip: u64_at(offset_of!(UserStack, ip)),
                 sp,
-                bp: u64_at(32),
+                bp: u64_at(offset_of!(UserStack, bp)),
+                lr: u64_at(offset_of!(UserStack, lr)),
                 bytes: record.get(HEADER..HEADER + len)?.to_vec(),
             })
         } else {
@@ -110,6 +116,16 @@ impl StackCopy {
         let word = self.bytes.get(at..at.checked_add(8)?)?;
         Some(u64::from_ne_bytes(word.try_into().ok()?))
     }
+
+    /// Where the syscall stub returns to: the link register where the
+    /// kernel sent one (arm64: a leaf stub never saves x30), else the word
+    /// at the stack pointer (x86-64: `call` pushed it).
+    pub fn stub_caller(&self) -> Option<u64> {
+        if self.lr != 0 {
+            return Some(self.lr);
+        }
+        self.read(self.sp)
+    }
 }
 
 /// An executable mapping of a process.
@@ -124,14 +140,14 @@ struct CodeMapping {
 /// with a module for each file among them.
 struct ProcessCode {
     mappings: Vec<CodeMapping>,
-    unwinder: UnwinderX86_64<Arc<[u8]>>,
+    unwinder: arch::Unwinder,
 }
 
 /// Walks stacks for many processes, keeping each one's modules.
 pub struct StackWalker {
     mode: UnwindMode,
     processes: HashMap<u32, ProcessCode>,
-    cache: CacheX86_64,
+    cache: arch::UnwindCache,
     /// Each file's unwind sections, parsed once (None: unreadable).
     files: HashMap<Arc<str>, Option<Arc<FileUnwindInfo>>>,
     /// The words of the copy the last walk read, and what they were: with
@@ -147,7 +163,7 @@ impl StackWalker {
         StackWalker {
             mode,
             processes: HashMap::new(),
-            cache: CacheX86_64::new(),
+            cache: arch::UnwindCache::new(),
             files: HashMap::new(),
             reads: Vec::new(),
         }
@@ -223,14 +239,16 @@ impl StackWalker {
         frames
     }
 
-    /// `fp` with the return address at the stack pointer after frame #0
-    /// when the walk skipped it, cut at the first address outside
+    /// `fp` with the stub's caller (`StackCopy::stub_caller`) after frame
+    /// #0 when the walk skipped it, cut at the first address outside
     /// executable code (from there on, the walk read garbage).
     fn with_stub_caller(&mut self, pid: u32, fp: &[u64], copy: &StackCopy) -> Vec<u64> {
         let mut addrs = fp.to_vec();
-        let at_sp = copy.read(copy.sp);
-        self.reads.push((copy.sp, at_sp));
-        if let Some(caller) = at_sp
+        let caller = copy.stub_caller();
+        if copy.lr == 0 {
+            self.reads.push((copy.sp, caller));
+        }
+        if let Some(caller) = caller
             && !addrs.is_empty()
             && addrs.get(1) != Some(&caller)
             && self.is_code(pid, caller)
@@ -302,11 +320,11 @@ impl StackWalker {
         if mappings.is_empty() {
             self.processes.entry(pid).or_insert_with(|| ProcessCode {
                 mappings: Vec::new(),
-                unwinder: UnwinderX86_64::new(),
+                unwinder: arch::Unwinder::new(),
             });
             return;
         }
-        let mut unwinder = UnwinderX86_64::new();
+        let mut unwinder = arch::Unwinder::new();
         for mapping in &mappings {
             if let Some(module) = self.module_for(mapping) {
                 unwinder.add_module(module);
@@ -383,7 +401,7 @@ impl StackWalker {
         let Some(process) = self.processes.get(&pid) else {
             return Vec::new();
         };
-        let mut regs = UnwindRegsX86_64::new(copy.ip, copy.sp, copy.bp);
+        let mut regs = arch::unwind_regs(copy.ip, copy.sp, copy.bp, copy.lr);
         let reads = &mut self.reads;
         let mut read = |addr: u64| {
             let word = copy.read(addr);
@@ -590,6 +608,7 @@ mod tests {
             ip: 0x401000,
             sp,
             bp: 0,
+            lr: 0,
             len,
             frames_len: (frames.len() * 8) as u32,
             frames: [0; vmatrace_common::USER_STACK_FRAMES_MAX],
@@ -627,6 +646,7 @@ mod tests {
             ip: 0,
             sp: 0x1000,
             bp: 0,
+            lr: 0,
             bytes: (0u8..16).collect(),
         };
         assert_eq!(
@@ -635,5 +655,33 @@ mod tests {
         );
         assert_eq!(copy.read(0x1009), None);
         assert_eq!(copy.read(0xfff), None);
+    }
+
+    #[test]
+    fn the_stub_caller_is_the_link_register_where_one_was_sent() {
+        let at_sp = 0x403000u64;
+        let mut copy = StackCopy {
+            tid: 1,
+            enter_ns: 2,
+            ip: 0x401000,
+            sp: 0x1000,
+            bp: 0,
+            lr: 0,
+            bytes: at_sp.to_ne_bytes().to_vec(),
+        };
+        assert_eq!(copy.stub_caller(), Some(at_sp), "x86-64: the word at sp");
+        copy.lr = 0x405000;
+        assert_eq!(copy.stub_caller(), Some(0x405000), "arm64: x30");
+    }
+
+    #[test]
+    fn the_link_register_is_parsed_from_its_place_in_the_record() {
+        let mut stack = sent(0x7ff0, 8, &[0x401000]);
+        stack.lr = 0x406000;
+        let record = record_of(&stack, &[0u8; vmatrace_common::USER_STACK_COPY_MAX]);
+        let copy = SentStack::parse(&record)
+            .and_then(|s| s.copy)
+            .expect("a copy");
+        assert_eq!((copy.lr, copy.stub_caller()), (0x406000, Some(0x406000)));
     }
 }

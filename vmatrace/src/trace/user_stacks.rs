@@ -37,8 +37,8 @@ struct Walk {
     addrs: Vec<u64>,
 }
 
-/// (pid, ip, sp, bp, frame-pointer walk).
-type WalkKey = (u32, u64, u64, u64, Vec<u64>);
+/// (pid, ip, sp, bp, lr, frame-pointer walk).
+type WalkKey = (u32, u64, u64, u64, u64, Vec<u64>);
 
 /// Stacks walked from a copy. A call made again from the same place has
 /// the same stack: in a storm of calls from one loop that is nearly every
@@ -57,12 +57,12 @@ impl Walks {
         let Some(copy) = &sent.copy else {
             return walker.cut_at_non_code(pid, sent.frames);
         };
-        let key = (pid, copy.ip, copy.sp, copy.bp, sent.frames);
+        let key = (pid, copy.ip, copy.sp, copy.bp, copy.lr, sent.frames);
         let same_words = |walk: &&Walk| walk.reads.iter().all(|(at, word)| copy.read(*at) == *word);
         if let Some(walk) = self.0.get(&key).and_then(|w| w.iter().find(same_words)) {
             return walk.addrs.clone();
         }
-        let addrs = walker.walk(pid, &key.4, copy);
+        let addrs = walker.walk(pid, &key.5, copy);
         let reads = walker.take_reads();
         if self.0.len() >= MAX_WALKS {
             self.0.clear();
@@ -309,6 +309,7 @@ mod tests {
                 ip: 0x401000,
                 sp: 0x7ff000,
                 bp: 0,
+                lr: 0,
                 bytes: [caller.to_ne_bytes(), 5u64.to_ne_bytes()].concat(),
             }),
         };
