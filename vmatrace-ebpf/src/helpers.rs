@@ -209,19 +209,43 @@ fn probe_current_mm() -> *const u8 {
     unsafe { bpf_probe_read_kernel(mm_field) }.unwrap_or(core::ptr::null())
 }
 
+/// Ring buffer fill levels (`fill_level`).
+pub const FILLING: u8 = 1;
+pub const NEARLY_FULL: u8 = 2;
+
+/// How full a ring buffer with `avail` bytes waiting is, against its wakeup
+/// `threshold` (a quarter of it): 0 below, `FILLING` past it,
+/// `NEARLY_FULL` past three quarters.
+#[inline(always)]
+pub fn fill_level(avail: u64, threshold: u64) -> u8 {
+    if threshold == 0 || avail < threshold {
+        0
+    } else if avail < 3 * threshold {
+        FILLING
+    } else {
+        NEARLY_FULL
+    }
+}
+
 /// The submit flags of an event: a wakeup of userspace when the event
 /// ring or, after a stack (`stack_sent`), the stack ring holds more than
-/// its threshold, at most once a millisecond per CPU (`wakeup_due`); no
-/// wakeup otherwise (userspace reads on its own tick too).
+/// its threshold; no wakeup otherwise (userspace reads on its own tick
+/// too). Past the threshold at most once a millisecond per CPU
+/// (`wakeup_due`), but every time once a ring is nearly full: each forced
+/// wakeup costs the traced thread an interrupt, and when userspace falls
+/// that far behind (printing every event, say) that cost is what slows
+/// the producer enough for it to catch up before events are lost.
 #[inline(always)]
 pub fn wakeup_flags(stack_sent: bool, now_ns: u64) -> u64 {
     let threshold = WAKEUP_BYTES.load();
     if threshold == 0 {
         return 0;
     }
-    let full = EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold
-        || (stack_sent && crate::user_stack::ring_needs_reading());
-    if full && wakeup_due(now_ns) {
+    let mut fill = fill_level(EVENTS.query(BPF_RB_AVAIL_DATA as u64), threshold);
+    if stack_sent {
+        fill = fill.max(crate::user_stack::ring_fill());
+    }
+    if fill == NEARLY_FULL || (fill == FILLING && wakeup_due(now_ns)) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

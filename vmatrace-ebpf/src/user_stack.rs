@@ -162,12 +162,13 @@ pub fn site_sent(tgid: u32, site: u32, now_ns: u64) {
     let _ = STACK_SITES.insert(&key, &now_ns, 0);
 }
 
-/// Whether the stack ring buffer is full enough that userspace should be
-/// woken to read it.
+/// How full the stack ring buffer is (`helpers::fill_level`).
 #[inline(always)]
-pub fn ring_needs_reading() -> bool {
-    let threshold = STACK_WAKEUP_BYTES.load();
-    threshold != 0 && USER_STACK_COPIES.query(BPF_RB_AVAIL_DATA as u64) >= threshold
+pub fn ring_fill() -> u8 {
+    crate::helpers::fill_level(
+        USER_STACK_COPIES.query(BPF_RB_AVAIL_DATA as u64),
+        STACK_WAKEUP_BYTES.load(),
+    )
 }
 
 /// Sends the calling thread's user stack for `event`: false if there was
