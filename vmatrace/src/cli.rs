@@ -193,7 +193,13 @@ pub struct ReportArgs {
     /// Also rank the N call sites that added the most VMAs, with their
     /// SPLITs and ENOMEMs (needs stacks: all of them with `record --stacks`,
     /// those of flagged calls otherwise).
-    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+    #[arg(
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "10"
+    )]
     pub top_sites: Option<usize>,
 }
 

@@ -197,7 +197,7 @@ fn java_frames_are_named_from_the_jvms_perf_map() {
 
     // Call sites past the JVM: the JDK's method, and the application's
     // method that called it.
-    let report = Running::vmatrace(&["report", "--json", "--top-sites", "50", &file]).finish();
+    let report = Running::vmatrace(&["report", "--json", "--top-sites=50", &file]).finish();
     assert_eq!(report.code(), 0, "{}", report.stderr_text());
     let report: Value = serde_json::from_str(&report.stdout.join("\n")).expect("report JSON");
     let sites = report["top_sites"].as_array().expect("top_sites");
@@ -345,7 +345,7 @@ fn javascript_frames_are_named_from_nodes_perf_map() {
         "a hint for a process with a perf map"
     );
 
-    let report = Running::vmatrace(&["report", "--json", "--top-sites", "50", &file]).finish();
+    let report = Running::vmatrace(&["report", "--json", "--top-sites=50", &file]).finish();
     assert_eq!(report.code(), 0, "{}", report.stderr_text());
     let report: Value = serde_json::from_str(&report.stdout.join("\n")).expect("report JSON");
     let sites = report["top_sites"].as_array().expect("top_sites");

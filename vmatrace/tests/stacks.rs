@@ -323,7 +323,7 @@ fn jemalloc_splits_are_unwound_into_the_program() {
         "{split}"
     );
 
-    let report = Running::vmatrace(&["report", "--json", "--top-sites", "3", &file]).finish();
+    let report = Running::vmatrace(&["report", "--json", "--top-sites=3", &file]).finish();
     assert_eq!(report.code(), 0, "{}", report.stderr_text());
     let top = report
         .json()

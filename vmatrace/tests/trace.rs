@@ -986,7 +986,7 @@ fn jemalloc_splits_come_from_its_unmapping_path() {
     assert!(summary["splits"].as_u64().unwrap() > 100, "{summary}");
 
     // The call site that added the most VMAs is jemalloc's unmapping path.
-    let report = Running::vmatrace(&["report", "--json", "--top-sites", "3", &file]).finish();
+    let report = Running::vmatrace(&["report", "--json", "--top-sites=3", &file]).finish();
     assert_eq!(report.code(), 0, "{}", report.stderr_text());
     let report: Value = serde_json::from_str(report.stdout.last().unwrap()).unwrap();
     let top = &report["top_sites"][0];
