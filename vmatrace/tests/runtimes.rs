@@ -197,10 +197,7 @@ fn java_frames_are_named_from_the_jvms_perf_map() {
 
     // Call sites past the JVM: the JDK's method, and the application's
     // method that called it.
-    let report = Running::vmatrace(&["report", "--json", "--top-sites=50", &file]).finish();
-    assert_eq!(report.code(), 0, "{}", report.stderr_text());
-    let report: Value = serde_json::from_str(&report.stdout.join("\n")).expect("report JSON");
-    let sites = report["top_sites"].as_array().expect("top_sites");
+    let sites = top_sites(&file);
     assert!(
         sites.iter().any(|s| {
             s["site"]
@@ -209,8 +206,16 @@ fn java_frames_are_named_from_the_jvms_perf_map() {
                 && s["caller"] == "IndexMapper.mapIndexFile"
         }),
         "no site past the JVM: {}",
-        serde_json::to_string_pretty(sites).unwrap()
+        serde_json::to_string_pretty(&sites).unwrap()
     );
+}
+
+/// `report --top-sites=50` of a recording: its sites, as JSON.
+fn top_sites(file: &str) -> Vec<Value> {
+    let report = Running::vmatrace(&["report", "--json", "--top-sites=50", file]).finish();
+    assert_eq!(report.code(), 0, "{}", report.stderr_text());
+    let report: Value = serde_json::from_str(&report.stdout.join("\n")).expect("report JSON");
+    report["top_sites"].as_array().expect("top_sites").clone()
 }
 
 /// A JVM that writes its perf map only as it exits
@@ -345,10 +350,7 @@ fn javascript_frames_are_named_from_nodes_perf_map() {
         "a hint for a process with a perf map"
     );
 
-    let report = Running::vmatrace(&["report", "--json", "--top-sites=50", &file]).finish();
-    assert_eq!(report.code(), 0, "{}", report.stderr_text());
-    let report: Value = serde_json::from_str(&report.stdout.join("\n")).expect("report JSON");
-    let sites = report["top_sites"].as_array().expect("top_sites");
+    let sites = top_sites(&file);
     assert!(
         sites.iter().any(|s| {
             s["site"]
@@ -357,7 +359,7 @@ fn javascript_frames_are_named_from_nodes_perf_map() {
                 && s["caller"] == "makeBuffers (alloc.js:5)"
         }),
         "no site past V8: {}",
-        serde_json::to_string_pretty(sites).unwrap()
+        serde_json::to_string_pretty(&sites).unwrap()
     );
 }
 

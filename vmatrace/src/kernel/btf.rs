@@ -387,20 +387,7 @@ mod tests {
         put(&[name("a"), 1, 0, name("count"), 1, 32]);
         put(&[name("outer"), (4 << 24) | (1 << 31) | 3, 16]); // 3: STRUCT outer
         put(&[name("x"), 1, 0, 0, 2, 64, name("flag"), 1, (1 << 24) | 96]);
-        let mut blob = Vec::new();
-        for w in [
-            0x0001_eb9f_u32,
-            24,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-        ] {
-            blob.extend_from_slice(&w.to_le_bytes());
-        }
-        blob.extend_from_slice(&(strings.len() as u32).to_le_bytes());
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(strings);
-        blob
+        blob_of(&types, strings)
     }
 
     #[test]
@@ -453,6 +440,11 @@ mod tests {
                 put(64); // INT: 64 bits
             }
         }
+        blob_of(&types, &strings)
+    }
+
+    /// A BTF blob: the header, then the type and string sections.
+    fn blob_of(types: &[u8], strings: &[u8]) -> Vec<u8> {
         let mut blob = Vec::new();
         for w in [
             0x0001_eb9f_u32,
@@ -464,8 +456,8 @@ mod tests {
             blob.extend_from_slice(&w.to_le_bytes());
         }
         blob.extend_from_slice(&(strings.len() as u32).to_le_bytes());
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(&strings);
+        blob.extend_from_slice(types);
+        blob.extend_from_slice(strings);
         blob
     }
 
